@@ -1,0 +1,1 @@
+//! Certificate generation for tests and the demo.

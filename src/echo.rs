@@ -1,0 +1,1 @@
+//! mTLS echo target.

@@ -1,0 +1,1 @@
+//! PKCS#12 decoding and checks (owned by the p12 work).

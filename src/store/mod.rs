@@ -1,0 +1,205 @@
+//! Where certificates and mappings live: bytes in, bytes out, nothing about TLS.
+//!
+//! Two backends implement [`Store`]: [`file::FileStore`] (the embedded default, one directory of
+//! 0600 JSON files) and [`vault::VaultStore`] (HashiCorp Vault KV v1/v2). The refresher asks for an
+//! [`Inventory`] (what exists, with a version per entry) and reads only entries whose version
+//! changed; the admin API writes through the same trait.
+//!
+//! Layout shared by both backends (a "document" is one JSON file or one Vault secret):
+//! - `accounts/{accountId}/certificates/{certificateId}`: [`StoredCertificate`] (metadata, PKCS#12
+//!   bytes as base64 and the password in one document, so a write is all or nothing);
+//! - `accounts/{accountId}/mappings`: [`MappingDocument`] (all mappings of the account).
+
+pub mod file;
+pub mod vault;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Errors at the store boundary. Messages never contain secret material.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store denied access: {0}")]
+    Denied(String),
+    #[error("store entry {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("store entry {0} changed since it was read (concurrent write); retry")]
+    Conflict(String),
+    #[error("store I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Certificate metadata as the admin API and the snapshot see it (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateMeta {
+    pub id: u64,
+    pub account_id: String,
+    pub name: String,
+    pub display_name: String,
+    #[serde(default)]
+    pub deleted: bool,
+    /// Leaf not-after, unix seconds, filled in when the PKCS#12 was decoded at write time.
+    #[serde(default)]
+    pub not_after: Option<i64>,
+    /// Unix seconds of the last write.
+    #[serde(default)]
+    pub updated_at: i64,
+}
+
+/// PKCS#12 bytes and password. `Debug` never prints them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateSecret {
+    /// PKCS#12 (DER), base64 in the stored document.
+    #[serde(with = "b64")]
+    pub p12: Vec<u8>,
+    pub password: String,
+}
+
+impl fmt::Debug for CertificateSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CertificateSecret {{ p12: <{} bytes>, password: <redacted> }}", self.p12.len())
+    }
+}
+
+/// One stored certificate document: metadata and secret written together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCertificate {
+    #[serde(flatten)]
+    pub meta: CertificateMeta,
+    #[serde(flatten)]
+    pub secret: CertificateSecret,
+}
+
+/// A mapping: (accountId, serviceName, url) -> certificateId.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mapping {
+    pub id: u64,
+    pub account_id: String,
+    pub name: String,
+    /// Service name (e.g. `TEST_SERVICE`, `IDP`, `WEBHOOKS`), stored by name.
+    pub service_name: String,
+    /// URL as given; a trailing `*` makes it a prefix (wildcard) mapping.
+    pub url: String,
+    pub certificate_id: u64,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// All mappings of one account, stored as one document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappingDocument {
+    pub mappings: Vec<Mapping>,
+}
+
+/// An entry and the version it was read at. A version is opaque: a KV v2 version number, or a
+/// digest of the stored bytes; equal versions mean equal content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub version: String,
+}
+
+/// What exists in the store, with a version per entry, cheap enough to ask for every refresh.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// (accountId, certificateId, version)
+    pub certificates: Vec<(String, u64, String)>,
+    /// (accountId, version) of each account's mapping document
+    pub mappings: Vec<(String, String)>,
+}
+
+/// Storage backend for certificates and mappings.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Human-readable backend name for logs and `/ready` (e.g. `file:/var/lib/x`, `vault:kv2:secret/mtls`).
+    fn describe(&self) -> String;
+
+    /// Everything that exists, with versions. Errors mean "could not ask", not "empty".
+    async fn inventory(&self) -> StoreResult<Inventory>;
+
+    async fn get_certificate(
+        &self,
+        account: &str,
+        id: u64,
+    ) -> StoreResult<Option<Versioned<StoredCertificate>>>;
+
+    /// Create or replace; returns the new version.
+    async fn put_certificate(&self, cert: &StoredCertificate) -> StoreResult<String>;
+
+    /// Returns whether it existed.
+    async fn delete_certificate(&self, account: &str, id: u64) -> StoreResult<bool>;
+
+    /// The account's mappings; an account with none gives an empty document and version "".
+    async fn get_mappings(&self, account: &str) -> StoreResult<Versioned<MappingDocument>>;
+
+    /// Replace the account's mapping document. When `expected_version` is given and the stored
+    /// version differs, fails with [`StoreError::Conflict`] and writes nothing.
+    async fn put_mappings(
+        &self,
+        account: &str,
+        doc: &MappingDocument,
+        expected_version: Option<&str>,
+    ) -> StoreResult<String>;
+}
+
+/// A fresh id for a certificate or mapping: milliseconds since the epoch times 1000 plus a
+/// random part, so replicas writing at once do not collide and ids sort by creation time.
+pub fn new_id() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut r = [0u8; 2];
+    // boring's RNG never fails in practice; fall back to the clock's sub-ms noise if it does.
+    let rnd = if boring::rand::rand_bytes(&mut r).is_ok() {
+        u16::from_le_bytes(r) as u64 % 1000
+    } else {
+        (std::time::Instant::now().elapsed().as_nanos() % 1000) as u64
+    };
+    ms * 1000 + rnd
+}
+
+/// Account ids become path segments: only a conservative character set is accepted.
+pub fn valid_account_id(account: &str) -> bool {
+    !account.is_empty()
+        && account.len() <= 64
+        && account
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+mod b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
