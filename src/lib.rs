@@ -2,10 +2,307 @@
 //! (HashiCorp Vault or an embedded file store).
 //!
 //! Data flow, one module per step:
-//! store (bytes) -> [`p12`] (decode + checks) -> [`snapshot`] (immutable index + ready keys,
+//! [`store`] (bytes) -> [`p12`] (decode + checks) -> [`snapshot`] (immutable index + ready keys,
 //! published through arc-swap by [`refresh`]) -> [`proxy`] (per-request mapping match and peer).
+//! Around it: [`config`], [`ratelimit`], [`metrics`], [`ops`] (health + metrics listener),
+//! [`admin`] + [`auth`] (the LivePerson-compatible admin API), [`demo`].
 
+pub mod admin;
+pub mod auth;
 pub mod certgen;
+pub mod config;
+pub mod demo;
 pub mod echo;
+pub mod metrics;
+pub mod ops;
 pub mod p12;
+pub mod proxy;
+pub mod ratelimit;
+pub mod refresh;
+pub mod snapshot;
 pub mod store;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use log::{error, info, warn};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+
+use crate::config::{Config, StoreConfig};
+use crate::proxy::{Gateway, InFlight};
+use crate::refresh::{RefreshService, Refresher};
+use crate::store::file::FileStore;
+use crate::store::{
+    Inventory, MappingDocument, Store, StoreError, StoreResult, StoredCertificate, Versioned,
+};
+
+/// A store opened on first use, inside the runtime that first needs it (Vault clients keep
+/// connections tied to a runtime, and Pingora gives each service its own).
+pub struct LazyVault {
+    cfg: store::vault::VaultConfig,
+    cell: tokio::sync::OnceCell<store::vault::VaultStore>,
+}
+
+impl LazyVault {
+    async fn get(&self) -> StoreResult<&store::vault::VaultStore> {
+        self.cell
+            .get_or_try_init(|| store::vault::VaultStore::connect(&self.cfg))
+            .await
+    }
+}
+
+#[async_trait]
+impl Store for LazyVault {
+    fn describe(&self) -> String {
+        match self.cell.get() {
+            Some(s) => s.describe(),
+            None => format!("vault (not connected yet): {}", self.cfg.describe()),
+        }
+    }
+    async fn inventory(&self) -> StoreResult<Inventory> {
+        self.get().await?.inventory().await
+    }
+    async fn get_certificate(
+        &self,
+        account: &str,
+        id: u64,
+    ) -> StoreResult<Option<Versioned<StoredCertificate>>> {
+        self.get().await?.get_certificate(account, id).await
+    }
+    async fn put_certificate(&self, cert: &StoredCertificate) -> StoreResult<String> {
+        self.get().await?.put_certificate(cert).await
+    }
+    async fn delete_certificate(&self, account: &str, id: u64) -> StoreResult<bool> {
+        self.get().await?.delete_certificate(account, id).await
+    }
+    async fn get_mappings(&self, account: &str) -> StoreResult<Versioned<MappingDocument>> {
+        self.get().await?.get_mappings(account).await
+    }
+    async fn put_mappings(
+        &self,
+        account: &str,
+        doc: &MappingDocument,
+        expected_version: Option<&str>,
+    ) -> StoreResult<String> {
+        self.get()
+            .await?
+            .put_mappings(account, doc, expected_version)
+            .await
+    }
+}
+
+/// Open the configured store (the file store at once; Vault on first use).
+pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    match &cfg.store {
+        StoreConfig::File { path } => Ok(Arc::new(FileStore::open(path.clone())?)),
+        StoreConfig::Vault(v) => Ok(Arc::new(LazyVault {
+            cfg: (**v).clone(),
+            cell: tokio::sync::OnceCell::new(),
+        })),
+    }
+}
+
+/// Well-known locations of the system trust bundle.
+const SYSTEM_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem",
+];
+
+/// One PEM file with the system roots (when enabled) plus `upstream.ca_files`, given to the
+/// upstream connector once. (Setting per-peer CAs instead would rebuild an X509 store on every
+/// new connection, and the trust bundle is not part of Pingora's pool key.)
+fn trust_bundle(cfg: &Config) -> std::io::Result<Option<PathBuf>> {
+    if cfg.upstream.ca_files.is_empty() {
+        return Ok(None); // Pingora loads the system default paths itself.
+    }
+    let mut pem = Vec::new();
+    if cfg.upstream.use_system_roots {
+        match SYSTEM_BUNDLES.iter().find(|p| std::path::Path::new(p).is_file()) {
+            Some(p) => pem.extend(std::fs::read(p)?),
+            None => warn!("upstream.use_system_roots: no system CA bundle found; only upstream.ca_files are trusted"),
+        }
+        pem.push(b'\n');
+    }
+    for f in &cfg.upstream.ca_files {
+        let bytes = std::fs::read(f)?;
+        if boring::x509::X509::stack_from_pem(&bytes).map(|s| s.is_empty()).unwrap_or(true) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("upstream.ca_files: {} holds no PEM certificate", f.display()),
+            ));
+        }
+        pem.extend(bytes);
+        pem.push(b'\n');
+    }
+    let dir = std::env::temp_dir().join(format!("mtls-gateway-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("trust-bundle.pem");
+    std::fs::write(&path, pem)?;
+    Ok(Some(path))
+}
+
+/// On SIGTERM: report not-ready, wait until no request is in flight (or the grace period ends),
+/// then let Pingora stop its listeners and exit. Pingora's own grace sleep is set to zero, so an
+/// idle gateway exits at once. SIGINT stops at once.
+struct DrainOnTerm {
+    inflight: Arc<InFlight>,
+    draining: Arc<AtomicBool>,
+    grace: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainOnTerm {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            error!("cannot install signal handlers; stopping");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                self.draining.store(true, Ordering::Release);
+                let deadline = Instant::now() + self.grace;
+                let n = self.inflight.get();
+                info!("SIGTERM: draining {n} request(s) in flight (grace {:?})", self.grace);
+                while self.inflight.get() > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if self.inflight.get() > 0 {
+                    warn!("grace period over with {} request(s) still in flight", self.inflight.get());
+                }
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+        }
+    }
+}
+
+/// The admin API as a background service with its own listener.
+struct AdminService {
+    state: admin::AdminState,
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let addr = self.state.cfg.admin.listen;
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!("admin.listen {addr}: cannot bind ({e}); the admin API is not served");
+                return;
+            }
+        };
+        info!("admin API listening on {addr}");
+        let app = admin::router(self.state.clone());
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        });
+        if let Err(e) = serve.await {
+            error!("admin API stopped: {e}");
+        }
+    }
+}
+
+/// A fully assembled gateway, ready to run.
+pub struct Assembled {
+    pub server: Server,
+    run_args: RunArgs,
+}
+
+impl Assembled {
+    /// Run until SIGTERM/SIGINT. Returns when the server has stopped.
+    pub fn run(self) {
+        self.server.run(self.run_args);
+    }
+}
+
+/// Build the Pingora server from a validated config: refresher (background, the proxy depends on
+/// it), proxy listener(s), ops listener, admin listener.
+pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
+    let cfg = Arc::new(cfg);
+    metrics::init();
+    let store = open_store(&cfg).map_err(|e| anyhow::anyhow!("store: {e}"))?;
+    let refresher = Refresher::new(store, cfg.refresh.clone());
+
+    let mut conf = ServerConf {
+        threads: cfg.proxy.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: cfg.upstream.keepalive_pool_size,
+        ..ServerConf::default()
+    };
+    if let Some(bundle) = trust_bundle(&cfg)? {
+        conf.ca_file = Some(bundle.to_string_lossy().into_owned());
+    }
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+
+    let refresh_handle = server.add_service(background_service(
+        "snapshot refresher",
+        RefreshService(refresher.clone()),
+    ));
+
+    let inflight = Arc::new(InFlight::default());
+    let draining = Arc::new(AtomicBool::new(false));
+    let gateway = Gateway::new(cfg.clone(), refresher.snapshot().clone(), inflight.clone());
+    let mut proxy =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "mtls proxy");
+    for addr in &cfg.proxy.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    let proxy_handle = server.add_service(proxy);
+    proxy_handle.add_dependency(&refresh_handle);
+
+    let mut ops = Service::new(
+        "ops (metrics, health)".to_string(),
+        pingora::apps::http_app::HttpServer::new_app(ops::OpsApp {
+            refresher: refresher.clone(),
+            draining: draining.clone(),
+        }),
+    );
+    ops.add_tcp(&cfg.ops_listen.to_string());
+    server.add_service(ops);
+
+    if cfg.admin.enabled {
+        server.add_service(background_service(
+            "admin api",
+            AdminService {
+                state: admin::AdminState {
+                    cfg: cfg.clone(),
+                    refresher: refresher.clone(),
+                },
+            },
+        ));
+    }
+
+    info!(
+        "mtls-gateway: proxy on {:?}, ops on {}, admin on {}, store {}",
+        cfg.proxy.listen,
+        cfg.ops_listen,
+        if cfg.admin.enabled { cfg.admin.listen.to_string() } else { "(disabled)".into() },
+        refresher.store().describe()
+    );
+    let run_args = RunArgs {
+        shutdown_signal: Box::new(DrainOnTerm {
+            inflight,
+            draining,
+            grace: cfg.grace_period,
+        }),
+    };
+    Ok(Assembled { server, run_args })
+}

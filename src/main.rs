@@ -1,1 +1,90 @@
-fn main() {}
+//! `mtls-gateway run | check | demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use mtls_gateway::config::Config;
+
+/// Plain HTTP in, mutual TLS out: client certificates from Vault or a file store.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// The YAML config file (see conf/example.yaml for every key).
+        #[arg(long, short, env = "MTLS_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0 when valid, 64 with a one-line error otherwise.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a local mTLS echo target, seed a certificate and a mapping in a fresh file store,
+    /// run the gateway, send a request through it and show which client certificate the target
+    /// saw.
+    Demo {
+        /// Where to put the demo's store, config and certificates (default: a new temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Proxy port (0 = any free port).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Exit after the demonstration request instead of serving until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+const EX_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                ExitCode::from(EX_USAGE)
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            match mtls_gateway::build(cfg) {
+                Ok(g) => {
+                    g.run();
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mtls-gateway: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo { dir, port, once } => match mtls_gateway::demo::run(dir, port, once) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

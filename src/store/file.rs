@@ -1,1 +1,538 @@
-//! File store.
+//! File store: the embedded default backend, one directory of 0600 JSON files.
+//!
+//! Layout under the store directory (dirs 0700, files 0600):
+//! ```text
+//! {dir}/accounts/{account}/certificates/{id}.json   StoredCertificate
+//! {dir}/accounts/{account}/mappings.json            MappingDocument
+//! ```
+//!
+//! Writes are atomic: the new bytes go to a temp file in the target's directory (created 0600,
+//! named `.{target}.{pid}.{n}.tmp`), which is fsynced, renamed over the target, and then the
+//! directory is fsynced. A crash at any point leaves either the old or the new file, never a torn
+//! one; a leftover temp file is ignored by every read and removed by [`FileStore::open`] once it is
+//! an hour old.
+//!
+//! Versions come from metadata, not content, so [`Store::inventory`] costs one `stat` per entry:
+//! `{len}-{mtime_nanos}-{inode}`. `get_*` takes the same metadata from the open file handle before
+//! reading it, so inventory and get agree on the version of the same bytes (otherwise the
+//! refresher would re-read forever). Every write makes a new inode (rename), but inode numbers are
+//! reused and file mtimes only tick every few milliseconds, so two quick writes of equal length
+//! could otherwise repeat an old version; each write therefore sets the new file's mtime strictly
+//! later than the one it replaces. Files edited by hand in place may keep their version until
+//! their length or mtime changes; write them with a rename (as editors and `mv` do).
+//!
+//! All file I/O runs in `spawn_blocking`; writes are serialized by one async mutex per store, which
+//! also makes the compare-and-set of [`Store::put_mappings`] atomic within this process (the file
+//! store is meant for one gateway process per directory).
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{
+    valid_account_id, Inventory, MappingDocument, Store, StoreError, StoreResult,
+    StoredCertificate, Versioned,
+};
+
+const ACCOUNTS: &str = "accounts";
+const CERTIFICATES: &str = "certificates";
+const MAPPINGS_FILE: &str = "mappings.json";
+/// Temp files older than this are leftovers of a crash and removed at open.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+
+/// Directory-backed [`Store`]. Cheap to share behind an `Arc`.
+pub struct FileStore {
+    root: Arc<PathBuf>,
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStore")
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+fn io_err(path: &Path, source: io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn check_account(account: &str) -> StoreResult<()> {
+    if valid_account_id(account) {
+        Ok(())
+    } else {
+        let shown: String = account.chars().take(80).collect();
+        Err(StoreError::Other(format!(
+            "invalid account id {shown:?}: use 1-64 characters from A-Z, a-z, 0-9, '-' and '_'"
+        )))
+    }
+}
+
+/// Creates `path` (and missing parents) with mode 0700.
+fn create_dir_0700(path: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+impl FileStore {
+    /// Opens (creating with 0700 if missing) the store directory. Refuses a path that is a
+    /// symlink or not a directory. Blocking: call it at startup, not from a request path.
+    pub fn open(dir: impl Into<PathBuf>) -> StoreResult<FileStore> {
+        let root: PathBuf = dir.into();
+        match fs::symlink_metadata(&root) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(StoreError::Other(format!(
+                    "file store directory {} is a symlink; point the store at the real directory",
+                    root.display()
+                )));
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(StoreError::Other(format!(
+                    "file store path {} exists but is not a directory",
+                    root.display()
+                )));
+            }
+            Ok(m) => {
+                if m.permissions().mode() & 0o077 != 0 {
+                    log::warn!(
+                        "file store directory {} is accessible to group/others (mode {:o}); \
+                         chmod 700 it",
+                        root.display(),
+                        m.permissions().mode() & 0o777
+                    );
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_dir_0700(&root).map_err(|e| io_err(&root, e))?;
+            }
+            Err(e) => return Err(io_err(&root, e)),
+        }
+        let accounts = root.join(ACCOUNTS);
+        create_dir_0700(&accounts).map_err(|e| io_err(&accounts, e))?;
+        remove_stale_temp_files(&accounts);
+        Ok(FileStore {
+            root: Arc::new(root),
+            write_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+}
+
+fn account_dir(root: &Path, account: &str) -> PathBuf {
+    root.join(ACCOUNTS).join(account)
+}
+
+fn certificate_path(root: &Path, account: &str, id: u64) -> PathBuf {
+    account_dir(root, account)
+        .join(CERTIFICATES)
+        .join(format!("{id}.json"))
+}
+
+fn mappings_path(root: &Path, account: &str) -> PathBuf {
+    account_dir(root, account).join(MAPPINGS_FILE)
+}
+
+fn certificate_key(account: &str, id: u64) -> String {
+    format!("{ACCOUNTS}/{account}/{CERTIFICATES}/{id}")
+}
+
+fn mappings_key(account: &str) -> String {
+    format!("{ACCOUNTS}/{account}/mappings")
+}
+
+/// The version of a file's content; see the module doc.
+fn version_of(meta: &fs::Metadata) -> String {
+    let mtime_nanos = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{}-{}", meta.len(), mtime_nanos, meta.ino())
+}
+
+/// Version of the file at `path`, `None` if it does not exist.
+fn current_version(path: &Path) -> io::Result<Option<String>> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(version_of(&m))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a file and the version of exactly those bytes (metadata from the same handle).
+fn read_versioned(path: &Path) -> io::Result<Option<(Vec<u8>, String)>> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.read_to_end(&mut bytes)?;
+    Ok(Some((bytes, version_of(&meta))))
+}
+
+/// A parse error without the parsed text: serde's "invalid type" messages can quote values, and
+/// these documents hold passwords.
+fn parse<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "invalid JSON",
+            serde_json::error::Category::Data => "JSON does not match the expected document",
+            serde_json::error::Category::Eof => "truncated JSON",
+        };
+        StoreError::Corrupt {
+            key: key.to_owned(),
+            reason: format!("{what} at line {} column {}", e.line(), e.column()),
+        }
+    })
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` (0700) if missing and fsyncs the parents of what it created, so a new
+/// account's directories survive a crash together with the first file written into them.
+fn ensure_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    create_dir_0700(dir)?;
+    for d in missing.iter().rev() {
+        if let Some(parent) = d.parent() {
+            fsync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+/// Replaces `path` with `bytes` atomically (see the module doc); returns the new version.
+/// The caller holds the store's write lock.
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<String> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("target path has no parent directory"))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::other("target path has no file name"))?;
+    ensure_dir(dir)?;
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = write_temp_and_rename(&tmp, path, dir, bytes);
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_temp_and_rename(tmp: &Path, path: &Path, dir: &Path, bytes: &[u8]) -> io::Result<String> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)?;
+    f.write_all(bytes)?;
+    // Strictly later mtime than the file being replaced, so (len, mtime, inode) never repeats
+    // an earlier version of this path even when the inode number is reused.
+    let previous = fs::metadata(path).ok().and_then(|m| m.modified().ok());
+    let now = SystemTime::now();
+    let wanted = match previous {
+        Some(prev) if prev >= now => prev + Duration::from_micros(1),
+        _ => now,
+    };
+    f.set_modified(wanted)?;
+    if let Some(prev) = previous {
+        // File systems with coarse timestamps may round the wanted time down to the old one.
+        if f.metadata()?.modified()? <= prev {
+            f.set_modified(prev + Duration::from_secs(1))?;
+        }
+    }
+    f.sync_all()?;
+    let meta = f.metadata()?;
+    drop(f);
+    fs::rename(tmp, path)?;
+    fsync_dir(dir)?;
+    Ok(version_of(&meta))
+}
+
+/// Best effort: removes temp files older than [`STALE_TEMP_AGE`] under `accounts/`.
+fn remove_stale_temp_files(accounts: &Path) {
+    let Ok(entries) = fs::read_dir(accounts) else {
+        return;
+    };
+    for account in entries.flatten() {
+        let dir = account.path();
+        for d in [dir.clone(), dir.join(CERTIFICATES)] {
+            let Ok(files) = fs::read_dir(&d) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let name = file.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if !is_temp_name(name) {
+                    continue;
+                }
+                let old = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STALE_TEMP_AGE);
+                if old {
+                    match fs::remove_file(file.path()) {
+                        Ok(()) => log::info!(
+                            "file store: removed leftover temp file {}",
+                            file.path().display()
+                        ),
+                        Err(e) => log::warn!(
+                            "file store: cannot remove leftover temp file {}: {e}",
+                            file.path().display()
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn read_dir_if_exists(dir: &Path) -> io::Result<Option<fs::ReadDir>> {
+    match fs::read_dir(dir) {
+        Ok(rd) => Ok(Some(rd)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn inventory_blocking(root: &Path) -> StoreResult<Inventory> {
+    let accounts_dir = root.join(ACCOUNTS);
+    let mut inv = Inventory::default();
+    let Some(accounts) = read_dir_if_exists(&accounts_dir).map_err(|e| io_err(&accounts_dir, e))?
+    else {
+        return Ok(inv);
+    };
+    for entry in accounts {
+        let entry = entry.map_err(|e| io_err(&accounts_dir, e))?;
+        let name = entry.file_name();
+        let Some(account) = name.to_str().filter(|a| valid_account_id(a)) else {
+            log::warn!(
+                "file store: ignoring {} (not a valid account id)",
+                entry.path().display()
+            );
+            continue;
+        };
+        if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let mappings = mappings_path(root, account);
+        if let Some(v) = current_version(&mappings).map_err(|e| io_err(&mappings, e))? {
+            inv.mappings.push((account.to_owned(), v));
+        }
+        let certs_dir = entry.path().join(CERTIFICATES);
+        let Some(certs) = read_dir_if_exists(&certs_dir).map_err(|e| io_err(&certs_dir, e))? else {
+            continue;
+        };
+        for cert in certs {
+            let cert = cert.map_err(|e| io_err(&certs_dir, e))?;
+            let file_name = cert.file_name();
+            let Some(id) = file_name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|stem| stem.parse::<u64>().ok())
+            else {
+                // Temp files and anything else that is not `{id}.json`.
+                continue;
+            };
+            let path = cert.path();
+            // A file deleted between listing and stat is simply gone.
+            if let Some(v) = current_version(&path).map_err(|e| io_err(&path, e))? {
+                inv.certificates.push((account.to_owned(), id, v));
+            }
+        }
+    }
+    inv.certificates.sort();
+    inv.mappings.sort();
+    Ok(inv)
+}
+
+fn get_certificate_blocking(
+    root: &Path,
+    account: &str,
+    id: u64,
+) -> StoreResult<Option<Versioned<StoredCertificate>>> {
+    let path = certificate_path(root, account, id);
+    let Some((bytes, version)) = read_versioned(&path).map_err(|e| io_err(&path, e))? else {
+        return Ok(None);
+    };
+    let key = certificate_key(account, id);
+    let value: StoredCertificate = parse(&key, &bytes)?;
+    if value.meta.id != id || value.meta.account_id != account {
+        return Err(StoreError::Corrupt {
+            key,
+            reason: format!(
+                "document says account {:?} id {}, but is stored as account {account:?} id {id}",
+                value.meta.account_id, value.meta.id
+            ),
+        });
+    }
+    Ok(Some(Versioned { value, version }))
+}
+
+fn get_mappings_blocking(root: &Path, account: &str) -> StoreResult<Versioned<MappingDocument>> {
+    let path = mappings_path(root, account);
+    match read_versioned(&path).map_err(|e| io_err(&path, e))? {
+        None => Ok(Versioned {
+            value: MappingDocument::default(),
+            version: String::new(),
+        }),
+        Some((bytes, version)) => Ok(Versioned {
+            value: parse(&mappings_key(account), &bytes)?,
+            version,
+        }),
+    }
+}
+
+fn to_json<T: Serialize>(key: &str, value: &T) -> StoreResult<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| StoreError::Other(format!("cannot serialize {key}: {e}")))?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+impl FileStore {
+    /// Runs blocking file work off the runtime threads.
+    async fn blocking<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path) -> StoreResult<T> + Send + 'static,
+    {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || f(&root))
+            .await
+            .map_err(|e| StoreError::Other(format!("file store task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for FileStore {
+    fn describe(&self) -> String {
+        format!("file:{}", self.root.display())
+    }
+
+    async fn inventory(&self) -> StoreResult<Inventory> {
+        self.blocking(inventory_blocking).await
+    }
+
+    async fn get_certificate(
+        &self,
+        account: &str,
+        id: u64,
+    ) -> StoreResult<Option<Versioned<StoredCertificate>>> {
+        check_account(account)?;
+        let account = account.to_owned();
+        self.blocking(move |root| get_certificate_blocking(root, &account, id))
+            .await
+    }
+
+    async fn put_certificate(&self, cert: &StoredCertificate) -> StoreResult<String> {
+        let account = cert.meta.account_id.clone();
+        check_account(&account)?;
+        let id = cert.meta.id;
+        let bytes = to_json(&certificate_key(&account, id), cert)?;
+        let _guard = self.write_lock.lock().await;
+        self.blocking(move |root| {
+            let path = certificate_path(root, &account, id);
+            write_atomic(&path, &bytes).map_err(|e| io_err(&path, e))
+        })
+        .await
+    }
+
+    async fn delete_certificate(&self, account: &str, id: u64) -> StoreResult<bool> {
+        check_account(account)?;
+        let account = account.to_owned();
+        let _guard = self.write_lock.lock().await;
+        self.blocking(move |root| {
+            let path = certificate_path(root, &account, id);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    if let Some(dir) = path.parent() {
+                        fsync_dir(dir).map_err(|e| io_err(dir, e))?;
+                    }
+                    Ok(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(io_err(&path, e)),
+            }
+        })
+        .await
+    }
+
+    async fn get_mappings(&self, account: &str) -> StoreResult<Versioned<MappingDocument>> {
+        check_account(account)?;
+        let account = account.to_owned();
+        self.blocking(move |root| get_mappings_blocking(root, &account))
+            .await
+    }
+
+    async fn put_mappings(
+        &self,
+        account: &str,
+        doc: &MappingDocument,
+        expected_version: Option<&str>,
+    ) -> StoreResult<String> {
+        check_account(account)?;
+        if let Some(m) = doc.mappings.iter().find(|m| m.account_id != account) {
+            return Err(StoreError::Other(format!(
+                "mapping {} belongs to account {:?}, not {account:?}",
+                m.id, m.account_id
+            )));
+        }
+        let key = mappings_key(account);
+        let bytes = to_json(&key, doc)?;
+        let account = account.to_owned();
+        let expected = expected_version.map(str::to_owned);
+        // Held across the check and the write: the compare-and-set is atomic for this process.
+        let _guard = self.write_lock.lock().await;
+        self.blocking(move |root| {
+            let path = mappings_path(root, &account);
+            if let Some(expected) = expected {
+                let current = current_version(&path)
+                    .map_err(|e| io_err(&path, e))?
+                    .unwrap_or_default();
+                if current != expected {
+                    return Err(StoreError::Conflict(key));
+                }
+            }
+            write_atomic(&path, &bytes).map_err(|e| io_err(&path, e))
+        })
+        .await
+    }
+}

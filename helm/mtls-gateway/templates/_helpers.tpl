@@ -1,0 +1,479 @@
+{{/*
+Helpers of the mtls-gateway chart.
+
+Helpers that an application chart may include (sidecar mode) need only .Values (the gateway's
+values) and .Release, never .Chart, so they work with this context built by the parent chart:
+  (dict "Values" (index .Values "mtls-gateway") "Release" .Release)
+Those public helpers are:
+  mtls-gateway.sidecarContainer              one container list item
+  mtls-gateway.sidecarVolumes                the volumes list items it mounts
+  mtls-gateway.sidecarPodAnnotations         config checksum (+ prometheus.io/* when enabled)
+  mtls-gateway.terminationGracePeriodSeconds shutdown.gracePeriodSecs + 5
+  mtls-gateway.serviceAccountName            the ServiceAccount the Vault role binds
+Paths inside the container (one place each: the config below and the mounts further down):
+  /etc/mtls-gateway/config.yaml                  ConfigMap (subPath; pods roll on the checksum)
+  /etc/mtls-gateway/vault-ca/ca.crt              store.vault.caSecret
+  /etc/mtls-gateway/vault-token/token            store.vault.auth.token.secretRef
+  /etc/mtls-gateway/vault-approle/{role_id,secret_id}  store.vault.auth.approle.*SecretRef
+  /var/run/secrets/mtls-gateway/token            projected service-account token
+  /etc/mtls-gateway/upstream-ca/ca-N.crt         upstream.caSecrets[N]
+  /etc/mtls-gateway/auth/{oauth1-N,jwt-key}      auth.oauth1.keys[N].secretRef, auth.jwt.keySecretRef
+  /tmp                                           emptyDir
+*/}}
+
+{{/* Chart name; "mtls-gateway" is fixed here so the helper needs no .Chart. */}}
+{{- define "mtls-gateway.name" -}}
+{{- default "mtls-gateway" .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: <release>-mtls-gateway, or the release name when it already contains the name. */}}
+{{- define "mtls-gateway.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "mtls-gateway.name" . -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Selector labels (stable across upgrades). */}}
+{{- define "mtls-gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mtls-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Common labels; uses .Chart, so only for this chart's own objects. */}}
+{{- define "mtls-gateway.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "mtls-gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{- define "mtls-gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "mtls-gateway.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* repository[:tag][@digest] */}}
+{{- define "mtls-gateway.image" -}}
+{{- $ref := .Values.image.repository -}}
+{{- if .Values.image.tag -}}
+{{- $ref = printf "%s:%s" $ref .Values.image.tag -}}
+{{- end -}}
+{{- if .Values.image.digest -}}
+{{- $ref = printf "%s@%s" $ref .Values.image.digest -}}
+{{- end -}}
+{{- $ref -}}
+{{- end -}}
+
+{{- define "mtls-gateway.terminationGracePeriodSeconds" -}}
+{{- add (int .Values.shutdown.gracePeriodSecs) 5 -}}
+{{- end -}}
+
+{{/* "host:port" for a listener; IPv6 literals get brackets. Argument: (list host port). */}}
+{{- define "mtls-gateway.hostPort" -}}
+{{- $host := index . 0 -}}
+{{- if contains ":" $host -}}
+{{- $host = printf "[%s]" $host -}}
+{{- end -}}
+{{- printf "%s:%d" $host (int (index . 1)) -}}
+{{- end -}}
+
+{{/* Proxy bind address: explicit, else loopback in sidecar mode and all interfaces standalone. */}}
+{{- define "mtls-gateway.proxyBind" -}}
+{{- .Values.proxy.bindAddress | default (ternary "127.0.0.1" "0.0.0.0" (eq .Values.mode "sidecar")) -}}
+{{- end -}}
+
+{{/* "true" when the proxy binds a loopback address (127.0.0.0/8 or ::1), else "". */}}
+{{- define "mtls-gateway.proxyLocal" -}}
+{{- $bind := include "mtls-gateway.proxyBind" . -}}
+{{- if or (hasPrefix "127." $bind) (eq $bind "::1") -}}true{{- end -}}
+{{- end -}}
+
+{{/* proxy.auth: explicit, else none on loopback and required when reachable from other pods. */}}
+{{- define "mtls-gateway.proxyAuth" -}}
+{{- .Values.proxy.auth | default (ternary "none" "required" (eq (include "mtls-gateway.proxyLocal" .) "true")) -}}
+{{- end -}}
+
+{{/* "true" when any proxy caller credential is configured. */}}
+{{- define "mtls-gateway.authConfigured" -}}
+{{- if or .Values.auth.oauth1.keys .Values.auth.jwt.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Fails the render with a message that names the key and the fix. The schema catches most mistakes;
+these are the cross-field rules.
+*/}}
+{{- define "mtls-gateway.validate" -}}
+{{- if not (has .Values.mode (list "standalone" "sidecar")) -}}
+{{- fail (printf "mode: %q is not standalone or sidecar" .Values.mode) -}}
+{{- end -}}
+{{- if eq .Values.store.kind "vault" -}}
+{{- $method := .Values.store.vault.auth.method -}}
+{{- if and (eq $method "token") (not .Values.store.vault.auth.token.secretRef.name) -}}
+{{- fail "store.vault.auth.method is token: set store.vault.auth.token.secretRef.name to an existing Secret holding the Vault token" -}}
+{{- end -}}
+{{- if and (eq $method "approle") (not (and .Values.store.vault.auth.approle.roleIdSecretRef.name .Values.store.vault.auth.approle.secretIdSecretRef.name)) -}}
+{{- fail "store.vault.auth.method is approle: set store.vault.auth.approle.roleIdSecretRef.name and secretIdSecretRef.name to existing Secrets" -}}
+{{- end -}}
+{{- if and (eq $method "kubernetes") (eq .Values.mode "standalone") (not .Values.serviceAccount.automountToken) (not .Values.store.vault.auth.kubernetes.projectedToken.enabled) -}}
+{{- fail "store.vault.auth.method is kubernetes but serviceAccount.automountToken is false: set it true or enable store.vault.auth.kubernetes.projectedToken" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq (include "mtls-gateway.proxyAuth" .) "none") (ne (include "mtls-gateway.proxyLocal" .) "true") -}}
+{{- fail (printf "proxy.auth is none but the proxy listens on %s, not loopback (the gateway refuses that): set proxy.auth: required (or \"\") and configure auth.oauth1.keys or auth.jwt" (include "mtls-gateway.proxyBind" .)) -}}
+{{- end -}}
+{{- if and .Values.auth.jwt.enabled (not .Values.auth.jwt.keySecretRef.name) -}}
+{{- fail "auth.jwt.enabled: set auth.jwt.keySecretRef.name to an existing Secret holding the key" -}}
+{{- end -}}
+{{- if and .Values.auth.jwt.enabled .Values.auth.jwt.jwks (eq .Values.auth.jwt.algorithm "HS256") -}}
+{{- fail "auth.jwt.jwks is true but HS256 uses a shared secret: set auth.jwt.jwks: false or use RS256/ES256" -}}
+{{- end -}}
+{{- if and (eq .Values.unmapped.policy "refuse") .Values.unmapped.plainTlsHosts -}}
+{{- fail "unmapped.plainTlsHosts is set but unmapped.policy is refuse: set policy: plain_tls or empty the list" -}}
+{{- end -}}
+{{- if and (eq .Values.unmapped.policy "plain_tls") (not .Values.unmapped.plainTlsHosts) -}}
+{{- fail "unmapped.policy is plain_tls: list the hosts in unmapped.plainTlsHosts" -}}
+{{- end -}}
+{{- if and (not .Values.upstream.useSystemRoots) (not .Values.upstream.caSecrets) -}}
+{{- fail "upstream.useSystemRoots is false and upstream.caSecrets is empty: no partner server could be verified" -}}
+{{- end -}}
+{{- if and (eq .Values.store.kind "file") (eq .Values.mode "standalone") (gt (int .Values.replicaCount) 1) -}}
+{{- fail "store.kind is file: the file store lives in one pod's volume; set replicaCount: 1 or use store.kind: vault" -}}
+{{- end -}}
+{{- if and .Values.podMonitor.enabled (eq .Values.mode "sidecar") (not .Values.podMonitor.selector) -}}
+{{- fail "podMonitor.enabled in sidecar mode: set podMonitor.selector to labels of the application pods" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The gateway's YAML config, built in this one place from the values. Keys are the config file's
+snake_case names; optional keys are left out when their value is empty.
+*/}}
+{{- define "mtls-gateway.config" -}}
+{{- $proxyBind := include "mtls-gateway.proxyBind" . -}}
+{{- $proxy := dict
+      "listen" (list (include "mtls-gateway.hostPort" (list $proxyBind .Values.proxy.port)))
+      "allow_remote" (ne (include "mtls-gateway.proxyLocal" .) "true")
+      "threads" (int .Values.proxy.threads)
+      "account_header" .Values.proxy.accountHeader
+      "service_header" .Values.proxy.serviceHeader
+      "auth" (include "mtls-gateway.proxyAuth" .) -}}
+{{- if .Values.proxy.defaultAccount -}}
+{{- $_ := set $proxy "default_account" .Values.proxy.defaultAccount -}}
+{{- end -}}
+{{- if .Values.proxy.defaultService -}}
+{{- $_ := set $proxy "default_service" .Values.proxy.defaultService -}}
+{{- end -}}
+{{- $admin := dict
+      "listen" (include "mtls-gateway.hostPort" (list (ternary "0.0.0.0" "127.0.0.1" .Values.admin.expose) .Values.admin.port))
+      "allow_remote" .Values.admin.expose -}}
+{{- $ops := dict
+      "listen" (include "mtls-gateway.hostPort" (list "0.0.0.0" .Values.ops.port))
+      "allow_remote" true -}}
+{{- $store := dict "kind" .Values.store.kind -}}
+{{- if eq .Values.store.kind "vault" -}}
+{{- $method := .Values.store.vault.auth.method -}}
+{{- $auth := dict "method" $method -}}
+{{- if eq $method "kubernetes" -}}
+{{- $_ := set $auth "role" .Values.store.vault.auth.kubernetes.role -}}
+{{- $_ := set $auth "mount" .Values.store.vault.auth.kubernetes.mount -}}
+{{- $_ := set $auth "token_file" (ternary "/var/run/secrets/mtls-gateway/token" .Values.store.vault.auth.kubernetes.tokenFile .Values.store.vault.auth.kubernetes.projectedToken.enabled) -}}
+{{- else if eq $method "token" -}}
+{{- $_ := set $auth "token_file" "/etc/mtls-gateway/vault-token/token" -}}
+{{- else if eq $method "approle" -}}
+{{- $_ := set $auth "mount" .Values.store.vault.auth.approle.mount -}}
+{{- $_ := set $auth "role_id_file" "/etc/mtls-gateway/vault-approle/role_id" -}}
+{{- $_ := set $auth "secret_id_file" "/etc/mtls-gateway/vault-approle/secret_id" -}}
+{{- end -}}
+{{- $vault := dict
+      "address" .Values.store.vault.address
+      "kv_version" (int .Values.store.vault.kvVersion)
+      "mount" .Values.store.vault.mount
+      "prefix" .Values.store.vault.prefix
+      "auth" $auth -}}
+{{- if .Values.store.vault.namespace -}}
+{{- $_ := set $vault "namespace" .Values.store.vault.namespace -}}
+{{- end -}}
+{{- if .Values.store.vault.caSecret.name -}}
+{{- $_ := set $vault "ca_file" "/etc/mtls-gateway/vault-ca/ca.crt" -}}
+{{- end -}}
+{{- $_ := set $store "vault" $vault -}}
+{{- else -}}
+{{- $_ := set $store "path" .Values.store.file.path -}}
+{{- end -}}
+{{- $caFiles := list -}}
+{{- range $i, $ref := .Values.upstream.caSecrets -}}
+{{- $caFiles = append $caFiles (printf "/etc/mtls-gateway/upstream-ca/ca-%d.crt" $i) -}}
+{{- end -}}
+{{- $cfg := dict
+      "proxy" $proxy
+      "admin" $admin
+      "ops" $ops
+      "store" $store
+      "refresh" (dict "interval_secs" (int .Values.refresh.intervalSecs))
+      "rate_limit" (dict
+          "requests_per_second" (int .Values.rateLimit.requestsPerSecond)
+          "trusted_proxies" .Values.rateLimit.trustedProxies
+          "forwarded_header" .Values.rateLimit.forwardedHeader)
+      "upstream" (dict
+          "ca_files" $caFiles
+          "use_system_roots" .Values.upstream.useSystemRoots
+          "connect_timeout_ms" (int .Values.upstream.connectTimeoutMs)
+          "tls_timeout_ms" (int .Values.upstream.tlsTimeoutMs)
+          "read_timeout_ms" (int .Values.upstream.readTimeoutMs)
+          "idle_timeout_secs" (int .Values.upstream.idleTimeoutSecs))
+      "unmapped" (dict
+          "policy" .Values.unmapped.policy
+          "plain_tls_hosts" .Values.unmapped.plainTlsHosts)
+      "shutdown" (dict "grace_period_secs" (int .Values.shutdown.gracePeriodSecs)) -}}
+{{- if include "mtls-gateway.authConfigured" . -}}
+{{- $keys := list -}}
+{{- range $i, $k := .Values.auth.oauth1.keys -}}
+{{- $keys = append $keys (dict
+      "key" $k.key
+      "secret_file" (printf "/etc/mtls-gateway/auth/oauth1-%d" $i)
+      "accounts" ($k.accounts | default list)
+      "internal" ($k.internal | default false)) -}}
+{{- end -}}
+{{- $authCfg := dict "oauth1" (dict
+      "timestamp_window_secs" (int .Values.auth.oauth1.timestampWindowSecs)
+      "nonce_cache_capacity" (int .Values.auth.oauth1.nonceCacheCapacity)
+      "keys" $keys) -}}
+{{- if .Values.auth.jwt.enabled -}}
+{{- $keyField := ternary "secret_file" (ternary "jwks_file" "public_key_file" .Values.auth.jwt.jwks) (eq .Values.auth.jwt.algorithm "HS256") -}}
+{{- $jwt := dict
+      "algorithm" .Values.auth.jwt.algorithm
+      $keyField "/etc/mtls-gateway/auth/jwt-key"
+      "account_claim" .Values.auth.jwt.accountClaim
+      "roles_claim" .Values.auth.jwt.rolesClaim
+      "admin_role" .Values.auth.jwt.adminRole
+      "leeway_secs" (int .Values.auth.jwt.leewaySecs) -}}
+{{- if .Values.auth.jwt.issuer -}}
+{{- $_ := set $jwt "issuer" .Values.auth.jwt.issuer -}}
+{{- end -}}
+{{- if .Values.auth.jwt.audience -}}
+{{- $_ := set $jwt "audience" .Values.auth.jwt.audience -}}
+{{- end -}}
+{{- $_ := set $authCfg "jwt" $jwt -}}
+{{- end -}}
+{{- $_ := set $cfg "auth" $authCfg -}}
+{{- end -}}
+{{- $cfg = mustMergeOverwrite $cfg (deepCopy .Values.extraConfig) -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* Pod annotations: config checksum (rolls pods when the config changes) and scrape hints. */}}
+{{- define "mtls-gateway.podAnnotations" -}}
+checksum/mtls-gateway-config: {{ include "mtls-gateway.config" . | sha256sum }}
+{{- if .Values.ops.scrapeAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.ops.port | int | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end -}}
+
+{{/* The gateway container, as one list item. Used by the Deployment and by sidecar users. */}}
+{{- define "mtls-gateway.container" -}}
+- name: {{ .Values.containerName }}
+  image: {{ include "mtls-gateway.image" . | quote }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  {{- if and (eq .Values.mode "sidecar") .Values.sidecar.native }}
+  restartPolicy: Always
+  {{- end }}
+  command: ["/usr/local/bin/mtls-gateway"]
+  args: ["run", "--config", "/etc/mtls-gateway/config.yaml"]
+  env:
+    - name: RUST_LOG
+      value: {{ .Values.logLevel | quote }}
+    {{- with .Values.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  ports:
+    - name: mtls-proxy
+      containerPort: {{ .Values.proxy.port | int }}
+      protocol: TCP
+    {{- if .Values.admin.expose }}
+    - name: mtls-admin
+      containerPort: {{ .Values.admin.port | int }}
+      protocol: TCP
+    {{- end }}
+    - name: mtls-metrics
+      containerPort: {{ .Values.ops.port | int }}
+      protocol: TCP
+  livenessProbe:
+    httpGet:
+      path: /live
+      port: mtls-metrics
+    initialDelaySeconds: {{ .Values.probes.liveness.initialDelaySeconds | int }}
+    periodSeconds: {{ .Values.probes.liveness.periodSeconds | int }}
+    timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds | int }}
+    failureThreshold: {{ .Values.probes.liveness.failureThreshold | int }}
+  readinessProbe:
+    httpGet:
+      path: /ready
+      port: mtls-metrics
+    initialDelaySeconds: {{ .Values.probes.readiness.initialDelaySeconds | int }}
+    periodSeconds: {{ .Values.probes.readiness.periodSeconds | int }}
+    timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds | int }}
+    failureThreshold: {{ .Values.probes.readiness.failureThreshold | int }}
+  {{- with .Values.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.securityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  volumeMounts:
+    - name: mtls-gateway-config
+      mountPath: /etc/mtls-gateway/config.yaml
+      subPath: config.yaml
+      readOnly: true
+    - name: mtls-gateway-tmp
+      mountPath: /tmp
+    {{- if eq .Values.store.kind "vault" }}
+    {{- if .Values.store.vault.caSecret.name }}
+    - name: mtls-gateway-vault-ca
+      mountPath: /etc/mtls-gateway/vault-ca
+      readOnly: true
+    {{- end }}
+    {{- if eq .Values.store.vault.auth.method "token" }}
+    - name: mtls-gateway-vault-token
+      mountPath: /etc/mtls-gateway/vault-token
+      readOnly: true
+    {{- else if eq .Values.store.vault.auth.method "approle" }}
+    - name: mtls-gateway-vault-approle
+      mountPath: /etc/mtls-gateway/vault-approle
+      readOnly: true
+    {{- else if .Values.store.vault.auth.kubernetes.projectedToken.enabled }}
+    - name: mtls-gateway-sa-token
+      mountPath: /var/run/secrets/mtls-gateway
+      readOnly: true
+    {{- end }}
+    {{- else }}
+    - name: mtls-gateway-data
+      mountPath: {{ .Values.store.file.path }}
+    {{- end }}
+    {{- if .Values.upstream.caSecrets }}
+    - name: mtls-gateway-upstream-ca
+      mountPath: /etc/mtls-gateway/upstream-ca
+      readOnly: true
+    {{- end }}
+    {{- if include "mtls-gateway.authConfigured" . }}
+    - name: mtls-gateway-auth
+      mountPath: /etc/mtls-gateway/auth
+      readOnly: true
+    {{- end }}
+{{- end -}}
+
+{{/* The volumes the container mounts, as list items (names prefixed to avoid clashes in a shared pod). */}}
+{{- define "mtls-gateway.volumes" -}}
+- name: mtls-gateway-config
+  configMap:
+    name: {{ include "mtls-gateway.fullname" . }}
+- name: mtls-gateway-tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpVolume.sizeLimit }}
+{{- if eq .Values.store.kind "vault" }}
+{{- if .Values.store.vault.caSecret.name }}
+- name: mtls-gateway-vault-ca
+  secret:
+    secretName: {{ .Values.store.vault.caSecret.name }}
+    items:
+      - key: {{ .Values.store.vault.caSecret.key }}
+        path: ca.crt
+{{- end }}
+{{- if eq .Values.store.vault.auth.method "token" }}
+- name: mtls-gateway-vault-token
+  secret:
+    secretName: {{ .Values.store.vault.auth.token.secretRef.name }}
+    items:
+      - key: {{ .Values.store.vault.auth.token.secretRef.key }}
+        path: token
+{{- else if eq .Values.store.vault.auth.method "approle" }}
+- name: mtls-gateway-vault-approle
+  projected:
+    sources:
+      - secret:
+          name: {{ .Values.store.vault.auth.approle.roleIdSecretRef.name }}
+          items:
+            - key: {{ .Values.store.vault.auth.approle.roleIdSecretRef.key }}
+              path: role_id
+      - secret:
+          name: {{ .Values.store.vault.auth.approle.secretIdSecretRef.name }}
+          items:
+            - key: {{ .Values.store.vault.auth.approle.secretIdSecretRef.key }}
+              path: secret_id
+{{- else if .Values.store.vault.auth.kubernetes.projectedToken.enabled }}
+- name: mtls-gateway-sa-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          audience: {{ .Values.store.vault.auth.kubernetes.projectedToken.audience }}
+          expirationSeconds: {{ .Values.store.vault.auth.kubernetes.projectedToken.expirationSeconds | int }}
+          path: token
+{{- end }}
+{{- else }}
+- name: mtls-gateway-data
+  {{- if .Values.store.file.existingClaim }}
+  persistentVolumeClaim:
+    claimName: {{ .Values.store.file.existingClaim }}
+  {{- else }}
+  emptyDir: {}
+  {{- end }}
+{{- end }}
+{{- if .Values.upstream.caSecrets }}
+- name: mtls-gateway-upstream-ca
+  projected:
+    sources:
+      {{- range $i, $ref := .Values.upstream.caSecrets }}
+      - secret:
+          name: {{ $ref.name }}
+          items:
+            - key: {{ $ref.key }}
+              path: {{ printf "ca-%d.crt" $i }}
+      {{- end }}
+{{- end }}
+{{- if include "mtls-gateway.authConfigured" . }}
+- name: mtls-gateway-auth
+  projected:
+    sources:
+      {{- range $i, $k := .Values.auth.oauth1.keys }}
+      - secret:
+          name: {{ $k.secretRef.name }}
+          items:
+            - key: {{ $k.secretRef.key }}
+              path: {{ printf "oauth1-%d" $i }}
+      {{- end }}
+      {{- if .Values.auth.jwt.enabled }}
+      - secret:
+          name: {{ .Values.auth.jwt.keySecretRef.name }}
+          items:
+            - key: {{ .Values.auth.jwt.keySecretRef.key }}
+              path: jwt-key
+      {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Public names for application charts (sidecar mode). See the comment at the top. */}}
+{{- define "mtls-gateway.sidecarContainer" -}}
+{{- include "mtls-gateway.container" . -}}
+{{- end -}}
+
+{{- define "mtls-gateway.sidecarVolumes" -}}
+{{- include "mtls-gateway.volumes" . -}}
+{{- end -}}
+
+{{- define "mtls-gateway.sidecarPodAnnotations" -}}
+{{- include "mtls-gateway.podAnnotations" . -}}
+{{- end -}}

@@ -1,0 +1,535 @@
+//! Who is calling: OAuth1 (app key) and Bearer JWT verification, pure and socket-free.
+//!
+//! The admin API and the forward resource hand [`AuthConfig::authenticate`] the parts of a request
+//! that a signature covers ([`RequestParts`]), which schemes the resource takes ([`Accepts`],
+//! LivePerson's per-resource rules) and the current time. The answer is an [`Identity`] or an
+//! [`AuthError`]:
+//!
+//! - every [`AuthError`] is a **401**, with [`AuthError::www_authenticate`] as the
+//!   `WWW-Authenticate` value;
+//! - a valid identity without rights to the path's account is the caller's **403**
+//!   ([`Identity::may_access`]).
+//!
+//! Schemes:
+//! - [`oauth1`]: RFC 5849 HMAC-SHA1 / HMAC-SHA256 from the `Authorization: OAuth ...` header,
+//!   app keys from config, timestamp window, nonce replay cache ([`nonce`], bounded memory);
+//! - [`jwt`]: `Authorization: Bearer <JWT>`, one configured algorithm (HS256, RS256 or ES256),
+//!   `iss`, `aud`, `exp`, `nbf` checked, an account claim for scope and an admin role for all
+//!   accounts.
+//!
+//! Config is two-layered like the rest of the crate: [`AuthSettings`] mirrors the `auth:` YAML
+//! section (unknown keys rejected) and [`AuthSettings::validate`] turns it into an [`AuthConfig`]
+//! (secrets read, keys parsed) or one error line that names the key and the fix:
+//!
+//! ```yaml
+//! auth:
+//!   oauth1:
+//!     timestamp_window_secs: 300     # default 300
+//!     nonce_cache_capacity: 100000   # default 100000 entries (see nonce.rs for the bound)
+//!     keys:
+//!       - key: 4a7b0c1d2e3f           # oauth_consumer_key (LivePerson "app key")
+//!         secret_env: MTLS_APPKEY_SECRET   # or secret: "..." or secret_file: /run/secrets/x
+//!         accounts: ["12345678"]
+//!       - key: mapping-checker
+//!         secret_file: /run/secrets/checker
+//!         internal: true             # all accounts + the global mapping check
+//!         tokens:                    # optional 3-legged token secrets
+//!           - { token: kkk9d7dh3k39sjv7, secret_env: CHECKER_TOKEN_SECRET }
+//!   jwt:
+//!     algorithm: RS256               # HS256 | RS256 | ES256
+//!     public_key_file: /etc/mtls-gateway/jwt.pub.pem   # or jwks_file; HS256: secret*
+//!     issuer: https://idp.example.com
+//!     audience: mtls-gateway
+//!     account_claim: accountId       # default; a string or an array
+//!     roles_claim: roles             # default
+//!     admin_role: admin              # default
+//!     leeway_secs: 30                # default
+//! ```
+//!
+//! Nothing here logs, and no error message carries a secret, a signature or a token.
+
+pub mod jwt;
+pub mod nonce;
+pub mod oauth1;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use jwt::{JwtSettings, JwtVerifier};
+pub use oauth1::{AppKeySettings, OAuth1Settings, OAuth1Verifier, TokenSettings};
+
+/// The realm in every challenge.
+pub const REALM: &str = "mtls-gateway";
+
+/// Serde mirror of the `auth:` config section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    #[serde(default)]
+    pub oauth1: OAuth1Settings,
+    #[serde(default)]
+    pub jwt: Option<JwtSettings>,
+}
+
+impl AuthSettings {
+    /// Reads secrets and keys and checks every field; `key` is this section's path in the config
+    /// file (usually `"auth"`) and prefixes every error. Relative file paths are taken as given
+    /// (relative to the working directory); see [`AuthSettings::validate_in`].
+    pub fn validate(self, key: &str) -> Result<AuthConfig, String> {
+        self.validate_in(key, None)
+    }
+
+    /// Like [`AuthSettings::validate`], resolving relative `*_file` paths against `base_dir`
+    /// (the config file's directory) when given.
+    pub fn validate_in(self, key: &str, base_dir: Option<&Path>) -> Result<AuthConfig, String> {
+        let oauth1 = self
+            .oauth1
+            .validate(&format!("{key}.oauth1"), base_dir)?;
+        let jwt = match self.jwt {
+            Some(jwt) => Some(jwt.validate(&format!("{key}.jwt"), base_dir)?),
+            None => None,
+        };
+        Ok(AuthConfig { oauth1, jwt })
+    }
+}
+
+/// Validated auth configuration: the verifiers, ready to use. Share it (behind an `Arc`): the
+/// OAuth1 nonce cache inside must be one per process to catch replays. The default has no app
+/// keys and no Bearer: every request is refused.
+#[derive(Debug, Default)]
+pub struct AuthConfig {
+    pub oauth1: OAuth1Verifier,
+    pub jwt: Option<JwtVerifier>,
+}
+
+impl AuthConfig {
+    /// Verifies the request's `Authorization` header against the schemes `accepts` allows.
+    /// `now` is unix seconds (the OAuth1 timestamp window, the nonce cache and JWT `exp`/`nbf`
+    /// are all judged against it).
+    pub fn authenticate(
+        &self,
+        req: &RequestParts<'_>,
+        accepts: Accepts,
+        now: i64,
+    ) -> Result<Identity, AuthError> {
+        let header = req
+            .authorization
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .ok_or(AuthError::Missing { accepts })?;
+        let (word, rest) = match header.find(|c: char| c.is_ascii_whitespace()) {
+            Some(i) => (&header[..i], &header[i..]),
+            None => (header, ""),
+        };
+        if word.eq_ignore_ascii_case("OAuth") {
+            if !accepts.allows(Scheme::OAuth1) {
+                return Err(AuthError::WrongScheme { accepts });
+            }
+            self.oauth1.verify(req, rest, now)
+        } else if word.eq_ignore_ascii_case("Bearer") {
+            if !accepts.allows(Scheme::Bearer) {
+                return Err(AuthError::WrongScheme { accepts });
+            }
+            match &self.jwt {
+                Some(jwt) => jwt.verify(rest.trim(), now),
+                None => Err(AuthError::NotConfigured {
+                    scheme: Scheme::Bearer,
+                }),
+            }
+        } else {
+            Err(AuthError::WrongScheme { accepts })
+        }
+    }
+}
+
+/// The request as the signer saw it. `path` and `query` are the raw (still percent-encoded)
+/// request-target parts, `query` without the `?`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestParts<'a> {
+    pub method: &'a str,
+    /// `http` or `https`, as the client used (after any TLS terminator in front of us).
+    pub scheme: &'a str,
+    /// The `Host` header, port included when the client sent one.
+    pub host: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Which schemes a resource accepts (LivePerson's rules: mapping checks OAuth1 only, by-file
+/// certificate operations and the P12 tester Bearer only, the rest either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepts {
+    OAuth1Only,
+    BearerOnly,
+    Either,
+}
+
+impl Accepts {
+    pub fn allows(self, scheme: Scheme) -> bool {
+        matches!(
+            (self, scheme),
+            (Accepts::Either, _)
+                | (Accepts::OAuth1Only, Scheme::OAuth1)
+                | (Accepts::BearerOnly, Scheme::Bearer)
+        )
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Accepts::OAuth1Only => "OAuth1 (app key) only",
+            Accepts::BearerOnly => "Bearer only",
+            Accepts::Either => "OAuth1 (app key) or Bearer",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenges (comma-joined) for these schemes, without error codes.
+    fn challenges(self) -> String {
+        match self {
+            Accepts::OAuth1Only => Scheme::OAuth1.challenge(),
+            Accepts::BearerOnly => Scheme::Bearer.challenge(),
+            Accepts::Either => format!(
+                "{}, {}",
+                Scheme::OAuth1.challenge(),
+                Scheme::Bearer.challenge()
+            ),
+        }
+    }
+}
+
+/// An authentication scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    OAuth1,
+    Bearer,
+}
+
+impl Scheme {
+    fn challenge(self) -> String {
+        match self {
+            Scheme::OAuth1 => format!("OAuth realm=\"{REALM}\""),
+            Scheme::Bearer => format!("Bearer realm=\"{REALM}\""),
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scheme::OAuth1 => "OAuth1",
+            Scheme::Bearer => "Bearer",
+        })
+    }
+}
+
+/// Who is calling, after verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub kind: IdentityKind,
+    /// The app key (`oauth_consumer_key`) or the token's `sub`: what audit lines name.
+    pub subject: String,
+    pub accounts: AccountScope,
+    /// An internal app key: may call the global mapping check (`/mtls/mapping`). Always false
+    /// for Bearer tokens (an admin token has [`AccountScope::All`] but is not internal).
+    pub internal: bool,
+}
+
+impl Identity {
+    /// Whether this identity may act on `account` (false means 403 for the caller).
+    pub fn may_access(&self, account: &str) -> bool {
+        match &self.accounts {
+            AccountScope::All => true,
+            AccountScope::Only(list) => list.iter().any(|a| a == account),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityKind {
+    AppKey,
+    Bearer,
+}
+
+/// The accounts an identity may act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountScope {
+    /// Internal app keys and tokens with the admin role.
+    All,
+    /// Possibly empty (a valid token without an account claim gets 403 everywhere).
+    Only(Vec<String>),
+}
+
+/// Why a request is not authenticated. Always 401; [`AuthError::www_authenticate`] gives the
+/// header value. Messages name parameters and claims, never their secret values, signatures or
+/// tokens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials; this resource accepts {}", .accepts.describe())]
+    Missing { accepts: Accepts },
+    #[error("wrong authorization scheme; this resource accepts {}", .accepts.describe())]
+    WrongScheme { accepts: Accepts },
+    #[error("{scheme} authentication is not configured on this gateway")]
+    NotConfigured { scheme: Scheme },
+    #[error("malformed {scheme} credentials: {reason}")]
+    Malformed { scheme: Scheme, reason: String },
+    #[error("unsupported oauth_signature_method; use HMAC-SHA1 or HMAC-SHA256")]
+    UnsupportedMethod,
+    #[error("{scheme} signature does not verify")]
+    BadSignature { scheme: Scheme },
+    #[error("{}", match .scheme {
+        Scheme::OAuth1 => "oauth_timestamp is outside the accepted window; check the client clock",
+        Scheme::Bearer => "token expired",
+    })]
+    Expired { scheme: Scheme },
+    #[error("token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("oauth_nonce was already used with this timestamp (replay)")]
+    Replay,
+    #[error("{}", match .scheme {
+        Scheme::OAuth1 => "unknown oauth_consumer_key",
+        Scheme::Bearer => "token kid is not in the configured key set",
+    })]
+    UnknownKey { scheme: Scheme },
+    #[error("token claim {claim} is missing or not accepted")]
+    InvalidClaim { claim: String },
+}
+
+impl AuthError {
+    /// The scheme whose credentials failed, when one was presented.
+    pub fn scheme(&self) -> Option<Scheme> {
+        match self {
+            AuthError::Missing { .. } | AuthError::WrongScheme { .. } => None,
+            AuthError::NotConfigured { scheme }
+            | AuthError::Malformed { scheme, .. }
+            | AuthError::BadSignature { scheme }
+            | AuthError::Expired { scheme }
+            | AuthError::UnknownKey { scheme } => Some(*scheme),
+            AuthError::UnsupportedMethod | AuthError::Replay => Some(Scheme::OAuth1),
+            AuthError::NotYetValid | AuthError::InvalidClaim { .. } => Some(Scheme::Bearer),
+        }
+    }
+
+    /// The HTTP status: always 401 (403 is the caller's, from [`Identity::may_access`]).
+    pub fn status(&self) -> u16 {
+        401
+    }
+
+    /// The `WWW-Authenticate` value: the accepted schemes' challenges when no usable credentials
+    /// came; `OAuth realm=..., oauth_problem=...` (the OAuth Problem Reporting names) for OAuth1
+    /// failures; `Bearer realm=..., error="invalid_token", error_description=...` (RFC 6750) for
+    /// Bearer failures.
+    pub fn www_authenticate(&self) -> String {
+        match self {
+            AuthError::Missing { accepts } | AuthError::WrongScheme { accepts } => {
+                accepts.challenges()
+            }
+            AuthError::NotConfigured { scheme } => scheme.challenge(),
+            _ => match self.scheme() {
+                Some(Scheme::OAuth1) => format!(
+                    "{}, oauth_problem=\"{}\"",
+                    Scheme::OAuth1.challenge(),
+                    self.oauth_problem()
+                ),
+                _ => {
+                    let code = match self {
+                        AuthError::Malformed { .. } => "invalid_request",
+                        _ => "invalid_token",
+                    };
+                    format!(
+                        "{}, error=\"{code}\", error_description=\"{}\"",
+                        Scheme::Bearer.challenge(),
+                        header_safe(&self.to_string())
+                    )
+                }
+            },
+        }
+    }
+
+    /// The `oauth_problem` value (OAuth Problem Reporting extension) for OAuth1 failures.
+    fn oauth_problem(&self) -> &'static str {
+        match self {
+            AuthError::UnsupportedMethod => "signature_method_rejected",
+            AuthError::BadSignature { .. } => "signature_invalid",
+            AuthError::Expired { .. } => "timestamp_refused",
+            AuthError::Replay => "nonce_used",
+            AuthError::UnknownKey { .. } => "consumer_key_unknown",
+            _ => "parameter_rejected",
+        }
+    }
+}
+
+/// Keeps only the characters RFC 6750 allows inside `error_description`.
+fn header_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            ' ' | '!' | '#'..='[' | ']'..='~' => c,
+            _ => '\'',
+        })
+        .collect()
+}
+
+/// A secret as config gives it; `Debug` never shows it.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// Secret bytes, loaded once; `Debug` never shows them.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Secret(bytes.into())
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// Reads exactly one of `secret` / `secret_env` / `secret_file` (a file loses one trailing
+/// newline). `path` names the config object in errors, e.g. `auth.oauth1.keys[0]`.
+pub(crate) fn load_secret(
+    path: &str,
+    secret: Option<&SecretString>,
+    secret_env: Option<&str>,
+    secret_file: Option<&Path>,
+    base_dir: Option<&Path>,
+) -> Result<Secret, String> {
+    let given = [
+        secret.is_some(),
+        secret_env.is_some(),
+        secret_file.is_some(),
+    ]
+    .iter()
+    .filter(|g| **g)
+    .count();
+    if given == 0 {
+        return Err(format!(
+            "{path}: no secret; set one of secret, secret_env or secret_file"
+        ));
+    }
+    if given > 1 {
+        return Err(format!(
+            "{path}: more than one of secret, secret_env and secret_file; keep only one"
+        ));
+    }
+    let bytes = if let Some(s) = secret {
+        s.0.clone().into_bytes()
+    } else if let Some(var) = secret_env {
+        match std::env::var(var) {
+            Ok(v) => v.into_bytes(),
+            Err(std::env::VarError::NotPresent) => {
+                return Err(format!(
+                    "{path}.secret_env: environment variable {var} is not set; export it or use secret_file"
+                ))
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(format!(
+                    "{path}.secret_env: environment variable {var} is not valid UTF-8"
+                ))
+            }
+        }
+    } else if let Some(file) = secret_file {
+        let file = resolve(file, base_dir);
+        let mut bytes = std::fs::read(&file).map_err(|e| {
+            format!(
+                "{path}.secret_file: cannot read {}: {e}; check the path and its permissions",
+                file.display()
+            )
+        })?;
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+        }
+        bytes
+    } else {
+        unreachable!("given == 1 means one source is set")
+    };
+    if bytes.is_empty() {
+        return Err(format!("{path}: the secret is empty; set a non-empty secret"));
+    }
+    Ok(Secret(bytes))
+}
+
+/// `file` relative to `base_dir` when it is relative and a base is given.
+pub(crate) fn resolve(file: &Path, base_dir: Option<&Path>) -> PathBuf {
+    match base_dir {
+        Some(base) if file.is_relative() => base.join(file),
+        _ => file.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_follow_accepted_schemes() {
+        let e = AuthError::Missing {
+            accepts: Accepts::Either,
+        };
+        assert_eq!(
+            e.www_authenticate(),
+            "OAuth realm=\"mtls-gateway\", Bearer realm=\"mtls-gateway\""
+        );
+        let e = AuthError::WrongScheme {
+            accepts: Accepts::BearerOnly,
+        };
+        assert_eq!(e.www_authenticate(), "Bearer realm=\"mtls-gateway\"");
+    }
+
+    #[test]
+    fn bearer_failure_carries_rfc6750_error() {
+        let e = AuthError::Expired {
+            scheme: Scheme::Bearer,
+        };
+        assert_eq!(
+            e.www_authenticate(),
+            "Bearer realm=\"mtls-gateway\", error=\"invalid_token\", error_description=\"token expired\""
+        );
+    }
+
+    #[test]
+    fn oauth_failure_carries_oauth_problem() {
+        assert_eq!(
+            AuthError::Replay.www_authenticate(),
+            "OAuth realm=\"mtls-gateway\", oauth_problem=\"nonce_used\""
+        );
+    }
+
+    #[test]
+    fn header_safe_drops_quotes_and_backslashes() {
+        assert_eq!(header_safe("a\"b\\c\nd"), "a'b'c'd");
+    }
+
+    #[test]
+    fn may_access_follows_scope() {
+        let id = Identity {
+            kind: IdentityKind::AppKey,
+            subject: "k".into(),
+            accounts: AccountScope::Only(vec!["1".into()]),
+            internal: false,
+        };
+        assert!(id.may_access("1"));
+        assert!(!id.may_access("2"));
+    }
+}

@@ -1,0 +1,663 @@
+//! Configuration in two layers: [`FileConfig`] mirrors the YAML file (serde, unknown keys
+//! rejected), [`Config`] is the validated, typed form the rest of the program sees.
+//!
+//! Every validation error names the key and the fix, e.g.
+//! `proxy.listen: "0.0.0.0:8080" is not loopback; set proxy.allow_remote: true to expose it`.
+//! `mtls-gateway check --config FILE` prints that one line and exits 64 (EX_USAGE).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::auth::{AuthConfig, AuthSettings};
+use crate::store::vault::{VaultConfig, VaultSettings};
+
+/// A configuration problem: which key, what is wrong, how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Wrap an error string that already starts with its key (`store.vault.kv_version: ...`).
+fn named(fallback_key: &str, msg: String) -> ConfigError {
+    match msg.split_once(": ") {
+        Some((k, m)) if k.starts_with(fallback_key) => err(k, m),
+        _ => err(fallback_key, msg),
+    }
+}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------- file layer (serde mirror)
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub proxy: ProxyFile,
+    #[serde(default)]
+    pub admin: AdminFile,
+    #[serde(default)]
+    pub ops: ListenerFile,
+    #[serde(default)]
+    pub store: StoreFile,
+    #[serde(default)]
+    pub refresh: RefreshFile,
+    #[serde(default)]
+    pub rate_limit: RateLimitFile,
+    #[serde(default)]
+    pub upstream: UpstreamFile,
+    #[serde(default)]
+    pub unmapped: UnmappedFile,
+    #[serde(default)]
+    pub services: ServicesFile,
+    #[serde(default)]
+    pub shutdown: ShutdownFile,
+    #[serde(default)]
+    pub auth: Option<AuthSettings>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    pub listen: Option<Vec<String>>,
+    #[serde(default)]
+    pub allow_remote: bool,
+    pub threads: Option<usize>,
+    pub default_account: Option<String>,
+    pub default_service: Option<String>,
+    pub account_header: Option<String>,
+    pub service_header: Option<String>,
+    pub auth: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub allow_remote: bool,
+    pub max_upload_bytes: Option<usize>,
+    pub max_items: Option<usize>,
+    pub rsa_min_bits: Option<u32>,
+    pub ec_curves: Option<Vec<String>>,
+    pub validate_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    pub kind: Option<String>,
+    pub path: Option<PathBuf>,
+    pub vault: Option<VaultSettings>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshFile {
+    pub interval_secs: Option<u64>,
+    pub retry_min_ms: Option<u64>,
+    pub retry_max_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    pub enabled: Option<bool>,
+    pub requests_per_second: Option<u32>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub forwarded_header: Option<String>,
+    pub expected_clients: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    #[serde(default)]
+    pub ca_files: Vec<PathBuf>,
+    pub use_system_roots: Option<bool>,
+    pub connect_timeout_ms: Option<u64>,
+    pub tls_timeout_ms: Option<u64>,
+    pub read_timeout_ms: Option<u64>,
+    pub write_timeout_ms: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub dns_cache_secs: Option<u64>,
+    pub keepalive_pool_size: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnmappedFile {
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub plain_tls_hosts: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesFile {
+    #[serde(default)]
+    pub extra: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownFile {
+    pub grace_period_secs: Option<u64>,
+}
+
+// ---------------------------------------------------------------- typed layer
+
+/// Whether the proxy listener authenticates callers of the forward resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyAuth {
+    /// No authentication; accepted only on loopback listeners (the sidecar case).
+    None,
+    /// OAuth1 or Bearer (see [`crate::auth`]) on the forward resource.
+    Required,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: Vec<SocketAddr>,
+    pub threads: usize,
+    pub default_account: Option<String>,
+    pub default_service: Option<String>,
+    pub account_header: String,
+    pub service_header: String,
+    pub auth: ProxyAuth,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub max_upload_bytes: usize,
+    pub max_items: usize,
+    pub rsa_min_bits: u32,
+    pub ec_curves: Vec<String>,
+    pub validate_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    File { path: PathBuf },
+    Vault(Box<VaultConfig>),
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshConfig {
+    pub interval: Duration,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub requests_per_second: u32,
+    pub trusted_proxies: Vec<IpNet>,
+    pub forwarded_header: String,
+    pub expected_clients: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub ca_files: Vec<PathBuf>,
+    pub use_system_roots: bool,
+    pub connect_timeout: Duration,
+    pub tls_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub dns_cache: Duration,
+    pub keepalive_pool_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnmappedPolicy {
+    /// Refuse requests without a mapping (the mapping table is the allowlist).
+    Refuse,
+    /// Forward over plain TLS (no client certificate) to these hosts only.
+    PlainTls { hosts: Vec<String> },
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub ops_listen: SocketAddr,
+    pub store: StoreConfig,
+    pub refresh: RefreshConfig,
+    pub rate_limit: RateLimitConfig,
+    pub upstream: UpstreamConfig,
+    pub unmapped: UnmappedPolicy,
+    /// Service name -> numeric id (TEST_SERVICE=0, IDP=1, WEBHOOKS=2, plus extras).
+    pub services: BTreeMap<String, u32>,
+    pub grace_period: Duration,
+    pub auth: std::sync::Arc<AuthConfig>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("proxy", &self.proxy)
+            .field("admin", &self.admin)
+            .field("ops_listen", &self.ops_listen)
+            .field("store", &self.store)
+            .field("refresh", &self.refresh)
+            .field("rate_limit", &self.rate_limit)
+            .field("upstream", &self.upstream)
+            .field("unmapped", &self.unmapped)
+            .field("services", &self.services)
+            .field("grace_period", &self.grace_period)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a config file. Relative paths inside are resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(
+                &path.display().to_string(),
+                format!("cannot read the config file ({e}); check the path"),
+            )
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_yaml(&text, &base)
+    }
+
+    pub fn from_yaml(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let file: FileConfig = if text.trim().is_empty() {
+            FileConfig::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| {
+                let loc = e
+                    .location()
+                    .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+                    .unwrap_or_default();
+                // serde_yaml names the path of the failing key in its message.
+                err("config", format!("{e}{loc}; fix or remove that key"))
+            })?
+        };
+        file.validate(base_dir)
+    }
+}
+
+fn parse_listen(key: &str, value: &str, allow_remote: bool) -> Result<SocketAddr, ConfigError> {
+    let addr: SocketAddr = value.parse().map_err(|_| {
+        err(
+            key,
+            format!("{value:?} is not an IP:port address; write e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""),
+        )
+    })?;
+    if !addr.ip().is_loopback() && !allow_remote {
+        let section = key.split('.').next().unwrap_or(key);
+        return Err(err(
+            key,
+            format!(
+                "{value:?} is not loopback; set {section}.allow_remote: true to expose it beyond this host"
+            ),
+        ));
+    }
+    Ok(addr)
+}
+
+fn ms(key: &str, v: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    let v = v.unwrap_or(default);
+    if v == 0 {
+        return Err(err(key, "must be greater than 0"));
+    }
+    Ok(Duration::from_millis(v))
+}
+
+fn header_name(key: &str, v: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let v = v.unwrap_or_else(|| default.to_string()).to_ascii_lowercase();
+    if http::HeaderName::from_bytes(v.as_bytes()).is_err() || v.is_empty() {
+        return Err(err(key, format!("{v:?} is not a valid HTTP header name")));
+    }
+    Ok(v)
+}
+
+fn resolve(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+/// The services LivePerson documents, by name and numeric id.
+pub const BUILTIN_SERVICES: [(&str, u32); 3] = [("TEST_SERVICE", 0), ("IDP", 1), ("WEBHOOKS", 2)];
+
+impl FileConfig {
+    pub fn validate(self, base: &Path) -> Result<Config, ConfigError> {
+        // proxy
+        let p = self.proxy;
+        let listen_strs = p.listen.unwrap_or_else(|| vec!["127.0.0.1:8080".to_string()]);
+        if listen_strs.is_empty() {
+            return Err(err("proxy.listen", "needs at least one address, e.g. [\"127.0.0.1:8080\"]"));
+        }
+        let mut listen = Vec::new();
+        for (i, s) in listen_strs.iter().enumerate() {
+            listen.push(parse_listen(&format!("proxy.listen[{i}]"), s, p.allow_remote)?);
+        }
+        let threads = p.threads.unwrap_or(2);
+        if threads == 0 || threads > 256 {
+            return Err(err("proxy.threads", format!("{threads} is out of range; use 1 to 256")));
+        }
+        let auth = match p.auth.as_deref().unwrap_or("none") {
+            "none" => {
+                if listen.iter().any(|a| !a.ip().is_loopback()) {
+                    return Err(err(
+                        "proxy.auth",
+                        "\"none\" is accepted only when every proxy.listen address is loopback; set proxy.auth: required (and configure auth:) to expose the proxy",
+                    ));
+                }
+                ProxyAuth::None
+            }
+            "required" => ProxyAuth::Required,
+            other => {
+                return Err(err(
+                    "proxy.auth",
+                    format!("{other:?} is not known; use none (loopback only) or required"),
+                ))
+            }
+        };
+        let mut services: BTreeMap<String, u32> =
+            BUILTIN_SERVICES.iter().map(|(n, i)| (n.to_string(), *i)).collect();
+        for (name, id) in self.services.extra {
+            let upper = name.to_ascii_uppercase();
+            if upper.is_empty() || !upper.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(err(
+                    &format!("services.extra.{name}"),
+                    "service names use letters, digits and _ only",
+                ));
+            }
+            if let Some((clash, _)) = services.iter().find(|(n, i)| **i == id && **n != upper) {
+                return Err(err(
+                    &format!("services.extra.{name}"),
+                    format!("id {id} is already used by {clash}; pick another number"),
+                ));
+            }
+            services.insert(upper, id);
+        }
+        let service_ok = |key: &str, s: &Option<String>| -> Result<Option<String>, ConfigError> {
+            match s {
+                None => Ok(None),
+                Some(s) => {
+                    let u = s.to_ascii_uppercase();
+                    if services.contains_key(&u) {
+                        Ok(Some(u))
+                    } else {
+                        Err(err(
+                            key,
+                            format!(
+                                "{s:?} is not a known service; use one of {} or add it under services.extra",
+                                services.keys().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
+        let default_service = service_ok("proxy.default_service", &p.default_service)?;
+        if let Some(a) = &p.default_account {
+            if !crate::store::valid_account_id(a) {
+                return Err(err(
+                    "proxy.default_account",
+                    format!("{a:?} is not a valid account id (letters, digits, - and _, at most 64)"),
+                ));
+            }
+        }
+        let proxy = ProxyConfig {
+            listen,
+            threads,
+            default_account: p.default_account,
+            default_service,
+            account_header: header_name("proxy.account_header", p.account_header, "x-mtls-account")?,
+            service_header: header_name("proxy.service_header", p.service_header, "x-mtls-service")?,
+            auth,
+        };
+
+        // admin
+        let a = self.admin;
+        let admin = AdminConfig {
+            enabled: a.enabled.unwrap_or(true),
+            listen: parse_listen(
+                "admin.listen",
+                a.listen.as_deref().unwrap_or("127.0.0.1:8081"),
+                a.allow_remote,
+            )?,
+            max_upload_bytes: match a.max_upload_bytes.unwrap_or(1024 * 1024) {
+                0 => return Err(err("admin.max_upload_bytes", "must be greater than 0")),
+                n => n,
+            },
+            max_items: match a.max_items.unwrap_or(100) {
+                0 => return Err(err("admin.max_items", "must be greater than 0")),
+                n => n,
+            },
+            rsa_min_bits: match a.rsa_min_bits.unwrap_or(2048) {
+                n if n < 1024 => {
+                    return Err(err("admin.rsa_min_bits", format!("{n} is too weak; use 2048 or more")))
+                }
+                n => n,
+            },
+            ec_curves: {
+                let curves = a
+                    .ec_curves
+                    .unwrap_or_else(|| vec!["P-256".to_string(), "P-384".to_string()]);
+                for c in &curves {
+                    if !matches!(c.as_str(), "P-256" | "P-384" | "P-521") {
+                        return Err(err(
+                            "admin.ec_curves",
+                            format!("{c:?} is not supported; use P-256, P-384 or P-521"),
+                        ));
+                    }
+                }
+                curves
+            },
+            validate_timeout: ms("admin.validate_timeout_ms", a.validate_timeout_ms, 10_000)?,
+        };
+
+        let ops_listen = parse_listen(
+            "ops.listen",
+            self.ops.listen.as_deref().unwrap_or("127.0.0.1:9100"),
+            self.ops.allow_remote,
+        )?;
+
+        // store
+        let s = self.store;
+        let store = match s.kind.as_deref().unwrap_or("file") {
+            "file" => {
+                if s.vault.is_some() {
+                    return Err(err(
+                        "store.vault",
+                        "is set but store.kind is file; set store.kind: vault or remove store.vault",
+                    ));
+                }
+                StoreConfig::File {
+                    path: resolve(base, s.path.unwrap_or_else(|| PathBuf::from("data"))),
+                }
+            }
+            "vault" => {
+                if s.path.is_some() {
+                    return Err(err(
+                        "store.path",
+                        "belongs to store.kind: file; remove it when using vault",
+                    ));
+                }
+                let v = s.vault.ok_or_else(|| {
+                    err("store.vault", "is required when store.kind is vault (address, auth, ...)")
+                })?;
+                StoreConfig::Vault(Box::new(
+                    v.validate("store.vault").map_err(|m| named("store.vault", m))?,
+                ))
+            }
+            other => {
+                return Err(err(
+                    "store.kind",
+                    format!("{other:?} is not known; use file or vault"),
+                ))
+            }
+        };
+
+        let r = self.refresh;
+        let interval = r.interval_secs.unwrap_or(300);
+        if !(1..=86_400).contains(&interval) {
+            return Err(err(
+                "refresh.interval_secs",
+                format!("{interval} is out of range; use 1 to 86400 (default 300)"),
+            ));
+        }
+        let refresh = RefreshConfig {
+            interval: Duration::from_secs(interval),
+            retry_min: ms("refresh.retry_min_ms", r.retry_min_ms, 500)?,
+            retry_max: Duration::from_secs(r.retry_max_secs.unwrap_or(60).max(1)),
+        };
+
+        let rl = self.rate_limit;
+        let rps = rl.requests_per_second.unwrap_or(10);
+        if rps == 0 {
+            return Err(err(
+                "rate_limit.requests_per_second",
+                "must be at least 1; set rate_limit.enabled: false to switch limiting off",
+            ));
+        }
+        let mut trusted = Vec::new();
+        for (i, t) in rl.trusted_proxies.iter().enumerate() {
+            let net = t
+                .parse::<IpNet>()
+                .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    err(
+                        &format!("rate_limit.trusted_proxies[{i}]"),
+                        format!("{t:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)"),
+                    )
+                })?;
+            trusted.push(net);
+        }
+        let rate_limit = RateLimitConfig {
+            enabled: rl.enabled.unwrap_or(true),
+            requests_per_second: rps,
+            trusted_proxies: trusted,
+            forwarded_header: header_name(
+                "rate_limit.forwarded_header",
+                rl.forwarded_header,
+                "x-forwarded-for",
+            )?,
+            expected_clients: rl.expected_clients.unwrap_or(100_000).max(16),
+        };
+
+        let u = self.upstream;
+        let mut ca_files = Vec::new();
+        for (i, f) in u.ca_files.into_iter().enumerate() {
+            let f = resolve(base, f);
+            if !f.is_file() {
+                return Err(err(
+                    &format!("upstream.ca_files[{i}]"),
+                    format!("{} does not exist or is not a file", f.display()),
+                ));
+            }
+            ca_files.push(f);
+        }
+        let upstream = UpstreamConfig {
+            ca_files,
+            use_system_roots: u.use_system_roots.unwrap_or(true),
+            connect_timeout: ms("upstream.connect_timeout_ms", u.connect_timeout_ms, 2_000)?,
+            tls_timeout: ms("upstream.tls_timeout_ms", u.tls_timeout_ms, 5_000)?,
+            read_timeout: ms("upstream.read_timeout_ms", u.read_timeout_ms, 30_000)?,
+            write_timeout: ms("upstream.write_timeout_ms", u.write_timeout_ms, 30_000)?,
+            idle_timeout: Duration::from_secs(u.idle_timeout_secs.unwrap_or(60)),
+            dns_cache: Duration::from_secs(u.dns_cache_secs.unwrap_or(30)),
+            keepalive_pool_size: u.keepalive_pool_size.unwrap_or(1024).max(1),
+        };
+        if !upstream.use_system_roots && upstream.ca_files.is_empty() {
+            return Err(err(
+                "upstream.use_system_roots",
+                "is false and upstream.ca_files is empty, so no target could be verified; add a CA file",
+            ));
+        }
+
+        let unmapped = match self.unmapped.policy.as_deref().unwrap_or("refuse") {
+            "refuse" => {
+                if !self.unmapped.plain_tls_hosts.is_empty() {
+                    return Err(err(
+                        "unmapped.plain_tls_hosts",
+                        "is only used with unmapped.policy: plain_tls",
+                    ));
+                }
+                UnmappedPolicy::Refuse
+            }
+            "plain_tls" => {
+                if self.unmapped.plain_tls_hosts.is_empty() {
+                    return Err(err(
+                        "unmapped.plain_tls_hosts",
+                        "must list the hosts that may be reached without a client certificate (the gateway is never an open relay)",
+                    ));
+                }
+                UnmappedPolicy::PlainTls {
+                    hosts: self
+                        .unmapped
+                        .plain_tls_hosts
+                        .iter()
+                        .map(|h| h.to_ascii_lowercase())
+                        .collect(),
+                }
+            }
+            other => {
+                return Err(err(
+                    "unmapped.policy",
+                    format!("{other:?} is not known; use refuse or plain_tls"),
+                ))
+            }
+        };
+
+        let grace = self.shutdown.grace_period_secs.unwrap_or(30);
+        if grace > 3600 {
+            return Err(err("shutdown.grace_period_secs", "use at most 3600"));
+        }
+
+        let auth = match self.auth {
+            Some(a) => a.validate("auth").map_err(|m| named("auth", m))?,
+            None => AuthConfig::default(),
+        };
+
+        Ok(Config {
+            proxy,
+            admin,
+            ops_listen,
+            store,
+            refresh,
+            rate_limit,
+            upstream,
+            unmapped,
+            services,
+            grace_period: Duration::from_secs(grace),
+            auth: std::sync::Arc::new(auth),
+        })
+    }
+}

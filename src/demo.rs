@@ -1,0 +1,218 @@
+//! `mtls-gateway demo`: the whole job on one machine, no Vault.
+//!
+//! Makes a demo CA, a server certificate for `localhost` and a client certificate; starts a local
+//! mTLS echo target that demands a client certificate from that CA; seeds the file store with the
+//! client certificate (PKCS#12 + password) and a mapping `demo / TEST_SERVICE /
+//! https://localhost:PORT/*`; writes a config; runs the gateway; sends one request through it and
+//! prints which client certificate the target saw.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::certgen::{self, Leaf};
+use crate::config::Config;
+use crate::echo::EchoConfig;
+use crate::store::file::FileStore;
+use crate::store::{CertificateMeta, CertificateSecret, Mapping, MappingDocument, Store, StoredCertificate};
+
+/// A minimal HTTP/1.1 request through a proxy (absolute-form), `Connection: close`.
+/// Returns (status, headers lower-cased, body).
+pub fn get_via_proxy(
+    proxy: SocketAddr,
+    url: &str,
+    extra_headers: &[(&str, &str)],
+) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&proxy, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let host = url
+        .split_once("://")
+        .map(|(_, r)| r.split('/').next().unwrap_or(r))
+        .unwrap_or("");
+    let mut req = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in extra_headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP header end"))?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let body = buf[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad status line"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok((status, headers, body))
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
+    let dir = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            d
+        }
+        None => tempfile::Builder::new()
+            .prefix("mtls-gateway-demo-")
+            .tempdir()?
+            .keep(),
+    };
+
+    // Certificates.
+    let ca = certgen::new_ca("mtls-gateway demo CA")?;
+    let server = certgen::issue(
+        &ca,
+        &Leaf::server("localhost", &["localhost"], &[[127, 0, 0, 1].into()]),
+    )?;
+    let client = certgen::issue(&ca, &Leaf::client("demo-client"))?;
+    let password = "demo-password";
+    let p12 = certgen::to_p12(&client.cert, &client.key, &[], password)?;
+    let client_sha = hex::encode(client.cert.digest(boring::hash::MessageDigest::sha256())?);
+    let ca_path = dir.join("demo-ca.pem");
+    std::fs::write(&ca_path, certgen::to_pem(&ca.cert))?;
+
+    // The mTLS target.
+    let echo = crate::echo::spawn_on_thread(EchoConfig {
+        listen: "127.0.0.1:0".parse()?,
+        cert: server.cert.clone(),
+        key: server.key.clone(),
+        chain: vec![],
+        client_ca: vec![ca.cert.clone()],
+        require_client_cert: true,
+    })?;
+    let target = format!("https://localhost:{}", echo.addr.port());
+
+    // Seed the store.
+    let store_dir = dir.join("store");
+    let store = FileStore::open(store_dir.clone())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let cert_id = 1001;
+    rt.block_on(async {
+        store
+            .put_certificate(&StoredCertificate {
+                meta: CertificateMeta {
+                    id: cert_id,
+                    account_id: "demo".into(),
+                    name: "demo-client".into(),
+                    display_name: "demo-client".into(),
+                    deleted: false,
+                    not_after: None,
+                    updated_at: 0,
+                },
+                secret: CertificateSecret {
+                    p12,
+                    password: password.into(),
+                },
+            })
+            .await?;
+        store
+            .put_mappings(
+                "demo",
+                &MappingDocument {
+                    mappings: vec![Mapping {
+                        id: 2001,
+                        account_id: "demo".into(),
+                        name: "demo-target".into(),
+                        service_name: "TEST_SERVICE".into(),
+                        url: format!("{target}/*"),
+                        certificate_id: cert_id,
+                        enabled: true,
+                        deleted: false,
+                    }],
+                },
+                None,
+            )
+            .await?;
+        Ok::<_, crate::store::StoreError>(())
+    })?;
+
+    // Config.
+    let port = if port == 0 { free_port()? } else { port };
+    let (ops, admin) = (free_port()?, free_port()?);
+    let config_path = dir.join("config.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "# Written by `mtls-gateway demo`.\n\
+             proxy:\n  listen: [\"127.0.0.1:{port}\"]\n  default_account: demo\n  default_service: TEST_SERVICE\n\
+             admin:\n  listen: \"127.0.0.1:{admin}\"\n\
+             ops:\n  listen: \"127.0.0.1:{ops}\"\n\
+             store:\n  kind: file\n  path: store\n\
+             upstream:\n  ca_files: [demo-ca.pem]\n\
+             shutdown:\n  grace_period_secs: 2\n"
+        ),
+    )?;
+    let cfg = Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        bail!("port {port} is busy; pass --port 0 (any free port) or another number");
+    }
+    let gateway = crate::build(cfg)?;
+
+    let proxy: SocketAddr = ([127, 0, 0, 1], port).into();
+    let url = format!("{target}/headers");
+    std::thread::spawn(move || {
+        let _keep_echo_alive = echo;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let result = loop {
+            match get_via_proxy(proxy, &url, &[]) {
+                Ok(r) => break Ok(r),
+                Err(e) if Instant::now() > deadline => break Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        let ok = match result {
+            Ok((status, headers, _)) => {
+                let get = |n: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k == n)
+                        .map(|(_, v)| v.as_str())
+                        .unwrap_or("-")
+                };
+                println!();
+                println!("== mtls-gateway demo ==");
+                println!("files:            {}", dir.display());
+                println!("request:          curl -x http://127.0.0.1:{port} {url}");
+                println!("status:           {status}");
+                println!("target saw cert:  {}", get("x-client-cert-subject"));
+                println!("cert sha256:      {}", get("x-client-cert-sha256"));
+                let matched = get("x-client-cert-sha256") == client_sha;
+                if matched {
+                    println!("OK: the target received the demo client certificate over mutual TLS.");
+                } else {
+                    println!("FAILED: expected client certificate sha256 {client_sha}");
+                }
+                println!("metrics:          curl http://127.0.0.1:{ops}/metrics");
+                println!("admin API:        http://127.0.0.1:{admin}/mtls/account/demo/certificates");
+                status == 200 && matched
+            }
+            Err(e) => {
+                println!("FAILED: no answer through the gateway: {e}");
+                false
+            }
+        };
+        if once {
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+        println!("serving until Ctrl-C");
+    });
+    gateway.run();
+    Ok(())
+}

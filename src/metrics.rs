@@ -1,0 +1,175 @@
+//! Every metric in one place, registered in the `prometheus` default registry that
+//! `pingora-prometheus` serves. Labels are bounded: mode, outcome, status class, and the account,
+//! service and certificate of a *configured* mapping. Never a client IP or a raw URL.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_gauge, register_gauge_vec, register_histogram_vec, register_int_counter,
+    register_int_counter_vec, register_int_gauge_vec, Gauge, GaugeVec, HistogramVec, IntCounter,
+    IntCounterVec, IntGaugeVec,
+};
+
+// The registrations below run once at start-up with constant, valid names: a failure is a
+// programming error, hence `expect`.
+
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "mtls_gateway_requests_total",
+        "Requests handled by the proxy listener, by mode (forward|transparent), outcome and status class",
+        &["mode", "outcome", "status_class"]
+    )
+    .expect("metric mtls_gateway_requests_total registers once")
+});
+
+pub static MAPPED_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "mtls_gateway_mapped_requests_total",
+        "Requests that matched a configured mapping, by account, service and certificate id",
+        &["account", "service", "certificate"]
+    )
+    .expect("metric mtls_gateway_mapped_requests_total registers once")
+});
+
+pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "mtls_gateway_request_duration_seconds",
+        "Time from request header to the end of the response, by mode",
+        &["mode"],
+        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+    )
+    .expect("metric mtls_gateway_request_duration_seconds registers once")
+});
+
+pub static UPSTREAM_CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "mtls_gateway_upstream_connections_total",
+        "Upstream connections used per request: reused=\"true\" from the pool, \"false\" newly established",
+        &["reused"]
+    )
+    .expect("metric mtls_gateway_upstream_connections_total registers once")
+});
+
+pub static UPSTREAM_TLS_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "mtls_gateway_upstream_tls_failures_total",
+        "Upstream TLS handshakes that failed (verification, handshake or certificate errors)"
+    )
+    .expect("metric mtls_gateway_upstream_tls_failures_total registers once")
+});
+
+pub static UPSTREAM_CONNECT_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "mtls_gateway_upstream_connect_failures_total",
+        "Upstream connections that could not be established (DNS, refused, timeout)"
+    )
+    .expect("metric mtls_gateway_upstream_connect_failures_total registers once")
+});
+
+pub static RATE_LIMITED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "mtls_gateway_rate_limited_total",
+        "Requests refused with 429 by the per-client-IP rate limit"
+    )
+    .expect("metric mtls_gateway_rate_limited_total registers once")
+});
+
+pub static SNAPSHOT_AGE: LazyLock<Gauge> = LazyLock::new(|| {
+    register_gauge!(
+        "mtls_gateway_snapshot_age_seconds",
+        "Seconds since the last successful refresh of the runtime snapshot (staleness)"
+    )
+    .expect("metric mtls_gateway_snapshot_age_seconds registers once")
+});
+
+pub static LAST_REFRESH_SUCCESS: LazyLock<Gauge> = LazyLock::new(|| {
+    register_gauge!(
+        "mtls_gateway_last_refresh_success_timestamp_seconds",
+        "Unix time of the last successful refresh"
+    )
+    .expect("metric mtls_gateway_last_refresh_success_timestamp_seconds registers once")
+});
+
+pub static REFRESH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "mtls_gateway_refresh_failures_total",
+        "Refresh failures: scope=\"store\" (the whole refresh), \"certificate\" or \"mappings\" (one entry kept at its last good version)",
+        &["scope"]
+    )
+    .expect("metric mtls_gateway_refresh_failures_total registers once")
+});
+
+pub static REFRESH_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "mtls_gateway_refresh_duration_seconds",
+        "Duration of refreshes, by result",
+        &["result"],
+        vec![0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0]
+    )
+    .expect("metric mtls_gateway_refresh_duration_seconds registers once")
+});
+
+pub static CERTIFICATES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "mtls_gateway_certificates",
+        "Certificates in the snapshot by status (available, expired, not_yet_valid, failed, stale)",
+        &["status"]
+    )
+    .expect("metric mtls_gateway_certificates registers once")
+});
+
+pub static CERT_NOT_AFTER: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!(
+        "mtls_gateway_certificate_not_after_timestamp_seconds",
+        "Unix time at which each loaded certificate expires",
+        &["account", "certificate"]
+    )
+    .expect("metric mtls_gateway_certificate_not_after_timestamp_seconds registers once")
+});
+
+pub static MAPPINGS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "mtls_gateway_mappings",
+        "Enabled mappings in the runtime snapshot"
+    )
+    .expect("metric mtls_gateway_mappings registers once")
+});
+
+/// Touch every metric so that it appears on the page from the start (a scrape before the first
+/// request still shows the series with zero values).
+pub fn init() {
+    for mode in ["forward", "transparent"] {
+        LATENCY.with_label_values(&[mode]);
+    }
+    for r in ["true", "false"] {
+        UPSTREAM_CONNECTIONS.with_label_values(&[r]);
+    }
+    for s in ["store", "certificate", "mappings"] {
+        REFRESH_FAILURES.with_label_values(&[s]);
+    }
+    for s in ["available", "expired", "not_yet_valid", "failed", "stale"] {
+        CERTIFICATES.with_label_values(&[s]);
+    }
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&MAPPED_REQUESTS);
+    LazyLock::force(&UPSTREAM_TLS_FAILURES);
+    LazyLock::force(&UPSTREAM_CONNECT_FAILURES);
+    LazyLock::force(&RATE_LIMITED);
+    LazyLock::force(&SNAPSHOT_AGE);
+    LazyLock::force(&LAST_REFRESH_SUCCESS);
+    LazyLock::force(&REFRESH_DURATION);
+    LazyLock::force(&CERT_NOT_AFTER);
+    LazyLock::force(&MAPPINGS);
+}
+
+/// `2xx`, `4xx`, ... for a status code.
+pub fn status_class(code: u16) -> &'static str {
+    match code {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}

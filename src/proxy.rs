@@ -1,0 +1,830 @@
+//! The proxy: plain HTTP in, mutual TLS out.
+//!
+//! Phase order (Pingora `ProxyHttp`), and what each does here:
+//! 1. `request_filter`: count the request in flight; rate limit by client IP (429); work out the
+//!    mode and the target URL; authenticate the forward resource when configured; match the
+//!    mapping in the current snapshot (no lock, no I/O). Refusals are answered here with JSON.
+//!    - *forward*: `{GET,POST,PUT,PATCH,DELETE} /mtls/account/{accountId}` with `LP-forward-url`,
+//!      `LP-service-name`, `LP-authorization-override`, `LP-stop-if-certificate-not-found`;
+//!    - *transparent*: absolute-form (`GET http://bank.test/x`, as HTTP_PROXY clients send) or
+//!      origin-form with `Host`; the target is always reached over https; account and service
+//!      come from headers (`proxy.account_header`, `proxy.service_header`) or the listener's
+//!      defaults.
+//! 2. `upstream_peer`: resolve the host asynchronously (cached), build an `HttpPeer` with SNI =
+//!    target host, verification on, timeouts set, the mapping's `Arc<CertKey>`, and a `group_key`
+//!    derived from the leaf certificate's SHA-256 so that the connection pool follows the real
+//!    identity (Pingora's own key hashes only serial numbers; two certificates that share a serial
+//!    must never share a connection). Rotation needs no pool flush: a new certificate has a new
+//!    digest, hence new pool entries; the old connections idle out.
+//! 3. `upstream_request_filter`: origin-form URI, `Host` = target authority, `LP-*` and the
+//!    selection headers stripped; in forward mode the caller's `Authorization` is dropped and
+//!    `LP-authorization-override` (if any) becomes `Authorization`.
+//! 4. `fail_to_proxy`: a target that cannot be reached or whose TLS fails gives 424 with
+//!    `LP-message-from-transport` / `LP-error-from-transport` (LivePerson's contract).
+//! 5. `logging`: metrics (bounded labels).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::StatusCode;
+use log::debug;
+use parking_lot::RwLock;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::Digest;
+use pingora::upstreams::peer::HttpPeer;
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use serde_json::json;
+
+use crate::auth::{Accepts, RequestParts};
+use crate::config::{Config, ProxyAuth, UnmappedPolicy};
+use crate::metrics;
+use crate::ratelimit::RateLimiter;
+use crate::refresh::SnapshotHandle;
+use crate::snapshot::{normalize_url, split_host_port, LoadedCert};
+
+const FORWARD_PREFIX: &str = "/mtls/account/";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Forward,
+    Transparent,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Forward => "forward",
+            Mode::Transparent => "transparent",
+        }
+    }
+}
+
+/// Where the request goes.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    pub host: String,
+    pub port: u16,
+    /// `host[:port]` for the Host header (default port omitted).
+    pub authority: String,
+    /// Origin-form path and query.
+    pub path_query: String,
+    /// Normalised https URL (the matching key).
+    pub url: String,
+}
+
+/// Requests being handled right now (the shutdown drain waits for it to reach zero).
+#[derive(Debug, Default)]
+pub struct InFlight(AtomicUsize);
+
+impl InFlight {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub struct Ctx {
+    start: Instant,
+    mode: Option<Mode>,
+    outcome: &'static str,
+    target: Option<UpstreamTarget>,
+    cert: Option<Arc<LoadedCert>>,
+    mapping_labels: Option<(String, String, String)>,
+    authorization_override: Option<String>,
+    _inflight: Option<InFlightGuard>,
+}
+
+/// Async DNS with a small TTL cache; lookups run on the blocking pool via tokio, never on the
+/// request's thread. IPv4 addresses are preferred when a name has both.
+pub struct Resolver {
+    ttl: Duration,
+    cache: RwLock<HashMap<(String, u16), (Instant, SocketAddr)>>,
+}
+
+const DNS_CACHE_MAX: usize = 10_000;
+
+impl Resolver {
+    pub fn new(ttl: Duration) -> Resolver {
+        Resolver {
+            ttl,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub async fn resolve(&self, host: &str, port: u16) -> std::io::Result<SocketAddr> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        let key = (host.to_string(), port);
+        if let Some((at, addr)) = self.cache.read().get(&key) {
+            if at.elapsed() < self.ttl {
+                return Ok(*addr);
+            }
+        }
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or_else(|| addrs.first())
+            .copied()
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} has no address"))
+            })?;
+        let mut cache = self.cache.write();
+        if cache.len() >= DNS_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, (Instant::now(), addr));
+        Ok(addr)
+    }
+}
+
+pub struct Gateway {
+    cfg: Arc<Config>,
+    snapshot: SnapshotHandle,
+    limiter: Option<RateLimiter>,
+    resolver: Resolver,
+    inflight: Arc<InFlight>,
+}
+
+impl Gateway {
+    pub fn new(cfg: Arc<Config>, snapshot: SnapshotHandle, inflight: Arc<InFlight>) -> Gateway {
+        let limiter = cfg
+            .rate_limit
+            .enabled
+            .then(|| RateLimiter::new(&cfg.rate_limit));
+        let resolver = Resolver::new(cfg.upstream.dns_cache);
+        Gateway {
+            cfg,
+            snapshot,
+            limiter,
+            resolver,
+            inflight,
+        }
+    }
+}
+
+/// A refusal answered by the gateway itself.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    extra: Vec<(&'static str, String)>,
+    outcome: &'static str,
+    fields: serde_json::Value,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, outcome: &'static str, message: String) -> Self {
+        Refusal {
+            status,
+            code,
+            message,
+            extra: Vec::new(),
+            outcome,
+            fields: serde_json::Value::Null,
+        }
+    }
+}
+
+async fn respond_json(
+    session: &mut Session,
+    status: StatusCode,
+    body: serde_json::Value,
+    extra: &[(&'static str, String)],
+) -> Result<()> {
+    let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    for (k, v) in extra {
+        resp.insert_header(*k, v.as_str())?;
+    }
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The https target for a transparent-mode request (absolute-form or origin-form + Host).
+fn transparent_target(req: &RequestHeader) -> Result<UpstreamTarget, String> {
+    let uri = &req.uri;
+    let authority = match uri.authority() {
+        Some(a) => a.as_str().to_string(),
+        None => header_str(req, "host")
+            .ok_or("the request has neither an absolute URL nor a Host header")?
+            .to_string(),
+    };
+    if let Some(s) = uri.scheme_str() {
+        if !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https") {
+            return Err(format!("scheme {s:?} is not supported; use http:// or https://"));
+        }
+    }
+    let (host, port) =
+        split_host_port(&authority).ok_or_else(|| format!("{authority:?} is not a valid host"))?;
+    // The app speaks plain http to us; the target is always reached over https. An http default
+    // port (80, or none) means the https default.
+    let port: u16 = match port {
+        None | Some("80") => 443,
+        Some(p) => p.parse().map_err(|_| format!("bad port in {authority:?}"))?,
+    };
+    let path_query = uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let host_lc = host.to_ascii_lowercase();
+    let authority = if port == 443 {
+        host_lc.clone()
+    } else {
+        format!("{host_lc}:{port}")
+    };
+    let url = format!("https://{authority}{path_query}");
+    let url = normalize_url(&url).ok_or_else(|| format!("{url:?} is not a valid URL"))?;
+    Ok(UpstreamTarget {
+        host: host_lc,
+        port,
+        authority,
+        path_query,
+        url,
+    })
+}
+
+/// The target of a forward-resource request, from `LP-forward-url`.
+fn forward_target(raw: &str) -> Result<UpstreamTarget, String> {
+    let url = normalize_url(raw.trim()).ok_or_else(|| {
+        format!("LP-forward-url {raw:?} is not an absolute https URL; send e.g. https://partner.example/api")
+    })?;
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or("LP-forward-url must use https:// (the gateway originates TLS)")?;
+    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path_query) = rest.split_at(auth_end);
+    let (host, port) =
+        split_host_port(authority).ok_or_else(|| format!("{authority:?} is not a valid host"))?;
+    let port = match port {
+        None => 443,
+        Some(p) => p.parse().map_err(|_| format!("bad port in {authority:?}"))?,
+    };
+    Ok(UpstreamTarget {
+        host: host.to_string(),
+        port,
+        authority: authority.to_string(),
+        path_query: if path_query.starts_with('/') {
+            path_query.to_string()
+        } else {
+            format!("/{path_query}")
+        },
+        url,
+    })
+}
+
+fn parse_bool_header(v: Option<&str>) -> bool {
+    v.map(|s| s.trim().eq_ignore_ascii_case("true")).unwrap_or(false)
+}
+
+impl Gateway {
+    fn service_name(&self, raw: Option<&str>, header: &str, key: &str) -> Result<String, Refusal> {
+        match raw.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => {
+                let upper = s.to_ascii_uppercase();
+                if self.cfg.services.contains_key(&upper) {
+                    Ok(upper)
+                } else if let Some((name, _)) =
+                    self.cfg.services.iter().find(|(_, id)| id.to_string() == s)
+                {
+                    Ok(name.clone())
+                } else {
+                    Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "unknown_service",
+                        "bad_request",
+                        format!(
+                            "{header}: {s:?} is not a known service; use one of {}",
+                            self.cfg.services.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ))
+                }
+            }
+            None => self.cfg.proxy.default_service.clone().ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "missing_service",
+                    "bad_request",
+                    format!("{header} is required (no {key} is configured)"),
+                )
+            }),
+        }
+    }
+
+    /// Steps 1b-1e of `request_filter`: mode, target, auth, mapping.
+    fn route(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Refusal> {
+        let req = session.req_header();
+        if req.method == http::Method::CONNECT {
+            return Err(Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "connect_not_supported",
+                "bad_request",
+                "CONNECT tunnels are not supported: the gateway must originate the TLS itself. Send plain http:// URLs through the proxy (HTTP_PROXY, not HTTPS_PROXY)".into(),
+            ));
+        }
+        let path = req.uri.path();
+        let forward_account = if req.uri.authority().is_none() {
+            path.strip_prefix(FORWARD_PREFIX)
+        } else {
+            None
+        };
+        let (mode, account, service, target, stop) = if let Some(account) = forward_account {
+            let account = account.trim_end_matches('/');
+            if !crate::store::valid_account_id(account) {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_account",
+                    "bad_request",
+                    format!("{account:?} in the path is not a valid account id"),
+                ));
+            }
+            if !matches!(
+                req.method,
+                http::Method::GET
+                    | http::Method::POST
+                    | http::Method::PUT
+                    | http::Method::PATCH
+                    | http::Method::DELETE
+            ) {
+                return Err(Refusal::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "bad_request",
+                    format!("{} is not forwarded; use GET, POST, PUT, PATCH or DELETE", req.method),
+                ));
+            }
+            let raw = header_str(req, "lp-forward-url").ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "missing_forward_url",
+                    "bad_request",
+                    "LP-forward-url is required: the full https URL of the target".into(),
+                )
+            })?;
+            let target = forward_target(raw).map_err(|m| {
+                Refusal::new(StatusCode::BAD_REQUEST, "bad_forward_url", "bad_request", m)
+            })?;
+            let service = self.service_name(
+                header_str(req, "lp-service-name"),
+                "LP-service-name",
+                "proxy.default_service",
+            )?;
+            if self.cfg.proxy.auth == ProxyAuth::Required {
+                self.authenticate(session, account)?;
+            }
+            ctx.authorization_override = header_str(req, "lp-authorization-override").map(String::from);
+            let stop = parse_bool_header(header_str(req, "lp-stop-if-certificate-not-found"));
+            (Mode::Forward, account.to_string(), service, target, stop)
+        } else {
+            let target = transparent_target(req).map_err(|m| {
+                Refusal::new(StatusCode::BAD_REQUEST, "bad_target", "bad_request", m)
+            })?;
+            let account = match header_str(req, &self.cfg.proxy.account_header) {
+                Some(a) => a.trim().to_string(),
+                None => self.cfg.proxy.default_account.clone().ok_or_else(|| {
+                    Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "missing_account",
+                        "bad_request",
+                        format!(
+                            "header {} is required (no proxy.default_account is configured)",
+                            self.cfg.proxy.account_header
+                        ),
+                    )
+                })?,
+            };
+            if !crate::store::valid_account_id(&account) {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_account",
+                    "bad_request",
+                    format!("{}: {account:?} is not a valid account id", self.cfg.proxy.account_header),
+                ));
+            }
+            let service = self.service_name(
+                header_str(req, &self.cfg.proxy.service_header),
+                &self.cfg.proxy.service_header,
+                "proxy.default_service",
+            )?;
+            if self.cfg.proxy.auth == ProxyAuth::Required {
+                self.authenticate(session, &account)?;
+            }
+            let stop = parse_bool_header(header_str(req, "lp-stop-if-certificate-not-found"));
+            (Mode::Transparent, account, service, target, stop)
+        };
+        ctx.mode = Some(mode);
+
+        let snap = self.snapshot.load();
+        match snap.lookup(&account, &service, &target.url) {
+            Some((t, _kind)) => match &t.certificate {
+                Some(cert) => {
+                    ctx.cert = Some(cert.clone());
+                    ctx.mapping_labels =
+                        Some((account.clone(), service.clone(), t.certificate_id.to_string()));
+                }
+                None => {
+                    let mut r = Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "certificate_unavailable",
+                        "certificate_unavailable",
+                        format!(
+                            "mapping {:?} uses certificate {} which is not loaded (missing from the store or failed to decode); see the gateway log",
+                            t.mapping_name, t.certificate_id
+                        ),
+                    );
+                    r.fields = json!({"accountId": account, "serviceName": service, "url": target.url});
+                    return Err(r);
+                }
+            },
+            None => {
+                let fallback_ok = match &self.cfg.unmapped {
+                    UnmappedPolicy::PlainTls { hosts } => !stop && hosts.iter().any(|h| *h == target.host),
+                    UnmappedPolicy::Refuse => false,
+                };
+                if !fallback_ok {
+                    // LivePerson answers the stop flag with 500 and the reason; a refusal by
+                    // policy is a 403 (the mapping table is the allowlist).
+                    let (status, why) = if stop {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "LP-stop-if-certificate-not-found is true")
+                    } else {
+                        (StatusCode::FORBIDDEN, "unmapped requests are refused (unmapped.policy)")
+                    };
+                    let mut r = Refusal::new(
+                        status,
+                        "no_mapping",
+                        "no_mapping",
+                        format!(
+                            "no mapping for account {account:?}, service {service:?}, url {:?}; {why}",
+                            target.url
+                        ),
+                    );
+                    r.fields = json!({"accountId": account, "serviceName": service, "url": target.url});
+                    return Err(r);
+                }
+            }
+        }
+        ctx.target = Some(target);
+        Ok(())
+    }
+
+    fn authenticate(&self, session: &Session, account: &str) -> Result<(), Refusal> {
+        let req = session.req_header();
+        let host = header_str(req, "host").unwrap_or("");
+        let parts = RequestParts {
+            method: req.method.as_str(),
+            scheme: "http",
+            host,
+            path: req.uri.path(),
+            query: req.uri.query(),
+            authorization: header_str(req, "authorization"),
+            content_type: header_str(req, "content-type"),
+            // Forwarded bodies stream through untouched, so form-body OAuth1 parameters are not
+            // part of the signature base string on this resource.
+            body: &[],
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        match self.cfg.auth.authenticate(&parts, Accepts::Either, now) {
+            Ok(id) if id.may_access(account) => Ok(()),
+            Ok(_) => Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "unauthorized",
+                format!("the credential is not allowed to act for account {account:?}"),
+            )),
+            Err(e) => {
+                let mut r = Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "unauthorized",
+                    e.to_string(),
+                );
+                r.extra.push(("www-authenticate", e.www_authenticate()));
+                Err(r)
+            }
+        }
+    }
+
+    fn client_ip(&self, session: &Session, limiter: &RateLimiter) -> Option<IpAddr> {
+        let peer = session.client_addr()?.as_inet()?.ip();
+        let req = session.req_header();
+        let values = req
+            .headers
+            .get_all(limiter.forwarded_header())
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        Some(limiter.client_ip(peer, values))
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            mode: None,
+            outcome: "proxied",
+            target: None,
+            cert: None,
+            mapping_labels: None,
+            authorization_override: None,
+            _inflight: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        self.inflight.0.fetch_add(1, Ordering::AcqRel);
+        ctx._inflight = Some(InFlightGuard(self.inflight.clone()));
+        ctx.start = Instant::now();
+
+        if let Some(limiter) = &self.limiter {
+            if let Some(ip) = self.client_ip(session, limiter) {
+                if !limiter.allow(&ip) {
+                    metrics::RATE_LIMITED.inc();
+                    ctx.outcome = "rate_limited";
+                    let limit = self.cfg.rate_limit.requests_per_second;
+                    respond_json(
+                        session,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        json!({"error": "rate_limited", "message": format!("more than {limit} requests per second from this client; retry after 1 second")}),
+                        &[("retry-after", "1".to_string())],
+                    )
+                    .await?;
+                    return Ok(true);
+                }
+            }
+        }
+
+        match self.route(session, ctx) {
+            Ok(()) => Ok(false),
+            Err(r) => {
+                ctx.outcome = r.outcome;
+                let mut body = json!({"error": r.code, "message": r.message});
+                if let (Some(obj), serde_json::Value::Object(f)) = (body.as_object_mut(), r.fields) {
+                    obj.extend(f);
+                }
+                respond_json(session, r.status, body, &r.extra).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let target = ctx
+            .target
+            .as_ref()
+            .ok_or_else(|| Error::explain(InternalError, "no target chosen"))?;
+        let addr = self
+            .resolver
+            .resolve(&target.host, target.port)
+            .await
+            .map_err(|e| {
+                metrics::UPSTREAM_CONNECT_FAILURES.inc();
+                Error::explain(ConnectNoRoute, format!("cannot resolve {}: {e}", target.host))
+            })?;
+        let sni = target
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let mut peer = HttpPeer::new(addr, true, sni);
+        let up = &self.cfg.upstream;
+        peer.options.connection_timeout = Some(up.connect_timeout);
+        peer.options.total_connection_timeout = Some(up.connect_timeout + up.tls_timeout);
+        peer.options.read_timeout = Some(up.read_timeout);
+        peer.options.write_timeout = Some(up.write_timeout);
+        peer.options.idle_timeout = Some(up.idle_timeout);
+        peer.options.verify_cert = true;
+        peer.options.verify_hostname = true;
+        if let Some(cert) = &ctx.cert {
+            peer.client_cert_key = Some(cert.cert_key.clone());
+            peer.group_key = cert.identity_key();
+        } else {
+            // Plain TLS fallback: its own pool group, never shared with an identity.
+            peer.group_key = 0;
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(target) = &ctx.target else {
+            return Error::e_explain(InternalError, "no target chosen");
+        };
+        let uri: http::Uri = target
+            .path_query
+            .parse()
+            .map_err(|_| Error::explain(InternalError, "target path is not a valid URI"))?;
+        upstream_request.set_uri(uri);
+        upstream_request.insert_header("host", target.authority.as_str())?;
+        let drop: Vec<http::HeaderName> = upstream_request
+            .headers
+            .keys()
+            .filter(|k| {
+                let n = k.as_str();
+                n.starts_with("lp-")
+                    || n == "proxy-authorization"
+                    || n == self.cfg.proxy.account_header
+                    || n == self.cfg.proxy.service_header
+            })
+            .cloned()
+            .collect();
+        for k in drop {
+            upstream_request.remove_header(&k);
+        }
+        if ctx.mode == Some(Mode::Forward) {
+            upstream_request.remove_header("authorization");
+            if let Some(v) = ctx.authorization_override.take() {
+                upstream_request.insert_header("authorization", v)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&Digest>,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        metrics::UPSTREAM_CONNECTIONS
+            .with_label_values(&[if reused { "true" } else { "false" }])
+            .inc();
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut Ctx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        match e.etype() {
+            TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError
+            | TLSWantX509Lookup => metrics::UPSTREAM_TLS_FAILURES.inc(),
+            _ => metrics::UPSTREAM_CONNECT_FAILURES.inc(),
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let upstream_side = matches!(e.esource(), ErrorSource::Upstream)
+            || matches!(
+                e.etype(),
+                ConnectTimedout
+                    | ConnectRefused
+                    | ConnectNoRoute
+                    | ConnectError
+                    | TLSHandshakeFailure
+                    | TLSHandshakeTimedout
+                    | InvalidCert
+                    | HandshakeError
+                    | TLSWantX509Lookup
+            );
+        let code = if session.response_written().is_some() {
+            // Headers already went out: nothing sensible can be sent any more.
+            0
+        } else if upstream_side {
+            424
+        } else {
+            match e.etype() {
+                HTTPStatus(c) => *c,
+                ReadError | WriteError | ConnectionClosed => 0,
+                _ => 500,
+            }
+        };
+        ctx.outcome = if upstream_side { "upstream_error" } else { "error" };
+        if code == 424 {
+            let url = ctx.target.as_ref().map(|t| t.url.clone()).unwrap_or_default();
+            let msg = e.etype().as_str().to_string();
+            let detail = e.context.as_ref().map(|c| c.to_string()).unwrap_or_default();
+            let error = if detail.is_empty() { msg.clone() } else { format!("{msg}: {detail}") };
+            let _ = respond_json(
+                session,
+                StatusCode::FAILED_DEPENDENCY,
+                json!({"error": "upstream_failed", "message": format!("the target {url} failed: {error}"), "url": url}),
+                &[
+                    ("lp-message-from-transport", url.clone()),
+                    ("lp-error-from-transport", sanitize_header(&error)),
+                ],
+            )
+            .await;
+        } else if code > 0 {
+            let _ = session.respond_error(code).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let Some(mode) = ctx.mode else {
+            if ctx.outcome == "rate_limited" {
+                metrics::REQUESTS
+                    .with_label_values(&["none", "rate_limited", "4xx"])
+                    .inc();
+            } else if ctx.outcome != "proxied" {
+                let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+                metrics::REQUESTS
+                    .with_label_values(&["none", ctx.outcome, metrics::status_class(status)])
+                    .inc();
+            }
+            return;
+        };
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        metrics::REQUESTS
+            .with_label_values(&[mode.label(), ctx.outcome, metrics::status_class(status)])
+            .inc();
+        metrics::LATENCY
+            .with_label_values(&[mode.label()])
+            .observe(ctx.start.elapsed().as_secs_f64());
+        if let Some((a, s, c)) = &ctx.mapping_labels {
+            metrics::MAPPED_REQUESTS.with_label_values(&[a, s, c]).inc();
+        }
+        debug!(
+            "{} {} -> {} ({})",
+            mode.label(),
+            ctx.target.as_ref().map(|t| t.host.as_str()).unwrap_or("-"),
+            status,
+            ctx.outcome
+        );
+    }
+}
+
+/// Header values must be visible ASCII; error text from TLS stacks may contain anything.
+fn sanitize_header(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { ' ' })
+        .take(512)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_target_keeps_path_and_query_and_default_port() {
+        let t = forward_target("https://Bank.Test/api/x?y=1").expect("valid");
+        assert_eq!(t.host, "bank.test");
+        assert_eq!(t.port, 443);
+        assert_eq!(t.authority, "bank.test");
+        assert_eq!(t.path_query, "/api/x?y=1");
+        assert_eq!(t.url, "https://bank.test/api/x?y=1");
+        let t = forward_target("https://localhost:9443").expect("valid");
+        assert_eq!((t.port, t.path_query.as_str()), (9443, "/"));
+        assert!(forward_target("http://bank.test/").is_err());
+        assert!(forward_target("bank.test/").is_err());
+    }
+
+    #[test]
+    fn transparent_target_from_absolute_form_uses_https() {
+        let req = RequestHeader::build("GET", b"http://Bank.Test:9443/p?q=1", None).expect("req");
+        let t = transparent_target(&req).expect("target");
+        assert_eq!(t.url, "https://bank.test:9443/p?q=1");
+        assert_eq!(t.authority, "bank.test:9443");
+        let req = RequestHeader::build("GET", b"http://bank.test/p", None).expect("req");
+        assert_eq!(transparent_target(&req).expect("t").port, 443);
+        let mut req = RequestHeader::build("GET", b"/p", None).expect("req");
+        req.insert_header("host", "bank.test:8443").expect("host");
+        assert_eq!(transparent_target(&req).expect("t").url, "https://bank.test:8443/p");
+    }
+}

@@ -1,0 +1,360 @@
+//! HTTP to Vault, and how its answers become [`StoreError`]s.
+//!
+//! `vaultrs` builds the HTTP client (address, TLS roots from `ca_file`, timeout) and performs the
+//! auth logins. KV requests go through that same client's connection pool, but are built and
+//! parsed here: vaultrs 0.8's typed KV responses require fields (`request_id`; errors as
+//! `{"errors": [..]}`) that other Vault-API servers omit (RustyVault answers `{"error": ".."}` and
+//! no `request_id`), and its errors for non-JSON bodies hide the HTTP status that tells "not
+//! found" from "sealed". Reading status and body ourselves keeps both servers working and lets the
+//! store map every answer precisely.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::Value;
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+
+use super::config::VaultConfig;
+use crate::store::StoreError;
+
+/// A request that did not produce a usable answer.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// No HTTP answer: refused, reset, DNS, TLS, or timeout.
+    Transport { timeout: bool, detail: String },
+    /// Vault answered with a non-2xx status. `messages` are from `errors`/`error` in the body.
+    Status { code: u16, messages: Vec<String> },
+    /// A 2xx answer whose body is not what the API documents.
+    Parse(String),
+    /// Could not get a token (file missing, login refused, ...): already a store error.
+    Auth(StoreError),
+}
+
+impl Fail {
+    pub(crate) fn is_not_found(&self) -> bool {
+        // A 404 with error messages is a routing error (missing mount), not a missing secret.
+        matches!(self, Fail::Status { code: 404, messages } if messages.is_empty())
+    }
+    pub(crate) fn is_denied(&self) -> bool {
+        matches!(self, Fail::Status { code: 403, .. })
+    }
+}
+
+pub(crate) struct Http {
+    client: VaultClient,
+    base: String,
+    namespace: Option<String>,
+}
+
+impl Http {
+    pub(crate) fn new(cfg: &VaultConfig) -> Result<Http, StoreError> {
+        // Every field is set explicitly: vaultrs otherwise fills defaults from VAULT_ADDR,
+        // VAULT_TOKEN, VAULT_CACERT, VAULT_SKIP_VERIFY..., and the config file must be the only
+        // source of truth.
+        let mut b = VaultClientSettingsBuilder::default();
+        // `address` panics on an invalid URL; VaultSettings::validate has parsed it already, and
+        // we parse again so a hand-built VaultConfig cannot panic here.
+        url::Url::parse(&cfg.address).map_err(|e| {
+            StoreError::Other(format!("vault address {:?} is not a URL: {e}", cfg.address))
+        })?;
+        b.address(&cfg.address)
+            .ca_certs(
+                cfg.ca_file
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .identity(None)
+            .timeout(Some(cfg.request_timeout))
+            .token("")
+            .verify(true)
+            .wrapping(false)
+            .namespace(cfg.namespace.clone());
+        let settings = b
+            .build()
+            .map_err(|e| StoreError::Other(format!("vault client settings: {e}")))?;
+        let client = VaultClient::new(settings).map_err(|e| {
+            StoreError::Other(format!(
+                "cannot build the vault client: {}{}",
+                error_chain(&e),
+                cfg.ca_file
+                    .as_ref()
+                    .map(|p| format!(" (check store.vault.ca_file {})", p.display()))
+                    .unwrap_or_default()
+            ))
+        })?;
+        Ok(Http {
+            client,
+            base: cfg.address.trim_end_matches('/').to_owned(),
+            namespace: cfg.namespace.clone(),
+        })
+    }
+
+    /// The vaultrs client (no token set) for the auth-method logins.
+    pub(crate) fn vaultrs(&self) -> &VaultClient {
+        &self.client
+    }
+
+    /// One request to `/v1/{path}`. A 2xx answer is `Ok` with its body.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Bytes, Fail> {
+        let url = format!("{}/v1/{}", self.base, path);
+        let mut req = self
+            .client
+            .http
+            .http
+            .request(method, url.as_str())
+            .header("X-Vault-Request", "true");
+        if let Some(t) = token {
+            req = req.header("X-Vault-Token", t);
+        }
+        if let Some(ns) = &self.namespace {
+            req = req.header("X-Vault-Namespace", ns.as_str());
+        }
+        if let Some(b) = body {
+            let bytes = serde_json::to_vec(b)
+                .map_err(|e| Fail::Parse(format!("cannot encode request body: {e}")))?;
+            req = req.header("Content-Type", "application/json").body(bytes);
+        }
+        let resp = req.send().await.map_err(|e| Fail::Transport {
+            timeout: e.is_timeout(),
+            detail: error_chain(&e.without_url()),
+        })?;
+        let code = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| Fail::Transport {
+            timeout: e.is_timeout(),
+            detail: error_chain(&e.without_url()),
+        })?;
+        if (200..300).contains(&code) {
+            Ok(bytes)
+        } else {
+            Err(Fail::Status {
+                code,
+                messages: error_messages(&bytes),
+            })
+        }
+    }
+}
+
+/// `a: b: c` from an error and its sources, without repeats.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if parts.last().is_none_or(|l| !l.contains(&t)) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Error messages from a Vault error body: `{"errors": [..]}` (Vault) or `{"error": ".."}`
+/// (RustyVault). A non-JSON body (a proxy's HTML page) gives one shortened line.
+pub(crate) fn error_messages(body: &[u8]) -> Vec<String> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Vec::new();
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => {
+            let mut out = Vec::new();
+            if let Some(errs) = v.get("errors").and_then(Value::as_array) {
+                out.extend(errs.iter().filter_map(Value::as_str).map(shorten));
+            }
+            if let Some(e) = v.get("error").and_then(Value::as_str) {
+                out.push(shorten(e));
+            }
+            out
+        }
+        Err(_) => vec![format!(
+            "non-JSON body: {}",
+            shorten(&String::from_utf8_lossy(body))
+        )],
+    }
+}
+
+/// At most 200 characters on one line.
+pub(crate) fn shorten(s: &str) -> String {
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let one_line = one_line.trim();
+    if one_line.chars().count() > 200 {
+        let cut: String = one_line.chars().take(200).collect();
+        format!("{cut}...")
+    } else {
+        one_line.to_owned()
+    }
+}
+
+/// What a failed request was trying to do, for error messages.
+pub(crate) struct Ctx<'a> {
+    /// `read`, `write`, `list`, `delete`, `read metadata of`...
+    pub op: &'a str,
+    /// The API path after `/v1/`.
+    pub path: &'a str,
+    pub mount: &'a str,
+    pub address: &'a str,
+    pub auth: &'a str,
+    pub timeout: Duration,
+}
+
+/// Maps a failure to the store's error type. Messages never contain the token: Vault does not
+/// echo it, and `redact` removes it anyway should a server ever do so.
+pub(crate) fn to_store_error(f: Fail, ctx: &Ctx<'_>, redact: Option<&str>) -> StoreError {
+    let clean = |s: String| match redact {
+        Some(t) if t.len() >= 8 => s.replace(t, "<redacted>"),
+        _ => s,
+    };
+    let Ctx {
+        op,
+        path,
+        mount,
+        address,
+        auth,
+        timeout,
+    } = ctx;
+    match f {
+        Fail::Auth(e) => e,
+        Fail::Transport { timeout: true, .. } => StoreError::Unavailable(format!(
+            "vault at {address} did not answer {op} {path} within {} ms",
+            timeout.as_millis()
+        )),
+        Fail::Transport { detail, .. } => StoreError::Unavailable(clean(format!(
+            "cannot reach vault at {address} ({op} {path}): {detail}"
+        ))),
+        Fail::Parse(reason) => StoreError::Other(clean(format!(
+            "vault at {address} answered {op} {path} with an unexpected body: {reason}"
+        ))),
+        Fail::Status { code, messages } => {
+            let msg = clean(messages.join("; "));
+            let said = if msg.is_empty() {
+                String::new()
+            } else {
+                format!(": {msg}")
+            };
+            let lower = msg.to_ascii_lowercase();
+            match code {
+                503 if lower.contains("sealed") => {
+                    StoreError::Unavailable("vault is sealed".to_owned())
+                }
+                403 => StoreError::Denied(format!(
+                    "vault denied {op} {path} (403{said}) using the {auth}: the token is invalid, \
+                     expired or lacks a policy for this path; check store.vault.auth and the \
+                     token's policies"
+                )),
+                404 => StoreError::Other(format!(
+                    "mount {mount} not found at {address} ({op} {path}: 404{said}): check \
+                     store.vault.mount (and store.vault.namespace)"
+                )),
+                400 if lower.contains("check-and-set") => StoreError::Conflict(path.to_string()),
+                400 if lower.contains("token is missing")
+                    || lower.contains("missing client token") =>
+                {
+                    StoreError::Denied(format!(
+                        "vault refused {op} {path} without a token (400{said}); check \
+                         store.vault.auth"
+                    ))
+                }
+                429 | 412 => StoreError::Unavailable(format!(
+                    "vault at {address} asked to retry {op} {path} ({code}{said})"
+                )),
+                500..=599 => StoreError::Unavailable(format!(
+                    "vault at {address} failed {op} {path} ({code}{said})"
+                )),
+                _ => StoreError::Other(format!(
+                    "vault at {address} rejected {op} {path} ({code}{said})"
+                )),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Ctx<'static> {
+        Ctx {
+            op: "read",
+            path: "secret/x",
+            mount: "secret",
+            address: "http://127.0.0.1:1",
+            auth: "token from $T",
+            timeout: Duration::from_millis(500),
+        }
+    }
+
+    #[test]
+    fn both_error_body_formats_are_understood() {
+        assert_eq!(error_messages(br#"{"errors":["a","b"]}"#), vec!["a", "b"]);
+        assert_eq!(
+            error_messages(br#"{"error":"RustyVault is sealed."}"#),
+            vec!["RustyVault is sealed."]
+        );
+        assert!(error_messages(b"").is_empty());
+        assert!(error_messages(br#"{"errors":[]}"#).is_empty());
+        assert_eq!(
+            error_messages(b"<html>bad gateway</html>"),
+            vec!["non-JSON body: <html>bad gateway</html>"]
+        );
+    }
+
+    #[test]
+    fn statuses_map_to_store_errors() {
+        let f = |code, m: &[&str]| Fail::Status {
+            code,
+            messages: m.iter().map(|s| s.to_string()).collect(),
+        };
+        let e = to_store_error(f(503, &["Vault is sealed"]), &ctx(), None);
+        assert!(
+            matches!(&e, StoreError::Unavailable(m) if m == "vault is sealed"),
+            "{e}"
+        );
+        let e = to_store_error(f(403, &["permission denied"]), &ctx(), None);
+        assert!(
+            matches!(&e, StoreError::Denied(m) if m.contains("permission denied")),
+            "{e}"
+        );
+        let e = to_store_error(f(404, &["no handler for route \"nope/x\""]), &ctx(), None);
+        assert!(e.to_string().contains("mount secret not found"), "{e}");
+        let e = to_store_error(
+            f(
+                400,
+                &["check-and-set parameter did not match the current version"],
+            ),
+            &ctx(),
+            None,
+        );
+        assert!(matches!(e, StoreError::Conflict(_)));
+        let e = to_store_error(f(502, &[]), &ctx(), None);
+        assert!(matches!(e, StoreError::Unavailable(_)));
+        let e = to_store_error(
+            Fail::Transport {
+                timeout: true,
+                detail: String::new(),
+            },
+            &ctx(),
+            None,
+        );
+        assert!(e.to_string().contains("within 500 ms"), "{e}");
+    }
+
+    #[test]
+    fn a_token_echoed_by_a_server_is_redacted() {
+        let f = Fail::Status {
+            code: 500,
+            messages: vec!["bad token hvs.0123456789abcdef".into()],
+        };
+        let e = to_store_error(f, &ctx(), Some("hvs.0123456789abcdef"));
+        assert!(!e.to_string().contains("0123456789abcdef"), "{e}");
+    }
+}

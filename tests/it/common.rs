@@ -1,0 +1,396 @@
+//! Shared harness: a PKI made at test time, a real mTLS echo target, the real gateway binary
+//! started as a child process with a generated config on ephemeral loopback ports, and a file
+//! store seeded the way the admin API would.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use boring::hash::MessageDigest;
+use mtls_gateway::certgen::{self, Issued, Leaf};
+use mtls_gateway::echo::{EchoConfig, EchoServer};
+use mtls_gateway::store::file::FileStore;
+use mtls_gateway::store::{
+    CertificateMeta, CertificateSecret, Mapping, MappingDocument, Store, StoredCertificate,
+};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Poll `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn sha256_hex(cert: &boring::x509::X509) -> String {
+    hex::encode(cert.digest(MessageDigest::sha256()).expect("digest"))
+}
+
+/// A CA, a server certificate for `localhost`, and helpers to issue client certificates.
+pub struct Pki {
+    pub ca: Issued,
+    pub server: Issued,
+    pub dir: tempfile::TempDir,
+    pub ca_path: PathBuf,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let ca = certgen::new_ca("test CA").expect("ca");
+        let server = certgen::issue(
+            &ca,
+            &Leaf::server("localhost", &["localhost"], &[[127, 0, 0, 1].into()]),
+        )
+        .expect("server cert");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, certgen::to_pem(&ca.cert)).expect("write ca");
+        Pki {
+            ca,
+            server,
+            dir,
+            ca_path,
+        }
+    }
+
+    pub fn client(&self, cn: &str) -> Issued {
+        certgen::issue(&self.ca, &Leaf::client(cn)).expect("client cert")
+    }
+
+    pub fn client_with_serial(&self, cn: &str, serial: u32) -> Issued {
+        let mut leaf = Leaf::client(cn);
+        leaf.serial = Some(serial);
+        certgen::issue(&self.ca, &leaf).expect("client cert")
+    }
+
+    /// An mTLS echo target that demands a client certificate from this CA.
+    pub fn echo(&self) -> EchoServer {
+        mtls_gateway::echo::spawn_on_thread(EchoConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            cert: self.server.cert.clone(),
+            key: self.server.key.clone(),
+            chain: vec![],
+            client_ca: vec![self.ca.cert.clone()],
+            require_client_cert: true,
+        })
+        .expect("echo server")
+    }
+
+    /// A TLS target that does not ask for a client certificate.
+    pub fn echo_plain(&self) -> EchoServer {
+        mtls_gateway::echo::spawn_on_thread(EchoConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            cert: self.server.cert.clone(),
+            key: self.server.key.clone(),
+            chain: vec![],
+            client_ca: vec![],
+            require_client_cert: false,
+        })
+        .expect("echo server")
+    }
+}
+
+/// Run a future to completion on a fresh runtime in its own thread (callable from sync tests and
+/// from inside `#[tokio::test]` alike).
+pub fn block<F: std::future::Future + Send>(f: F) -> F::Output
+where
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(f)
+        })
+        .join()
+        .expect("seed thread")
+    })
+}
+
+/// A file store in a temp dir, seeded directly (what the admin API does).
+pub struct Seed {
+    pub dir: PathBuf,
+    pub store: FileStore,
+}
+
+impl Seed {
+    pub fn new(dir: &Path) -> Seed {
+        let dir = dir.join("store");
+        Seed {
+            store: FileStore::open(dir.clone()).expect("file store"),
+            dir,
+        }
+    }
+
+    pub fn cert(&self, account: &str, id: u64, issued: &Issued) {
+        let p12 = certgen::to_p12(&issued.cert, &issued.key, &[], "pw").expect("p12");
+        self.raw_cert(account, id, p12, "pw");
+    }
+
+    pub fn raw_cert(&self, account: &str, id: u64, p12: Vec<u8>, password: &str) {
+        block(self.store.put_certificate(&StoredCertificate {
+            meta: CertificateMeta {
+                id,
+                account_id: account.into(),
+                name: format!("cert-{id}"),
+                display_name: format!("cert-{id}"),
+                deleted: false,
+                not_after: None,
+                updated_at: 0,
+            },
+            secret: CertificateSecret {
+                p12,
+                password: password.into(),
+            },
+        }))
+        .expect("put certificate");
+    }
+
+    /// Replace the account's mappings: (id, service, url, certificate id).
+    pub fn mappings(&self, account: &str, maps: &[(u64, &str, &str, u64)]) {
+        let doc = MappingDocument {
+            mappings: maps
+                .iter()
+                .map(|(id, service, url, cert)| Mapping {
+                    id: *id,
+                    account_id: account.into(),
+                    name: format!("m{id}"),
+                    service_name: service.to_string(),
+                    url: url.to_string(),
+                    certificate_id: *cert,
+                    enabled: true,
+                    deleted: false,
+                })
+                .collect(),
+        };
+        block(self.store.put_mappings(account, &doc, None))
+            .expect("put mappings");
+    }
+}
+
+/// The gateway binary running with a generated config.
+pub struct Gw {
+    pub child: Option<Child>,
+    pub proxy: SocketAddr,
+    pub ops: SocketAddr,
+    pub admin: SocketAddr,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Gw {
+    /// Write a config (store in `dir/store`, the PKI's CA trusted) with `extra` YAML appended
+    /// (sections given there replace the defaults below) and start the binary.
+    pub fn start(dir: &Path, ca_path: &Path, extra: &str) -> Gw {
+        let gw = Gw::spawn(dir, ca_path, extra);
+        gw.wait_ready();
+        gw
+    }
+
+    pub fn spawn(dir: &Path, ca_path: &Path, extra: &str) -> Gw {
+        let (proxy, ops, admin) = (free_port(), free_port(), free_port());
+        let has = |section: &str| extra.lines().any(|l| l.starts_with(&format!("{section}:")));
+        let mut yaml = String::new();
+        if !has("proxy") {
+            yaml.push_str(&format!(
+                "proxy:\n  listen: [\"127.0.0.1:{proxy}\"]\n  default_account: acc\n  default_service: TEST_SERVICE\n"
+            ));
+        }
+        if !has("admin") {
+            yaml.push_str(&format!("admin:\n  listen: \"127.0.0.1:{admin}\"\n"));
+        }
+        if !has("ops") {
+            yaml.push_str(&format!("ops:\n  listen: \"127.0.0.1:{ops}\"\n"));
+        }
+        if !has("store") {
+            yaml.push_str("store:\n  kind: file\n  path: store\n");
+        }
+        if !has("upstream") {
+            yaml.push_str(&format!(
+                "upstream:\n  ca_files: [\"{}\"]\n  connect_timeout_ms: 1000\n",
+                ca_path.display()
+            ));
+        }
+        if !has("refresh") {
+            yaml.push_str("refresh:\n  interval_secs: 1\n");
+        }
+        if !has("shutdown") {
+            yaml.push_str("shutdown:\n  grace_period_secs: 10\n");
+        }
+        let extra = extra
+            .replace("{proxy}", &proxy.to_string())
+            .replace("{ops}", &ops.to_string())
+            .replace("{admin}", &admin.to_string());
+        yaml.push_str(&extra);
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let log = dir.join("gateway.log");
+        let logf = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_mtls-gateway"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("start gateway");
+        Gw {
+            child: Some(child),
+            proxy: ([127, 0, 0, 1], proxy).into(),
+            ops: ([127, 0, 0, 1], ops).into(),
+            admin: ([127, 0, 0, 1], admin).into(),
+            config,
+            log,
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = blocking_get(&format!("http://{}/ready", self.ops)) {
+                if r.0 == 200 && std::net::TcpStream::connect(self.proxy).is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready in 30 s; log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        blocking_get(&format!("http://{}/metrics", self.ops))
+            .map(|r| String::from_utf8_lossy(&r.2).to_string())
+            .unwrap_or_default()
+    }
+
+    /// Value of a metric line (exact series text before the value), or 0.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Wait for exit; returns how long it took.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let child = self.child.as_mut()?;
+        while start.elapsed() < timeout {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// GET without a proxy: (status, headers, body).
+pub fn blocking_get(url: &str) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+    let rest = url.strip_prefix("http://").ok_or("http only")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr: SocketAddr = authority.parse().map_err(|e| format!("{e}"))?;
+    raw_request(
+        addr,
+        &format!("GET {} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n", if path.is_empty() { "/" } else { path }),
+    )
+}
+
+/// Send raw bytes, read to EOF, parse (status, headers, body). Chunked bodies are de-chunked.
+pub fn raw_request(
+    addr: SocketAddr,
+    req: &str,
+) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no header end")?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or("bad status")?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok((status, headers, buf[split + 4..].to_vec()))
+}
+
+pub fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// An async HTTP client for the tests (plain HTTP to the gateway).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// A client that uses the gateway as its HTTP proxy (transparent mode, absolute-form).
+pub fn proxied_client(gw: &Gw) -> reqwest::Client {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{}", gw.proxy)).expect("proxy"))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}

@@ -1,0 +1,386 @@
+//! FileStore against real temp directories.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use mtls_gateway::store::file::FileStore;
+use mtls_gateway::store::{
+    CertificateMeta, CertificateSecret, Mapping, MappingDocument, Store, StoreError,
+    StoredCertificate,
+};
+
+fn cert(account: &str, id: u64, p12: &[u8]) -> StoredCertificate {
+    StoredCertificate {
+        meta: CertificateMeta {
+            id,
+            account_id: account.to_owned(),
+            name: format!("cert-{id}"),
+            display_name: format!("Certificate {id}"),
+            deleted: false,
+            not_after: Some(2_000_000_000),
+            updated_at: 1_700_000_000,
+        },
+        secret: CertificateSecret {
+            p12: p12.to_vec(),
+            password: "s3cret".to_owned(),
+        },
+    }
+}
+
+fn mapping(account: &str, id: u64, url: &str) -> Mapping {
+    Mapping {
+        id,
+        account_id: account.to_owned(),
+        name: format!("mapping-{id}"),
+        service_name: "TEST_SERVICE".to_owned(),
+        url: url.to_owned(),
+        certificate_id: 7,
+        enabled: true,
+        deleted: false,
+    }
+}
+
+fn doc(mappings: Vec<Mapping>) -> MappingDocument {
+    MappingDocument { mappings }
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+}
+
+fn store() -> (tempfile::TempDir, FileStore) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = FileStore::open(tmp.path().join("store")).expect("open");
+    (tmp, store)
+}
+
+#[tokio::test]
+async fn certificate_put_get_delete_round_trips() {
+    let (_tmp, s) = store();
+    let c = cert("acme", 7, b"\x30\x82binary\x00p12");
+    let v = s.put_certificate(&c).await.expect("put");
+    let got = s
+        .get_certificate("acme", 7)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(got.value, c);
+    assert_eq!(got.version, v);
+    assert!(s.delete_certificate("acme", 7).await.expect("delete"));
+    assert!(s.get_certificate("acme", 7).await.expect("get").is_none());
+    assert!(!s
+        .delete_certificate("acme", 7)
+        .await
+        .expect("second delete"));
+}
+
+#[tokio::test]
+async fn mappings_round_trip_and_missing_account_is_empty_with_empty_version() {
+    let (_tmp, s) = store();
+    let none = s.get_mappings("nobody").await.expect("get");
+    assert_eq!(none.value, MappingDocument::default());
+    assert_eq!(none.version, "");
+    let d = doc(vec![mapping("acme", 1, "https://api.example.com/*")]);
+    let v = s.put_mappings("acme", &d, None).await.expect("put");
+    let got = s.get_mappings("acme").await.expect("get");
+    assert_eq!(got.value, d);
+    assert_eq!(got.version, v);
+}
+
+#[tokio::test]
+async fn files_are_0600_and_directories_0700() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("a").join("store");
+    let s = FileStore::open(&root).expect("open");
+    s.put_certificate(&cert("acme", 1, b"x"))
+        .await
+        .expect("put");
+    s.put_mappings("acme", &doc(vec![]), None)
+        .await
+        .expect("put");
+    for dir in [
+        root.clone(),
+        root.join("accounts"),
+        root.join("accounts/acme"),
+        root.join("accounts/acme/certificates"),
+    ] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    for file in [
+        root.join("accounts/acme/certificates/1.json"),
+        root.join("accounts/acme/mappings.json"),
+    ] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    assert_eq!(s.describe(), format!("file:{}", root.display()));
+}
+
+#[tokio::test]
+async fn version_changes_with_every_write_and_only_then() {
+    let (_tmp, s) = store();
+    let c = cert("acme", 1, b"aaaa");
+    let v1 = s.put_certificate(&c).await.expect("put");
+    let inv = s.inventory().await.expect("inventory");
+    assert_eq!(inv.certificates, vec![("acme".to_owned(), 1, v1.clone())]);
+    // Reading never changes the version.
+    for _ in 0..3 {
+        let got = s
+            .get_certificate("acme", 1)
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(got.version, v1);
+    }
+    // Same-length rewrites in quick succession still get distinct versions.
+    let mut seen = vec![v1];
+    for p12 in [b"bbbb", b"aaaa", b"cccc", b"bbbb"] {
+        let v = s.put_certificate(&cert("acme", 1, p12)).await.expect("put");
+        assert!(!seen.contains(&v), "version {v} repeated");
+        let inv = s.inventory().await.expect("inventory");
+        assert_eq!(inv.certificates[0].2, v, "inventory and put disagree");
+        let got = s
+            .get_certificate("acme", 1)
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(got.version, v, "get and put disagree");
+        assert_eq!(got.value.secret.p12, p12.to_vec());
+        seen.push(v);
+    }
+}
+
+#[tokio::test]
+async fn inventory_lists_every_certificate_and_mapping_document() {
+    let (_tmp, s) = store();
+    assert_eq!(
+        s.inventory().await.expect("empty inventory"),
+        Default::default()
+    );
+    let mut expected_certs = Vec::new();
+    for (account, id) in [("acme", 1u64), ("acme", 22), ("beta_2", 3)] {
+        let v = s
+            .put_certificate(&cert(account, id, b"p12"))
+            .await
+            .expect("put");
+        expected_certs.push((account.to_owned(), id, v));
+    }
+    let va = s
+        .put_mappings("acme", &doc(vec![mapping("acme", 1, "https://a/")]), None)
+        .await
+        .expect("put");
+    let vc = s
+        .put_mappings("gamma", &doc(vec![]), None)
+        .await
+        .expect("put");
+    let inv = s.inventory().await.expect("inventory");
+    expected_certs.sort();
+    assert_eq!(inv.certificates, expected_certs);
+    assert_eq!(
+        inv.mappings,
+        vec![("acme".to_owned(), va), ("gamma".to_owned(), vc)]
+    );
+}
+
+#[tokio::test]
+async fn put_mappings_with_a_stale_version_conflicts_and_writes_nothing() {
+    let (_tmp, s) = store();
+    let d1 = doc(vec![mapping("acme", 1, "https://one/")]);
+    // Expecting "" means "must not exist yet".
+    let v1 = s.put_mappings("acme", &d1, Some("")).await.expect("create");
+    let d2 = doc(vec![mapping("acme", 2, "https://two/")]);
+    let v2 = s
+        .put_mappings("acme", &d2, Some(&v1))
+        .await
+        .expect("update");
+    let d3 = doc(vec![mapping("acme", 3, "https://three/")]);
+    let err = s
+        .put_mappings("acme", &d3, Some(&v1))
+        .await
+        .expect_err("stale");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let err = s
+        .put_mappings("acme", &d3, Some(""))
+        .await
+        .expect_err("exists");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let got = s.get_mappings("acme").await.expect("get");
+    assert_eq!((got.value, got.version), (d2, v2));
+}
+
+#[tokio::test]
+async fn concurrent_compare_and_set_lets_exactly_one_writer_win() {
+    let (_tmp, s) = store();
+    let s = std::sync::Arc::new(s);
+    let v0 = s
+        .put_mappings("acme", &doc(vec![]), None)
+        .await
+        .expect("put");
+    let mut tasks = Vec::new();
+    for i in 0..8u64 {
+        let (s, v0) = (s.clone(), v0.clone());
+        tasks.push(tokio::spawn(async move {
+            let d = doc(vec![mapping("acme", i, "https://x/")]);
+            s.put_mappings("acme", &d, Some(&v0)).await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            Ok(_) => wins += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(wins, 1);
+}
+
+#[tokio::test]
+async fn leftover_temp_file_from_a_crash_does_not_disturb_reads() {
+    let (tmp, s) = store();
+    let c = cert("acme", 5, b"original");
+    let v = s.put_certificate(&c).await.expect("put");
+    let d = doc(vec![mapping("acme", 1, "https://a/")]);
+    let vm = s.put_mappings("acme", &d, None).await.expect("put");
+    // A writer that died after creating its temp file and writing half of it.
+    let dir = tmp.path().join("store/accounts/acme");
+    fs::write(
+        dir.join("certificates/.5.json.999.0.tmp"),
+        b"{\"id\": 5, \"acc",
+    )
+    .expect("stray");
+    fs::write(dir.join(".mappings.json.999.1.tmp"), b"{\"mapp").expect("stray");
+    let inv = s.inventory().await.expect("inventory");
+    assert_eq!(inv.certificates, vec![("acme".to_owned(), 5, v.clone())]);
+    assert_eq!(inv.mappings, vec![("acme".to_owned(), vm.clone())]);
+    let got = s
+        .get_certificate("acme", 5)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!((got.value, got.version), (c, v));
+    let got = s.get_mappings("acme").await.expect("get");
+    assert_eq!((got.value, got.version), (d, vm));
+    // And the next write goes through (a fresh temp name, not the stray one).
+    s.put_certificate(&cert("acme", 5, b"newer"))
+        .await
+        .expect("put after crash");
+    // A reopened store keeps working with the stray files there (they are young, so kept).
+    let s2 = FileStore::open(tmp.path().join("store")).expect("reopen");
+    assert_eq!(
+        s2.inventory().await.expect("inventory").certificates.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn corrupt_file_is_reported_for_that_entry_only() {
+    let (tmp, s) = store();
+    s.put_certificate(&cert("acme", 1, b"good"))
+        .await
+        .expect("put");
+    s.put_certificate(&cert("acme", 2, b"good"))
+        .await
+        .expect("put");
+    let bad = tmp.path().join("store/accounts/acme/certificates/2.json");
+    fs::write(&bad, b"{\"id\": 2, \"password\": \"hunter2\", trunc").expect("corrupt");
+    let inv = s.inventory().await.expect("inventory still works");
+    assert_eq!(inv.certificates.len(), 2);
+    assert!(s
+        .get_certificate("acme", 1)
+        .await
+        .expect("good one")
+        .is_some());
+    match s.get_certificate("acme", 2).await {
+        Err(StoreError::Corrupt { key, reason }) => {
+            assert_eq!(key, "accounts/acme/certificates/2");
+            assert!(
+                !reason.contains("hunter2"),
+                "reason leaks content: {reason}"
+            );
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Valid JSON whose secret has the wrong type: the value must not appear in the error.
+    fs::write(
+        &bad,
+        br#"{"id":2,"accountId":"acme","name":"n","displayName":"d","p12":"","password":12345678}"#,
+    )
+    .expect("corrupt");
+    let err = s.get_certificate("acme", 2).await.expect_err("corrupt");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(
+        !err.to_string().contains("12345678"),
+        "error leaks content: {err}"
+    );
+
+    let mappings = tmp.path().join("store/accounts/acme/mappings.json");
+    fs::write(&mappings, b"not json").expect("corrupt");
+    let err = s.get_mappings("acme").await.expect_err("corrupt");
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, .. } if key == "accounts/acme/mappings"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn certificate_stored_under_the_wrong_name_is_corrupt() {
+    let (tmp, s) = store();
+    s.put_certificate(&cert("acme", 1, b"p12"))
+        .await
+        .expect("put");
+    let dir = tmp.path().join("store/accounts/acme/certificates");
+    fs::copy(dir.join("1.json"), dir.join("9.json")).expect("copy");
+    let err = s.get_certificate("acme", 9).await.expect_err("mismatch");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn path_traversal_account_ids_are_rejected() {
+    let (tmp, s) = store();
+    for bad in ["../x", "..", "a/b", "", ".hidden", "a\0b", &"x".repeat(65)] {
+        assert!(s.get_certificate(bad, 1).await.is_err(), "get {bad:?}");
+        assert!(s.get_mappings(bad).await.is_err(), "get mappings {bad:?}");
+        assert!(
+            s.delete_certificate(bad, 1).await.is_err(),
+            "delete {bad:?}"
+        );
+        assert!(
+            s.put_certificate(&cert(bad, 1, b"p")).await.is_err(),
+            "put {bad:?}"
+        );
+        assert!(
+            s.put_mappings(bad, &doc(vec![]), None).await.is_err(),
+            "put mappings {bad:?}"
+        );
+    }
+    // Nothing was written outside (or inside) the store.
+    let outside: Vec<_> = fs::read_dir(tmp.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(outside, vec![std::ffi::OsString::from("store")]);
+    assert_eq!(s.inventory().await.expect("inventory"), Default::default());
+}
+
+#[tokio::test]
+async fn mapping_for_another_account_is_refused() {
+    let (_tmp, s) = store();
+    let d = doc(vec![mapping("other", 1, "https://a/")]);
+    assert!(s.put_mappings("acme", &d, None).await.is_err());
+}
+
+#[test]
+fn open_refuses_a_symlink_or_a_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let real = tmp.path().join("real");
+    fs::create_dir(&real).expect("mkdir");
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let err = FileStore::open(&link).expect_err("symlink");
+    assert!(err.to_string().contains("symlink"), "{err}");
+    let file = tmp.path().join("file");
+    fs::write(&file, b"").expect("file");
+    let err = FileStore::open(&file).expect_err("file");
+    assert!(err.to_string().contains("not a directory"), "{err}");
+}

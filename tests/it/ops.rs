@@ -1,0 +1,231 @@
+//! Operations: config errors, health endpoints, metrics page, shutdown, the demo command.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn check(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_mtls-gateway"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn each_kind_of_bad_config_gives_a_one_line_error_naming_the_key_and_exit_64() {
+    let cases = [
+        ("proxy:\n  lisen: []\n", "lisen"),
+        ("proxy:\n  listen: [\"0.0.0.0:8080\"]\n", "proxy.allow_remote"),
+        ("proxy:\n  listen: [\"nonsense\"]\n", "proxy.listen[0]"),
+        ("admin:\n  listen: \"10.1.2.3:80\"\n", "admin.allow_remote"),
+        ("ops:\n  listen: \"0.0.0.0:9100\"\n", "ops.allow_remote"),
+        ("refresh:\n  interval_secs: 0\n", "refresh.interval_secs"),
+        ("rate_limit:\n  requests_per_second: 0\n", "rate_limit.requests_per_second"),
+        ("rate_limit:\n  trusted_proxies: [\"not-an-ip\"]\n", "rate_limit.trusted_proxies[0]"),
+        ("store:\n  kind: s3\n", "store.kind"),
+        ("store:\n  kind: vault\n", "store.vault"),
+        ("upstream:\n  ca_files: [\"/nonexistent/ca.pem\"]\n", "upstream.ca_files[0]"),
+        ("upstream:\n  connect_timeout_ms: 0\n", "upstream.connect_timeout_ms"),
+        ("unmapped:\n  policy: plain_tls\n", "unmapped.plain_tls_hosts"),
+        ("unmapped:\n  policy: open\n", "unmapped.policy"),
+        ("proxy:\n  default_service: NOPE\n", "proxy.default_service"),
+        (
+            "proxy:\n  listen: [\"0.0.0.0:8080\"]\n  allow_remote: true\n",
+            "proxy.auth",
+        ),
+        ("shutdown:\n  grace_period_secs: 99999\n", "shutdown.grace_period_secs"),
+        ("proxy: [1, 2\n", "line"),
+    ];
+    for (yaml, needle) in cases {
+        let (code, err) = check(yaml);
+        assert_eq!(code, 64, "{yaml:?} should be refused, got {code}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line for {yaml:?}: {err}");
+        assert!(err.contains(needle), "{yaml:?}: error {err:?} should name {needle:?}");
+    }
+    let (code, err) = check("proxy:\n  default_account: \"42\"\n");
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn every_config_in_conf_is_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/conf");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).expect("conf/") {
+        let p = e.expect("entry").path();
+        if p.extension().and_then(|x| x.to_str()) != Some("yaml") {
+            continue;
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_mtls-gateway"))
+            .args(["check", "--config"])
+            .arg(&p)
+            .output()
+            .expect("check");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        n += 1;
+    }
+    assert!(n >= 2, "conf/ should hold the example and the minimal config");
+}
+
+#[test]
+fn ready_only_after_the_first_snapshot_and_metrics_pass_promtool() {
+    let pki = Pki::new();
+    let echo = pki.echo();
+    let a = pki.client("a");
+    let dir = tempfile::tempdir().expect("tmp");
+    let seed = Seed::new(dir.path());
+    seed.cert("acc", 1, &a);
+    let port = echo.addr.port();
+    seed.mappings("acc", &[(10, "TEST_SERVICE", &format!("https://localhost:{port}/*"), 1)]);
+    let gw = Gw::start(dir.path(), &pki.ca_path, "");
+    let (live, _, _) = blocking_get(&format!("http://{}/live", gw.ops)).expect("live");
+    assert_eq!(live, 200);
+    let (ready, _, body) = blocking_get(&format!("http://{}/ready", gw.ops)).expect("ready");
+    assert_eq!(ready, 200, "{}", String::from_utf8_lossy(&body));
+    let r = raw_request(
+        gw.proxy,
+        &format!("GET http://localhost:{port}/x HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .expect("request");
+    assert_eq!(r.0, 200);
+
+    let page = gw.metrics();
+    for series in [
+        "mtls_gateway_requests_total{mode=\"transparent\",outcome=\"proxied\",status_class=\"2xx\"} 1",
+        "mtls_gateway_upstream_connections_total{reused=\"false\"} 1",
+        "mtls_gateway_certificates{status=\"available\"} 1",
+        "mtls_gateway_mappings 1",
+        "mtls_gateway_mapped_requests_total{account=\"acc\",certificate=\"1\",service=\"TEST_SERVICE\"} 1",
+    ] {
+        assert!(page.contains(series), "missing {series:?} in\n{page}");
+    }
+    assert!(page.contains("mtls_gateway_certificate_not_after_timestamp_seconds{account=\"acc\",certificate=\"1\"}"));
+    assert!(page.contains("mtls_gateway_snapshot_age_seconds"));
+    assert!(page.contains("mtls_gateway_last_refresh_success_timestamp_seconds"));
+    assert!(!page.contains("127.0.0.1"), "no client IP in labels");
+    assert!(!page.contains("localhost:"), "no raw URL in labels");
+
+    let promtool = which("promtool").expect(
+        "promtool is required for this test (Debian package `prometheus`; .ci/run installs it)",
+    );
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(page.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn which(cmd: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(cmd))
+            .find(|p| p.is_file())
+    })
+}
+
+#[test]
+fn not_ready_and_not_serving_while_the_store_cannot_be_read() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    // A store path that is a file, not a directory: the store cannot open.
+    let gw = Gw::spawn(
+        dir.path(),
+        &pki.ca_path,
+        "store:\n  kind: vault\n  vault:\n    address: \"http://127.0.0.1:1\"\n    auth:\n      method: token\n      token_env: MTLS_TEST_NO_SUCH_TOKEN\n",
+    );
+    let (status, body) = wait_for("ops listener", Duration::from_secs(20), || {
+        blocking_get(&format!("http://{}/ready", gw.ops))
+            .ok()
+            .map(|(s, _, b)| (s, String::from_utf8_lossy(&b).to_string()))
+    });
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no snapshot loaded yet"), "{body}");
+    assert!(std::net::TcpStream::connect(gw.proxy).is_err(), "proxy must not listen before the first snapshot");
+}
+
+#[test]
+fn sigterm_with_nothing_in_flight_exits_within_two_seconds() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let _seed = Seed::new(dir.path());
+    let mut gw = Gw::start(dir.path(), &pki.ca_path, "");
+    gw.signal("TERM");
+    let took = gw.wait_exit(Duration::from_secs(10)).expect("exit after SIGTERM");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish() {
+    let pki = Pki::new();
+    let echo = pki.echo();
+    let a = pki.client("a");
+    let dir = tempfile::tempdir().expect("tmp");
+    let seed = Seed::new(dir.path());
+    seed.cert("acc", 1, &a);
+    let port = echo.addr.port();
+    seed.mappings("acc", &[(10, "TEST_SERVICE", &format!("https://localhost:{port}/*"), 1)]);
+    let mut gw = Gw::start(dir.path(), &pki.ca_path, "");
+    let proxy = gw.proxy;
+    let t = std::thread::spawn(move || {
+        raw_request(
+            proxy,
+            &format!("GET http://localhost:{port}/slow/1500 HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    gw.signal("TERM");
+    let r = t.join().expect("join").expect("in-flight request");
+    assert_eq!(r.0, 200, "the in-flight request finishes");
+    let took = gw.wait_exit(Duration::from_secs(10)).expect("exit");
+    assert!(start.elapsed() < Duration::from_secs(5), "exit soon after the drain: {took:?}");
+}
+
+#[test]
+fn the_demo_command_shows_the_target_saw_the_client_certificate() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = Command::new(env!("CARGO_BIN_EXE_mtls-gateway"))
+        .args(["demo", "--once", "--port", "0", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("OK: the target received the demo client certificate"), "{stdout}");
+    assert!(stdout.contains("CN=demo-client"), "{stdout}");
+    // The secret is in the store with 0600, never in the output.
+    assert!(!stdout.contains("demo-password"));
+    use std::os::unix::fs::PermissionsExt;
+    let f = dir.path().join("store/accounts/demo/certificates/1001.json");
+    let mode = std::fs::metadata(&f).expect("stored cert").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
