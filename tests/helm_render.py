@@ -301,13 +301,13 @@ def case_defaults(helm: Helm) -> list[str]:
     expect(kinds(docs) == ["ConfigMap", "Deployment", "Service", "ServiceAccount"], f"kinds {kinds(docs)}", p)
     cfg = gateway_config(docs)
     want = {
-        "proxy": {"listen": ["0.0.0.0:8080"], "allow_remote": True, "account_header": "x-mtls-account",
-                  "service_header": "x-mtls-service", "auth": "none"},
+        "proxy": {"listen": ["0.0.0.0:8080"], "allow_remote": True, "threads": 2, "account_header": "x-mtls-account",
+                  "service_header": "x-mtls-service", "auth": "required"},
         "admin": {"listen": "127.0.0.1:8081", "allow_remote": False},
         "ops": {"listen": "0.0.0.0:9100", "allow_remote": True},
         "store": {"kind": "vault", "vault": {
             "address": "https://vault.vault.svc:8200", "kv_version": 2, "mount": "secret", "prefix": "mtls-gateway",
-            "namespace": "", "auth": {"method": "kubernetes", "role": "mtls-gateway", "mount": "kubernetes",
+            "auth": {"method": "kubernetes", "role": "mtls-gateway", "mount": "kubernetes",
                                       "token_file": "/var/run/secrets/kubernetes.io/serviceaccount/token"}}},
         "refresh": {"interval_secs": 300},
         "rate_limit": {"requests_per_second": 10, "trusted_proxies": [], "forwarded_header": "x-forwarded-for"},
@@ -333,6 +333,8 @@ def case_defaults(helm: Helm) -> list[str]:
     expect(svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"], "Service selector != Deployment selector", p)
     expect([x["name"] for x in svc["spec"]["ports"]] == ["mtls-proxy", "mtls-metrics"], f"Service ports {svc['spec']['ports']}", p)
     expect(dep["spec"]["replicas"] == 2, "replicas != 2", p)
+    expect("every proxy request is refused with 401" in rel.get("info", {}).get("notes", ""),
+           "NOTES do not warn that no caller credential is configured", p)
     return p
 
 
@@ -346,6 +348,13 @@ def case_token(helm: Helm) -> list[str]:
            f"token auth {cfg['store']['vault']['auth']}", p)
     expect(cfg["proxy"].get("default_account") == "123" and cfg["proxy"].get("default_service") == "TEST_SERVICE", "defaults missing", p)
     expect(cfg["upstream"]["tls_timeout_ms"] == 7000, "extraConfig did not override tls_timeout_ms", p)
+    expect(cfg["upstream"]["keepalive_pool_size"] == 2048, "extraConfig did not add keepalive_pool_size", p)
+    expect(cfg["admin"].get("enabled") is False, f"extraConfig could not add admin.enabled: false: {cfg['admin']}", p)
+    expect(cfg["proxy"]["auth"] == "required", "standalone proxy.auth is not required", p)
+    expect(cfg.get("auth") == {"oauth1": {"timestamp_window_secs": 300, "nonce_cache_capacity": 100000, "keys": [
+        {"key": "4a7b0c1d2e3f", "secret_file": "/etc/mtls-gateway/auth/oauth1-0", "accounts": ["123"], "internal": False},
+        {"key": "mapping-checker", "secret_file": "/etc/mtls-gateway/auth/oauth1-1", "accounts": [], "internal": True}]}},
+        f"auth section {cfg.get('auth')}", p)
     expect(cfg["rate_limit"]["trusted_proxies"] == ["10.0.0.0/8"], "trusted proxies", p)
     expect(cfg["shutdown"]["grace_period_secs"] == 60, "grace_period_secs", p)
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
@@ -363,7 +372,12 @@ def case_approle(helm: Helm) -> list[str]:
     expect(kinds(docs) == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"], f"kinds {kinds(docs)}", p)
     cfg = gateway_config(docs)
     v = cfg["store"]["vault"]
-    expect(v["kv_version"] == 1 and v["namespace"] == "team-a", f"vault {v}", p)
+    expect(v["kv_version"] == 1 and v["namespace"] == "admin/team-a", f"vault {v}", p)
+    expect(cfg["auth"].get("jwt") == {"algorithm": "ES256", "public_key_file": "/etc/mtls-gateway/auth/jwt-key",
+                                      "issuer": "https://idp.example.com", "audience": "mtls-gateway",
+                                      "account_claim": "accountId", "roles_claim": "roles", "admin_role": "admin",
+                                      "leeway_secs": 30}, f"jwt {cfg['auth'].get('jwt')}", p)
+    expect(cfg["unmapped"] == {"policy": "plain_tls", "plain_tls_hosts": ["status.partner.example"]}, f"unmapped {cfg['unmapped']}", p)
     expect(v["auth"] == {"method": "approle", "mount": "approle", "role_id_file": "/etc/mtls-gateway/vault-approle/role_id",
                          "secret_id_file": "/etc/mtls-gateway/vault-approle/secret_id"}, f"approle auth {v['auth']}", p)
     expect(cfg["upstream"]["ca_files"] == ["/etc/mtls-gateway/upstream-ca/ca-0.crt", "/etc/mtls-gateway/upstream-ca/ca-1.crt"],
@@ -382,7 +396,8 @@ def case_file_store(helm: Helm) -> list[str]:
         return [err]
     docs, p = docs_of(rel), []
     cfg = gateway_config(docs)
-    expect(cfg["store"] == {"kind": "file", "file": {"dir": "/var/lib/mtls-gateway"}}, f"store {cfg['store']}", p)
+    expect(cfg["store"] == {"kind": "file", "path": "/var/lib/mtls-gateway"}, f"store {cfg['store']}", p)
+    expect(cfg["auth"]["jwt"].get("jwks_file") == "/etc/mtls-gateway/auth/jwt-key", f"jwt {cfg['auth']['jwt']}", p)
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     common_pod_checks(pod, cfg, 35, p)
     vol = {v["name"]: v for v in pod["volumes"]}.get("mtls-gateway-data", {})
@@ -397,7 +412,9 @@ def case_sidecar_mode_alone(helm: Helm) -> list[str]:
     docs, p = docs_of(rel), []
     expect(kinds(docs) == ["ConfigMap", "PodMonitor"], f"sidecar mode renders {kinds(docs)}", p)
     cfg = gateway_config(docs)
-    expect(cfg["proxy"]["listen"] == ["127.0.0.1:8080"] and cfg["proxy"]["allow_remote"] is False, f"proxy {cfg['proxy']}", p)
+    expect(cfg["proxy"]["listen"] == ["127.0.0.1:8080"] and cfg["proxy"]["allow_remote"] is False
+           and cfg["proxy"]["auth"] == "none", f"proxy {cfg['proxy']}", p)
+    expect("auth" not in cfg, "sidecar config has an auth section", p)
     expect(cfg["store"]["vault"]["auth"]["token_file"] == "/var/run/secrets/mtls-gateway/token", "projected token path", p)
     expect(cfg["store"]["vault"].get("ca_file") == "/etc/mtls-gateway/vault-ca/ca.crt", "vault ca_file", p)
     pm = one(docs, "PodMonitor")
@@ -468,6 +485,13 @@ FAILURES: list[tuple[str, dict, bool, str]] = [
      "serviceAccount.automountToken is false"),
     ("template: sidecar PodMonitor without selector", {"mode": "sidecar", "podMonitor": {"enabled": True}}, False,
      "set podMonitor.selector"),
+    ("template: proxy.auth none on 0.0.0.0", {"proxy": {"auth": "none"}}, False, "set proxy.auth: required"),
+    ("template: JWKS with HS256", {"auth": {"jwt": {"enabled": True, "algorithm": "HS256", "jwks": True,
+                                                     "keySecretRef": {"name": "k"}}}}, False, "set auth.jwt.jwks: false"),
+    ("template: refuse with plain-TLS hosts", {"unmapped": {"plainTlsHosts": ["a.example"]}}, False, "set policy: plain_tls"),
+    ("template: plain_tls without hosts", {"unmapped": {"policy": "plain_tls"}}, False, "unmapped.plainTlsHosts"),
+    ("template: no system roots and no CA", {"upstream": {"useSystemRoots": False}}, False, "no partner server could be verified"),
+    ("schema: JWT without a key Secret", {"auth": {"jwt": {"enabled": True}}}, False, "/auth/jwt/keySecretRef/name"),
 ]
 
 

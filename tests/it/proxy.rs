@@ -82,24 +82,40 @@ async fn forward_mode_presents_the_mapped_certificate_and_rewrites_headers() {
     seed.cert("123", 1, &a);
     let port = echo.addr.port();
     let url = format!("https://localhost:{port}/headers");
-    seed.mappings("123", &[(10, "IDP", &url, 1)]);
+    let echo_url = format!("https://localhost:{port}/echo");
+    seed.mappings("123", &[(10, "IDP", &url, 1), (11, "IDP", &echo_url, 1)]);
     let gw = Gw::start(dir.path(), &pki.ca_path, "");
     let c = client();
 
+    // The method and body go through unchanged.
+    for method in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::PATCH, reqwest::Method::DELETE] {
+        let r = c
+            .request(method.clone(), format!("http://{}/mtls/account/123", gw.proxy))
+            .header("LP-forward-url", &echo_url)
+            .header("LP-service-name", "IDP")
+            .body("payload")
+            .send()
+            .await
+            .expect("forward");
+        assert_eq!(r.status(), 200, "{method}");
+        assert_eq!(hdr(&r, "x-seen-method"), method.as_str());
+        assert_eq!(hdr(&r, SHA), sha256_hex(&a.cert));
+        assert_eq!(r.text().await.expect("body"), "payload");
+    }
+
     let r = c
-        .post(format!("http://{}/mtls/account/123", gw.proxy))
+        .get(format!("http://{}/mtls/account/123", gw.proxy))
         .header("LP-forward-url", &url)
         .header("LP-service-name", "IDP")
         .header("Authorization", "Bearer caller-secret")
         .header("LP-authorization-override", "Basic dGFyZ2V0")
         .header("X-Request-Id", "req-1")
-        .body("ignored")
         .send()
         .await
         .expect("forward");
     assert_eq!(r.status(), 200);
     assert_eq!(hdr(&r, SHA), sha256_hex(&a.cert));
-    assert_eq!(hdr(&r, "x-seen-method"), "POST");
+    assert_eq!(hdr(&r, "x-seen-method"), "GET");
     let seen: serde_json::Value = r.json().await.expect("json");
     assert_eq!(seen["authorization"], "Basic dGFyZ2V0", "override becomes Authorization");
     assert_eq!(seen["x-request-id"], "req-1", "other caller headers pass");
@@ -157,7 +173,7 @@ async fn certificates_sharing_a_serial_number_never_share_an_upstream_connection
             (11, "TEST_SERVICE", &format!("https://localhost:{port}/b"), 2),
         ],
     );
-    let gw = Gw::start(dir.path(), &pki.ca_path, "");
+    let gw = Gw::start(dir.path(), &pki.ca_path, "rate_limit:\n  enabled: false\n");
     let c = proxied_client(&gw);
     let (mut conns_a, mut conns_b) = (HashSet::new(), HashSet::new());
     for i in 0..20 {
