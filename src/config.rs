@@ -335,7 +335,9 @@ fn ms(key: &str, v: Option<u64>, default: u64) -> Result<Duration, ConfigError> 
 }
 
 fn header_name(key: &str, v: Option<String>, default: &str) -> Result<String, ConfigError> {
-    let v = v.unwrap_or_else(|| default.to_string()).to_ascii_lowercase();
+    let v = v
+        .unwrap_or_else(|| default.to_string())
+        .to_ascii_lowercase();
     if http::HeaderName::from_bytes(v.as_bytes()).is_err() || v.is_empty() {
         return Err(err(key, format!("{v:?} is not a valid HTTP header name")));
     }
@@ -357,17 +359,29 @@ impl FileConfig {
     pub fn validate(self, base: &Path) -> Result<Config, ConfigError> {
         // proxy
         let p = self.proxy;
-        let listen_strs = p.listen.unwrap_or_else(|| vec!["127.0.0.1:8080".to_string()]);
+        let listen_strs = p
+            .listen
+            .unwrap_or_else(|| vec!["127.0.0.1:8080".to_string()]);
         if listen_strs.is_empty() {
-            return Err(err("proxy.listen", "needs at least one address, e.g. [\"127.0.0.1:8080\"]"));
+            return Err(err(
+                "proxy.listen",
+                "needs at least one address, e.g. [\"127.0.0.1:8080\"]",
+            ));
         }
         let mut listen = Vec::new();
         for (i, s) in listen_strs.iter().enumerate() {
-            listen.push(parse_listen(&format!("proxy.listen[{i}]"), s, p.allow_remote)?);
+            listen.push(parse_listen(
+                &format!("proxy.listen[{i}]"),
+                s,
+                p.allow_remote,
+            )?);
         }
         let threads = p.threads.unwrap_or(2);
         if threads == 0 || threads > 256 {
-            return Err(err("proxy.threads", format!("{threads} is out of range; use 1 to 256")));
+            return Err(err(
+                "proxy.threads",
+                format!("{threads} is out of range; use 1 to 256"),
+            ));
         }
         let auth = match p.auth.as_deref().unwrap_or("none") {
             "none" => {
@@ -387,11 +401,17 @@ impl FileConfig {
                 ))
             }
         };
-        let mut services: BTreeMap<String, u32> =
-            BUILTIN_SERVICES.iter().map(|(n, i)| (n.to_string(), *i)).collect();
+        let mut services: BTreeMap<String, u32> = BUILTIN_SERVICES
+            .iter()
+            .map(|(n, i)| (n.to_string(), *i))
+            .collect();
         for (name, id) in self.services.extra {
             let upper = name.to_ascii_uppercase();
-            if upper.is_empty() || !upper.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            if upper.is_empty()
+                || !upper
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
                 return Err(err(
                     &format!("services.extra.{name}"),
                     "service names use letters, digits and _ only",
@@ -429,7 +449,9 @@ impl FileConfig {
             if !crate::store::valid_account_id(a) {
                 return Err(err(
                     "proxy.default_account",
-                    format!("{a:?} is not a valid account id (letters, digits, - and _, at most 64)"),
+                    format!(
+                        "{a:?} is not a valid account id (letters, digits, - and _, at most 64)"
+                    ),
                 ));
             }
         }
@@ -438,8 +460,16 @@ impl FileConfig {
             threads,
             default_account: p.default_account,
             default_service,
-            account_header: header_name("proxy.account_header", p.account_header, "x-mtls-account")?,
-            service_header: header_name("proxy.service_header", p.service_header, "x-mtls-service")?,
+            account_header: header_name(
+                "proxy.account_header",
+                p.account_header,
+                "x-mtls-account",
+            )?,
+            service_header: header_name(
+                "proxy.service_header",
+                p.service_header,
+                "x-mtls-service",
+            )?,
             auth,
         };
 
@@ -462,7 +492,10 @@ impl FileConfig {
             },
             rsa_min_bits: match a.rsa_min_bits.unwrap_or(2048) {
                 n if n < 1024 => {
-                    return Err(err("admin.rsa_min_bits", format!("{n} is too weak; use 2048 or more")))
+                    return Err(err(
+                        "admin.rsa_min_bits",
+                        format!("{n} is too weak; use 2048 or more"),
+                    ))
                 }
                 n => n,
             },
@@ -511,10 +544,14 @@ impl FileConfig {
                     ));
                 }
                 let v = s.vault.ok_or_else(|| {
-                    err("store.vault", "is required when store.kind is vault (address, auth, ...)")
+                    err(
+                        "store.vault",
+                        "is required when store.kind is vault (address, auth, ...)",
+                    )
                 })?;
                 StoreConfig::Vault(Box::new(
-                    v.validate("store.vault").map_err(|m| named("store.vault", m))?,
+                    v.validate("store.vault")
+                        .map_err(|m| named("store.vault", m))?,
                 ))
             }
             other => {

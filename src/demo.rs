@@ -17,7 +17,12 @@ use crate::certgen::{self, Leaf};
 use crate::config::Config;
 use crate::echo::EchoConfig;
 use crate::store::file::FileStore;
-use crate::store::{CertificateMeta, CertificateSecret, Mapping, MappingDocument, Store, StoredCertificate};
+use crate::store::{
+    CertificateMeta, CertificateSecret, Mapping, MappingDocument, Store, StoredCertificate,
+};
+
+/// Status, lower-cased headers and body of a response.
+pub type RawResponse = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// A minimal HTTP/1.1 request through a proxy (absolute-form), `Connection: close`.
 /// Returns (status, headers lower-cased, body).
@@ -25,7 +30,7 @@ pub fn get_via_proxy(
     proxy: SocketAddr,
     url: &str,
     extra_headers: &[(&str, &str)],
-) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+) -> std::io::Result<RawResponse> {
     let mut s = TcpStream::connect_timeout(&proxy, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
     let host = url
@@ -43,7 +48,9 @@ pub fn get_via_proxy(
     let split = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP header end"))?;
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP header end")
+        })?;
     let head = String::from_utf8_lossy(&buf[..split]).to_string();
     let body = buf[split + 4..].to_vec();
     let mut lines = head.lines();
@@ -60,7 +67,9 @@ pub fn get_via_proxy(
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
@@ -102,7 +111,9 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
     // Seed the store.
     let store_dir = dir.join("store");
     let store = FileStore::open(store_dir.clone())?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let cert_id = 1001;
     rt.block_on(async {
         store
@@ -195,12 +206,16 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
                 println!("cert sha256:      {}", get("x-client-cert-sha256"));
                 let matched = get("x-client-cert-sha256") == client_sha;
                 if matched {
-                    println!("OK: the target received the demo client certificate over mutual TLS.");
+                    println!(
+                        "OK: the target received the demo client certificate over mutual TLS."
+                    );
                 } else {
                     println!("FAILED: expected client certificate sha256 {client_sha}");
                 }
                 println!("metrics:          curl http://127.0.0.1:{ops}/metrics");
-                println!("admin API:        http://127.0.0.1:{admin}/mtls/account/demo/certificates");
+                println!(
+                    "admin API:        http://127.0.0.1:{admin}/mtls/account/demo/certificates"
+                );
                 status == 200 && matched
             }
             Err(e) => {

@@ -133,10 +133,16 @@ fn trust_bundle(cfg: &Config) -> std::io::Result<Option<PathBuf>> {
     }
     for f in &cfg.upstream.ca_files {
         let bytes = std::fs::read(f)?;
-        if boring::x509::X509::stack_from_pem(&bytes).map(|s| s.is_empty()).unwrap_or(true) {
+        if boring::x509::X509::stack_from_pem(&bytes)
+            .map(|s| s.is_empty())
+            .unwrap_or(true)
+        {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("upstream.ca_files: {} holds no PEM certificate", f.display()),
+                format!(
+                    "upstream.ca_files: {} holds no PEM certificate",
+                    f.display()
+                ),
             ));
         }
         pem.extend(bytes);
@@ -294,7 +300,11 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
         "mtls-gateway: proxy on {:?}, ops on {}, admin on {}, store {}",
         cfg.proxy.listen,
         cfg.ops_listen,
-        if cfg.admin.enabled { cfg.admin.listen.to_string() } else { "(disabled)".into() },
+        if cfg.admin.enabled {
+            cfg.admin.listen.to_string()
+        } else {
+            "(disabled)".into()
+        },
         refresher.store().describe()
     );
     let run_args = RunArgs {

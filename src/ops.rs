@@ -61,7 +61,11 @@ impl ServeHttp for OpsApp {
                     "store": self.refresher.store().describe(),
                     "lastRefreshError": self.refresher.last_error(),
                 });
-                text(if ready { 200 } else { 503 }, body.to_string(), "application/json")
+                text(
+                    if ready { 200 } else { 503 },
+                    body.to_string(),
+                    "application/json",
+                )
             }
             _ => text(
                 404,

@@ -142,7 +142,10 @@ impl Resolver {
             .or_else(|| addrs.first())
             .copied()
             .ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} has no address"))
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{host} has no address"),
+                )
             })?;
         let mut cache = self.cache.write();
         if cache.len() >= DNS_CACHE_MAX {
@@ -236,7 +239,9 @@ fn transparent_target(req: &RequestHeader) -> Result<UpstreamTarget, String> {
     };
     if let Some(s) = uri.scheme_str() {
         if !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https") {
-            return Err(format!("scheme {s:?} is not supported; use http:// or https://"));
+            return Err(format!(
+                "scheme {s:?} is not supported; use http:// or https://"
+            ));
         }
     }
     let (host, port) =
@@ -245,7 +250,9 @@ fn transparent_target(req: &RequestHeader) -> Result<UpstreamTarget, String> {
     // port (80, or none) means the https default.
     let port: u16 = match port {
         None | Some("80") => 443,
-        Some(p) => p.parse().map_err(|_| format!("bad port in {authority:?}"))?,
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("bad port in {authority:?}"))?,
     };
     let path_query = uri
         .path_and_query()
@@ -282,7 +289,9 @@ fn forward_target(raw: &str) -> Result<UpstreamTarget, String> {
         split_host_port(authority).ok_or_else(|| format!("{authority:?} is not a valid host"))?;
     let port = match port {
         None => 443,
-        Some(p) => p.parse().map_err(|_| format!("bad port in {authority:?}"))?,
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("bad port in {authority:?}"))?,
     };
     Ok(UpstreamTarget {
         host: host.to_string(),
@@ -298,7 +307,8 @@ fn forward_target(raw: &str) -> Result<UpstreamTarget, String> {
 }
 
 fn parse_bool_header(v: Option<&str>) -> bool {
-    v.map(|s| s.trim().eq_ignore_ascii_case("true")).unwrap_or(false)
+    v.map(|s| s.trim().eq_ignore_ascii_case("true"))
+        .unwrap_or(false)
 }
 
 impl Gateway {
@@ -319,7 +329,12 @@ impl Gateway {
                         "bad_request",
                         format!(
                             "{header}: {s:?} is not a known service; use one of {}",
-                            self.cfg.services.keys().cloned().collect::<Vec<_>>().join(", ")
+                            self.cfg
+                                .services
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     ))
                 }
@@ -374,7 +389,10 @@ impl Gateway {
                     StatusCode::METHOD_NOT_ALLOWED,
                     "method_not_allowed",
                     "bad_request",
-                    format!("{} is not forwarded; use GET, POST, PUT, PATCH or DELETE", req.method),
+                    format!(
+                        "{} is not forwarded; use GET, POST, PUT, PATCH or DELETE",
+                        req.method
+                    ),
                 ));
             }
             let raw = header_str(req, "lp-forward-url").ok_or_else(|| {
@@ -396,7 +414,8 @@ impl Gateway {
             if self.cfg.proxy.auth == ProxyAuth::Required {
                 self.authenticate(session, account)?;
             }
-            ctx.authorization_override = header_str(req, "lp-authorization-override").map(String::from);
+            ctx.authorization_override =
+                header_str(req, "lp-authorization-override").map(String::from);
             let stop = parse_bool_header(header_str(req, "lp-stop-if-certificate-not-found"));
             (Mode::Forward, account.to_string(), service, target, stop)
         } else {
@@ -422,7 +441,10 @@ impl Gateway {
                     StatusCode::BAD_REQUEST,
                     "bad_account",
                     "bad_request",
-                    format!("{}: {account:?} is not a valid account id", self.cfg.proxy.account_header),
+                    format!(
+                        "{}: {account:?} is not a valid account id",
+                        self.cfg.proxy.account_header
+                    ),
                 ));
             }
             let service = self.service_name(
@@ -443,8 +465,11 @@ impl Gateway {
             Some((t, _kind)) => match &t.certificate {
                 Some(cert) => {
                     ctx.cert = Some(cert.clone());
-                    ctx.mapping_labels =
-                        Some((account.clone(), service.clone(), t.certificate_id.to_string()));
+                    ctx.mapping_labels = Some((
+                        account.clone(),
+                        service.clone(),
+                        t.certificate_id.to_string(),
+                    ));
                 }
                 None => {
                     let mut r = Refusal::new(
@@ -456,22 +481,29 @@ impl Gateway {
                             t.mapping_name, t.certificate_id
                         ),
                     );
-                    r.fields = json!({"accountId": account, "serviceName": service, "url": target.url});
+                    r.fields =
+                        json!({"accountId": account, "serviceName": service, "url": target.url});
                     return Err(r);
                 }
             },
             None => {
                 let fallback_ok = match &self.cfg.unmapped {
-                    UnmappedPolicy::PlainTls { hosts } => !stop && hosts.iter().any(|h| *h == target.host),
+                    UnmappedPolicy::PlainTls { hosts } => !stop && hosts.contains(&target.host),
                     UnmappedPolicy::Refuse => false,
                 };
                 if !fallback_ok {
                     // LivePerson answers the stop flag with 500 and the reason; a refusal by
                     // policy is a 403 (the mapping table is the allowlist).
                     let (status, why) = if stop {
-                        (StatusCode::INTERNAL_SERVER_ERROR, "LP-stop-if-certificate-not-found is true")
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "LP-stop-if-certificate-not-found is true",
+                        )
                     } else {
-                        (StatusCode::FORBIDDEN, "unmapped requests are refused (unmapped.policy)")
+                        (
+                            StatusCode::FORBIDDEN,
+                            "unmapped requests are refused (unmapped.policy)",
+                        )
                     };
                     let mut r = Refusal::new(
                         status,
@@ -482,7 +514,8 @@ impl Gateway {
                             target.url
                         ),
                     );
-                    r.fields = json!({"accountId": account, "serviceName": service, "url": target.url});
+                    r.fields =
+                        json!({"accountId": account, "serviceName": service, "url": target.url});
                     return Err(r);
                 }
             }
@@ -588,7 +621,8 @@ impl ProxyHttp for Gateway {
             Err(r) => {
                 ctx.outcome = r.outcome;
                 let mut body = json!({"error": r.code, "message": r.message});
-                if let (Some(obj), serde_json::Value::Object(f)) = (body.as_object_mut(), r.fields) {
+                if let (Some(obj), serde_json::Value::Object(f)) = (body.as_object_mut(), r.fields)
+                {
                     obj.extend(f);
                 }
                 respond_json(session, r.status, body, &r.extra).await?;
@@ -608,7 +642,10 @@ impl ProxyHttp for Gateway {
             .await
             .map_err(|e| {
                 metrics::UPSTREAM_CONNECT_FAILURES.inc();
-                Error::explain(ConnectNoRoute, format!("cannot resolve {}: {e}", target.host))
+                Error::explain(
+                    ConnectNoRoute,
+                    format!("cannot resolve {}: {e}", target.host),
+                )
             })?;
         let sni = target
             .host
@@ -730,12 +767,28 @@ impl ProxyHttp for Gateway {
                 _ => 500,
             }
         };
-        ctx.outcome = if upstream_side { "upstream_error" } else { "error" };
+        ctx.outcome = if upstream_side {
+            "upstream_error"
+        } else {
+            "error"
+        };
         if code == 424 {
-            let url = ctx.target.as_ref().map(|t| t.url.clone()).unwrap_or_default();
+            let url = ctx
+                .target
+                .as_ref()
+                .map(|t| t.url.clone())
+                .unwrap_or_default();
             let msg = e.etype().as_str().to_string();
-            let detail = e.context.as_ref().map(|c| c.to_string()).unwrap_or_default();
-            let error = if detail.is_empty() { msg.clone() } else { format!("{msg}: {detail}") };
+            let detail = e
+                .context
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            let error = if detail.is_empty() {
+                msg.clone()
+            } else {
+                format!("{msg}: {detail}")
+            };
             let _ = respond_json(
                 session,
                 StatusCode::FAILED_DEPENDENCY,
@@ -762,14 +815,20 @@ impl ProxyHttp for Gateway {
                     .with_label_values(&["none", "rate_limited", "4xx"])
                     .inc();
             } else if ctx.outcome != "proxied" {
-                let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+                let status = session
+                    .response_written()
+                    .map(|r| r.status.as_u16())
+                    .unwrap_or(0);
                 metrics::REQUESTS
                     .with_label_values(&["none", ctx.outcome, metrics::status_class(status)])
                     .inc();
             }
             return;
         };
-        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
         metrics::REQUESTS
             .with_label_values(&[mode.label(), ctx.outcome, metrics::status_class(status)])
             .inc();
@@ -792,7 +851,13 @@ impl ProxyHttp for Gateway {
 /// Header values must be visible ASCII; error text from TLS stacks may contain anything.
 fn sanitize_header(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { ' ' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                ' '
+            }
+        })
         .take(512)
         .collect()
 }
@@ -825,6 +890,9 @@ mod tests {
         assert_eq!(transparent_target(&req).expect("t").port, 443);
         let mut req = RequestHeader::build("GET", b"/p", None).expect("req");
         req.insert_header("host", "bank.test:8443").expect("host");
-        assert_eq!(transparent_target(&req).expect("t").url, "https://bank.test:8443/p");
+        assert_eq!(
+            transparent_target(&req).expect("t").url,
+            "https://bank.test:8443/p"
+        );
     }
 }

@@ -125,7 +125,10 @@ mod tests {
             rl.client_ip(trusted, ["203.0.113.7, 127.0.0.2"].into_iter()),
             "203.0.113.7".parse::<IpAddr>().unwrap_or(trusted)
         );
-        assert_eq!(rl.client_ip(untrusted, ["203.0.113.7"].into_iter()), untrusted);
+        assert_eq!(
+            rl.client_ip(untrusted, ["203.0.113.7"].into_iter()),
+            untrusted
+        );
         assert_eq!(rl.client_ip(trusted, std::iter::empty()), trusted);
         assert_eq!(rl.client_ip(trusted, ["garbage"].into_iter()), trusted);
     }

@@ -176,7 +176,10 @@ impl Refresher {
                     .observe(elapsed.as_secs_f64());
                 let mut st = self.state.lock();
                 if let Some(e) = st.last_error.take() {
-                    info!("refresh: store {} is back ({e} is over)", self.store.describe());
+                    info!(
+                        "refresh: store {} is back ({e} is over)",
+                        self.store.describe()
+                    );
                 }
                 let now = SystemTime::now();
                 st.last_success = Some(now);
@@ -192,7 +195,9 @@ impl Refresher {
                 metrics::REFRESH_DURATION
                     .with_label_values(&["error"])
                     .observe(elapsed.as_secs_f64());
-                metrics::REFRESH_FAILURES.with_label_values(&["store"]).inc();
+                metrics::REFRESH_FAILURES
+                    .with_label_values(&["store"])
+                    .inc();
                 let msg = e.to_string();
                 let mut st = self.state.lock();
                 if st.last_error.as_deref() != Some(msg.as_str()) {
@@ -217,7 +222,8 @@ impl Refresher {
         let mut changed = !prev.is_loaded();
 
         // Certificates: reuse unchanged entries, read and decode the rest.
-        let mut certs: HashMap<(String, u64), CertEntry> = HashMap::with_capacity(inv.certificates.len());
+        let mut certs: HashMap<(String, u64), CertEntry> =
+            HashMap::with_capacity(inv.certificates.len());
         let mut to_read = Vec::new();
         for (account, id, version) in &inv.certificates {
             let key = (account.clone(), *id);
@@ -265,7 +271,13 @@ impl Refresher {
                 CertResult::Loaded(c) => {
                     report.certificates_read += 1;
                     self.clear_entry_failure(&label);
-                    certs.insert(key, CertEntry::Ready { cert: c, stale: None });
+                    certs.insert(
+                        key,
+                        CertEntry::Ready {
+                            cert: c,
+                            stale: None,
+                        },
+                    );
                 }
                 CertResult::Gone => {}
                 CertResult::Failed(reason) => {
@@ -322,7 +334,9 @@ impl Refresher {
                 }
                 Err(e) => {
                     report.mapping_documents_failed += 1;
-                    metrics::REFRESH_FAILURES.with_label_values(&["mappings"]).inc();
+                    metrics::REFRESH_FAILURES
+                        .with_label_values(&["mappings"])
+                        .inc();
                     self.log_entry_failure(&label, &e.to_string());
                     if let Some(old) = prev.mappings.get(&account) {
                         mappings.insert(account, old.clone());
@@ -373,7 +387,11 @@ impl Refresher {
     /// The loop run by the background service: first load with back-off (the proxy waits for
     /// it), then every interval; after a failure, retries with exponential back-off, and wakes
     /// early when [`Refresher::trigger`] is called.
-    pub async fn run(&self, mut shutdown: ShutdownWatch, mut on_first: Option<Box<dyn FnOnce() + Send>>) {
+    pub async fn run(
+        &self,
+        mut shutdown: ShutdownWatch,
+        mut on_first: Option<Box<dyn FnOnce() + Send>>,
+    ) {
         let mut backoff = self.cfg.retry_min;
         loop {
             let ok = self.refresh().await.is_ok();
@@ -431,11 +449,21 @@ fn publish_cert_metrics(certs: &HashMap<(String, u64), CertEntry>) {
             CertEntry::Failed { .. } => failed += 1,
         }
     }
-    metrics::CERTIFICATES.with_label_values(&["available"]).set(available);
-    metrics::CERTIFICATES.with_label_values(&["expired"]).set(expired);
-    metrics::CERTIFICATES.with_label_values(&["not_yet_valid"]).set(not_yet);
-    metrics::CERTIFICATES.with_label_values(&["failed"]).set(failed);
-    metrics::CERTIFICATES.with_label_values(&["stale"]).set(stale);
+    metrics::CERTIFICATES
+        .with_label_values(&["available"])
+        .set(available);
+    metrics::CERTIFICATES
+        .with_label_values(&["expired"])
+        .set(expired);
+    metrics::CERTIFICATES
+        .with_label_values(&["not_yet_valid"])
+        .set(not_yet);
+    metrics::CERTIFICATES
+        .with_label_values(&["failed"])
+        .set(failed);
+    metrics::CERTIFICATES
+        .with_label_values(&["stale"])
+        .set(stale);
 }
 
 /// The refresher as a Pingora background service. Readiness (which the proxy service depends

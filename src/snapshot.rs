@@ -142,7 +142,10 @@ impl MappingIndex {
                 continue;
             }
             let Some(pattern) = UrlPattern::parse(&m.url) else {
-                errors.push((m.id, format!("mapping url {:?} is not an absolute http(s) URL", m.url)));
+                errors.push((
+                    m.id,
+                    format!("mapping url {:?} is not an absolute http(s) URL", m.url),
+                ));
                 continue;
             };
             let certificate = certs
@@ -349,7 +352,10 @@ mod tests {
             normalize_url("https://[::1]:9443/x").as_deref(),
             Some("https://[::1]:9443/x")
         );
-        assert_eq!(normalize_url("https://a.test?q").as_deref(), Some("https://a.test/?q"));
+        assert_eq!(
+            normalize_url("https://a.test?q").as_deref(),
+            Some("https://a.test/?q")
+        );
     }
 
     #[test]
@@ -387,21 +393,38 @@ mod tests {
             idx.lookup("acc", "IDP", &normalize_url(u).unwrap_or_default())
                 .map(|(t, k)| (t.mapping_id, k))
         };
-        assert_eq!(look("https://bank.test/api/v2/pay"), Some((3, MatchKind::Exact)));
-        assert_eq!(look("https://bank.test/api/v2/pay?x=1"), Some((2, MatchKind::Wildcard)));
-        assert_eq!(look("https://BANK.test:443/api/v1"), Some((1, MatchKind::Wildcard)));
+        assert_eq!(
+            look("https://bank.test/api/v2/pay"),
+            Some((3, MatchKind::Exact))
+        );
+        assert_eq!(
+            look("https://bank.test/api/v2/pay?x=1"),
+            Some((2, MatchKind::Wildcard))
+        );
+        assert_eq!(
+            look("https://BANK.test:443/api/v1"),
+            Some((1, MatchKind::Wildcard))
+        );
         assert_eq!(look("https://bank.test/other"), None);
         assert_eq!(look("https://bank.test.evil/api/x"), None);
-        assert!(idx.lookup("other", "IDP", "https://bank.test/api/x").is_none());
-        assert!(idx.lookup("acc", "WEBHOOKS", "https://bank.test/api/x").is_none());
+        assert!(idx
+            .lookup("other", "IDP", "https://bank.test/api/x")
+            .is_none());
+        assert!(idx
+            .lookup("acc", "WEBHOOKS", "https://bank.test/api/x")
+            .is_none());
     }
 
     #[test]
     fn exact_match_includes_the_query() {
         let maps = [m(1, "https://bank.test/api?a=1", 10)];
         let (idx, _) = MappingIndex::build(maps.iter(), &HashMap::new());
-        assert!(idx.lookup("acc", "IDP", "https://bank.test/api?a=1").is_some());
-        assert!(idx.lookup("acc", "IDP", "https://bank.test/api?a=2").is_none());
+        assert!(idx
+            .lookup("acc", "IDP", "https://bank.test/api?a=1")
+            .is_some());
+        assert!(idx
+            .lookup("acc", "IDP", "https://bank.test/api?a=2")
+            .is_none());
         assert!(idx.lookup("acc", "IDP", "https://bank.test/api").is_none());
     }
 

@@ -90,7 +90,11 @@ impl JwtSettings {
         }
     }
 
-    pub(crate) fn validate(self, path: &str, base_dir: Option<&Path>) -> Result<JwtVerifier, String> {
+    pub(crate) fn validate(
+        self,
+        path: &str,
+        base_dir: Option<&Path>,
+    ) -> Result<JwtVerifier, String> {
         let algorithm = match self.algorithm.as_str() {
             "HS256" => Algorithm::HS256,
             "RS256" => Algorithm::RS256,
@@ -106,7 +110,12 @@ impl JwtSettings {
                 ))
             }
         };
-        let issuer = required_text(path, "issuer", self.issuer, "the `iss` your token issuer writes")?;
+        let issuer = required_text(
+            path,
+            "issuer",
+            self.issuer,
+            "the `iss` your token issuer writes",
+        )?;
         let audience = required_text(
             path,
             "audience",
@@ -119,7 +128,9 @@ impl JwtSettings {
             ("admin_role", &self.admin_role),
         ] {
             if value.trim().is_empty() {
-                return Err(format!("{path}.{name}: empty; remove it to use the default"));
+                return Err(format!(
+                    "{path}.{name}: empty; remove it to use the default"
+                ));
             }
         }
         if self.leeway_secs > 600 {
@@ -223,9 +234,7 @@ fn load_public_pem(path: &str, file: &Path, algorithm: Algorithm) -> Result<Deco
         )
     })?;
     let key = PKey::public_key_from_pem(&bytes)
-        .or_else(|_| {
-            boring::rsa::Rsa::public_key_from_pem_pkcs1(&bytes).and_then(PKey::from_rsa)
-        })
+        .or_else(|_| boring::rsa::Rsa::public_key_from_pem_pkcs1(&bytes).and_then(PKey::from_rsa))
         .or_else(|_| boring::x509::X509::from_pem(&bytes).and_then(|c| c.public_key()))
         .map_err(|_| {
             format!(
@@ -233,9 +242,12 @@ fn load_public_pem(path: &str, file: &Path, algorithm: Algorithm) -> Result<Deco
                 file.display()
             )
         })?;
-    let spki = key
-        .public_key_to_pem()
-        .map_err(|_| format!("{at}: cannot re-encode the public key in {}", file.display()))?;
+    let spki = key.public_key_to_pem().map_err(|_| {
+        format!(
+            "{at}: cannot re-encode the public key in {}",
+            file.display()
+        )
+    })?;
     match algorithm {
         Algorithm::RS256 => {
             let rsa = key
@@ -258,7 +270,9 @@ fn load_public_pem(path: &str, file: &Path, algorithm: Algorithm) -> Result<Deco
                 .filter(|_| key.id() == Id::EC)
                 .ok_or_else(|| format!("{at}: not an EC key; ES256 needs a P-256 key"))?;
             if ec.group().curve_name() != Some(boring::nid::Nid::X9_62_PRIME256V1) {
-                return Err(format!("{at}: the EC key is not on P-256; ES256 needs P-256"));
+                return Err(format!(
+                    "{at}: the EC key is not on P-256; ES256 needs P-256"
+                ));
             }
             DecodingKey::from_ec_pem(&spki).map_err(|e| format!("{at}: {e}"))
         }
@@ -305,7 +319,9 @@ fn load_jwks(
                 let n = B64URL.decode(&p.n).unwrap_or_default();
                 n.iter().skip_while(|b| **b == 0).count() * 8 >= 2048
             }
-            (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => p.curve == EllipticCurve::P256,
+            (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => {
+                p.curve == EllipticCurve::P256
+            }
             (AlgorithmParameters::OctetKey(p), Algorithm::HS256) => {
                 B64URL.decode(&p.value).map_or(0, |v| v.len()) >= MIN_HS256_SECRET
             }
@@ -388,7 +404,9 @@ impl JwtVerifier {
             return Err(malformed("no token after Bearer"));
         }
         if token.len() > MAX_TOKEN_LEN {
-            return Err(malformed(format!("token is longer than {MAX_TOKEN_LEN} bytes")));
+            return Err(malformed(format!(
+                "token is longer than {MAX_TOKEN_LEN} bytes"
+            )));
         }
         let mut segments = token.split('.');
         let (Some(head), Some(_), Some(_), None) = (
@@ -432,32 +450,36 @@ impl JwtVerifier {
             }
         };
 
-        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(
-            token,
-            key,
-            &self.validation,
-        )
-        .map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature
-            | ErrorKind::InvalidAlgorithm
-            | ErrorKind::InvalidKeyFormat
-            | ErrorKind::InvalidRsaKey(_)
-            | ErrorKind::InvalidEcdsaKey => BAD_SIGNATURE,
-            ErrorKind::InvalidIssuer => AuthError::InvalidClaim { claim: "iss".into() },
-            ErrorKind::InvalidAudience => AuthError::InvalidClaim { claim: "aud".into() },
-            ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => {
-                AuthError::InvalidClaim { claim: claim_name(c) }
-            }
-            ErrorKind::ExpiredSignature => AuthError::Expired {
-                scheme: Scheme::Bearer,
-            },
-            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-            _ => malformed("not a well-formed JWT"),
-        })?;
+        let data =
+            jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, key, &self.validation)
+                .map_err(|e| match e.kind() {
+                    ErrorKind::InvalidSignature
+                    | ErrorKind::InvalidAlgorithm
+                    | ErrorKind::InvalidKeyFormat
+                    | ErrorKind::InvalidRsaKey(_)
+                    | ErrorKind::InvalidEcdsaKey => BAD_SIGNATURE,
+                    ErrorKind::InvalidIssuer => AuthError::InvalidClaim {
+                        claim: "iss".into(),
+                    },
+                    ErrorKind::InvalidAudience => AuthError::InvalidClaim {
+                        claim: "aud".into(),
+                    },
+                    ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => {
+                        AuthError::InvalidClaim {
+                            claim: claim_name(c),
+                        }
+                    }
+                    ErrorKind::ExpiredSignature => AuthError::Expired {
+                        scheme: Scheme::Bearer,
+                    },
+                    ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                    _ => malformed("not a well-formed JWT"),
+                })?;
         let claims = data.claims;
 
-        let exp = numeric(claims.get("exp"))
-            .ok_or_else(|| AuthError::InvalidClaim { claim: "exp".into() })?;
+        let exp = numeric(claims.get("exp")).ok_or_else(|| AuthError::InvalidClaim {
+            claim: "exp".into(),
+        })?;
         if exp.saturating_add(self.leeway) < now {
             return Err(AuthError::Expired {
                 scheme: Scheme::Bearer,
@@ -466,8 +488,9 @@ impl JwtVerifier {
         match claims.get("nbf") {
             None | Some(Value::Null) => {}
             Some(v) => {
-                let nbf =
-                    numeric(Some(v)).ok_or_else(|| AuthError::InvalidClaim { claim: "nbf".into() })?;
+                let nbf = numeric(Some(v)).ok_or_else(|| AuthError::InvalidClaim {
+                    claim: "nbf".into(),
+                })?;
                 if nbf.saturating_sub(self.leeway) > now {
                     return Err(AuthError::NotYetValid);
                 }
@@ -475,7 +498,11 @@ impl JwtVerifier {
         }
         let subject = match claims.get("sub") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => return Err(AuthError::InvalidClaim { claim: "sub".into() }),
+            _ => {
+                return Err(AuthError::InvalidClaim {
+                    claim: "sub".into(),
+                })
+            }
         };
 
         let roles = strings(lookup(&claims, &self.roles_claim), true).ok_or_else(|| {
@@ -486,11 +513,13 @@ impl JwtVerifier {
         let accounts = if roles.iter().any(|r| *r == self.admin_role) {
             AccountScope::All
         } else {
-            AccountScope::Only(strings(lookup(&claims, &self.account_claim), false).ok_or_else(
-                || AuthError::InvalidClaim {
-                    claim: claim_name(&self.account_claim),
-                },
-            )?)
+            AccountScope::Only(
+                strings(lookup(&claims, &self.account_claim), false).ok_or_else(|| {
+                    AuthError::InvalidClaim {
+                        claim: claim_name(&self.account_claim),
+                    }
+                })?,
+            )
         };
         Ok(Identity {
             kind: IdentityKind::Bearer,

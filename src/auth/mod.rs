@@ -84,9 +84,7 @@ impl AuthSettings {
     /// Like [`AuthSettings::validate`], resolving relative `*_file` paths against `base_dir`
     /// (the config file's directory) when given.
     pub fn validate_in(self, key: &str, base_dir: Option<&Path>) -> Result<AuthConfig, String> {
-        let oauth1 = self
-            .oauth1
-            .validate(&format!("{key}.oauth1"), base_dir)?;
+        let oauth1 = self.oauth1.validate(&format!("{key}.oauth1"), base_dir)?;
         let jwt = match self.jwt {
             Some(jwt) => Some(jwt.validate(&format!("{key}.jwt"), base_dir)?),
             None => None,
@@ -465,7 +463,9 @@ pub(crate) fn load_secret(
         unreachable!("given == 1 means one source is set")
     };
     if bytes.is_empty() {
-        return Err(format!("{path}: the secret is empty; set a non-empty secret"));
+        return Err(format!(
+            "{path}: the secret is empty; set a non-empty secret"
+        ));
     }
     Ok(Secret(bytes))
 }

@@ -87,7 +87,11 @@ impl NonceCache {
         }
         inner.floor.retain(|_, ts| *ts >= oldest_needed);
 
-        if inner.floor.get(key).is_some_and(|floor| timestamp <= *floor) {
+        if inner
+            .floor
+            .get(key)
+            .is_some_and(|floor| timestamp <= *floor)
+        {
             inner.refused_below_floor += 1;
             return false;
         }

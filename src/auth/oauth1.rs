@@ -143,7 +143,11 @@ impl OAuth1Settings {
                     k.key
                 ));
             }
-            if let Some(bad) = k.accounts.iter().find(|a| a.trim().is_empty() || a.trim() != *a) {
+            if let Some(bad) = k
+                .accounts
+                .iter()
+                .find(|a| a.trim().is_empty() || a.trim() != *a)
+            {
                 return Err(format!(
                     "{kp}.accounts: {bad:?} is not an account id; use the LP site id, e.g. \"12345678\""
                 ));
@@ -413,9 +417,9 @@ pub fn parse_authorization(params: &str) -> Result<Vec<(String, String)>, AuthEr
                         break;
                     }
                     Some(b'\\') => {
-                        let c = *s
-                            .get(i + 1)
-                            .ok_or_else(|| malformed("unterminated quoted value in Authorization"))?;
+                        let c = *s.get(i + 1).ok_or_else(|| {
+                            malformed("unterminated quoted value in Authorization")
+                        })?;
                         value.push(c);
                         i += 2;
                     }
@@ -432,7 +436,9 @@ pub fn parse_authorization(params: &str) -> Result<Vec<(String, String)>, AuthEr
             }
         }
         if i < s.len() && !is_sep(s[i]) {
-            return Err(malformed("Authorization parameters must be separated by commas"));
+            return Err(malformed(
+                "Authorization parameters must be separated by commas",
+            ));
         }
         let name = String::from_utf8(percent_decode(name).collect())
             .map_err(|_| malformed("Authorization parameter name is not UTF-8"))?;
@@ -590,8 +596,8 @@ pub fn sign(
     let key = signing_key(consumer_secret, token_secret);
     match method {
         SignatureMethod::HmacSha1 => {
-            let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(&key)
-                .expect("HMAC accepts keys of any length");
+            let mut mac =
+                <Hmac<Sha1> as Mac>::new_from_slice(&key).expect("HMAC accepts keys of any length");
             mac.update(base.as_bytes());
             B64.encode(mac.finalize().into_bytes())
         }
@@ -615,8 +621,8 @@ fn verify_hmac(
     let key = signing_key(consumer_secret, token_secret);
     match method {
         SignatureMethod::HmacSha1 => {
-            let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(&key)
-                .expect("HMAC accepts keys of any length");
+            let mut mac =
+                <Hmac<Sha1> as Mac>::new_from_slice(&key).expect("HMAC accepts keys of any length");
             mac.update(base.as_bytes());
             mac.verify_slice(provided).is_ok()
         }
@@ -665,7 +671,10 @@ mod tests {
     fn rfc5849_section_3_4_1_1_base_string() {
         let header = parse_authorization(RFC_HEADER).expect("RFC header parses");
         let req = rfc_request("");
-        assert_eq!(signature_base_string(&req, &header).expect("base"), RFC_BASE);
+        assert_eq!(
+            signature_base_string(&req, &header).expect("base"),
+            RFC_BASE
+        );
     }
 
     #[test]
@@ -699,7 +708,10 @@ mod tests {
 
     #[test]
     fn rfc5849_section_3_6_encoding() {
-        assert_eq!(encode("a b+c~d-e_f.g*h%".as_bytes()), "a%20b%2Bc~d-e_f.g%2Ah%25");
+        assert_eq!(
+            encode("a b+c~d-e_f.g*h%".as_bytes()),
+            "a%20b%2Bc~d-e_f.g%2Ah%25"
+        );
         assert_eq!(encode("é".as_bytes()), "%C3%A9");
     }
 
@@ -710,7 +722,9 @@ mod tests {
 
     #[test]
     fn content_type_with_charset_still_counts_as_form() {
-        assert!(is_form(Some("Application/X-WWW-Form-Urlencoded; charset=utf-8")));
+        assert!(is_form(Some(
+            "Application/X-WWW-Form-Urlencoded; charset=utf-8"
+        )));
         assert!(!is_form(Some("application/json")));
         assert!(!is_form(None));
     }

@@ -70,7 +70,11 @@ pub struct CertificateSecret {
 
 impl fmt::Debug for CertificateSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CertificateSecret {{ p12: <{} bytes>, password: <redacted> }}", self.p12.len())
+        write!(
+            f,
+            "CertificateSecret {{ p12: <{} bytes>, password: <redacted> }}",
+            self.p12.len()
+        )
     }
 }
 

@@ -179,8 +179,7 @@ impl Seed {
                 })
                 .collect(),
         };
-        block(self.store.put_mappings(account, &doc, None))
-            .expect("put mappings");
+        block(self.store.put_mappings(account, &doc, None)).expect("put mappings");
     }
 }
 
@@ -338,7 +337,10 @@ pub fn blocking_get(url: &str) -> Result<(u16, Vec<(String, String)>, Vec<u8>), 
     let addr: SocketAddr = authority.parse().map_err(|e| format!("{e}"))?;
     raw_request(
         addr,
-        &format!("GET {} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n", if path.is_empty() { "/" } else { path }),
+        &format!(
+            "GET {} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n",
+            if path.is_empty() { "/" } else { path }
+        ),
     )
 }
 

@@ -1,9 +1,9 @@
 //! One integration-test binary (each file under tests/ would link Pingora and BoringSSL again).
 //! Every module starts real servers on 127.0.0.1 with ephemeral ports.
 
+mod common;
 mod echo;
 mod file_store;
-mod common;
 mod ops;
-mod proxy;
 mod p12;
+mod proxy;

@@ -24,32 +24,60 @@ fn check(yaml: &str) -> (i32, String) {
 fn each_kind_of_bad_config_gives_a_one_line_error_naming_the_key_and_exit_64() {
     let cases = [
         ("proxy:\n  lisen: []\n", "lisen"),
-        ("proxy:\n  listen: [\"0.0.0.0:8080\"]\n", "proxy.allow_remote"),
+        (
+            "proxy:\n  listen: [\"0.0.0.0:8080\"]\n",
+            "proxy.allow_remote",
+        ),
         ("proxy:\n  listen: [\"nonsense\"]\n", "proxy.listen[0]"),
         ("admin:\n  listen: \"10.1.2.3:80\"\n", "admin.allow_remote"),
         ("ops:\n  listen: \"0.0.0.0:9100\"\n", "ops.allow_remote"),
         ("refresh:\n  interval_secs: 0\n", "refresh.interval_secs"),
-        ("rate_limit:\n  requests_per_second: 0\n", "rate_limit.requests_per_second"),
-        ("rate_limit:\n  trusted_proxies: [\"not-an-ip\"]\n", "rate_limit.trusted_proxies[0]"),
+        (
+            "rate_limit:\n  requests_per_second: 0\n",
+            "rate_limit.requests_per_second",
+        ),
+        (
+            "rate_limit:\n  trusted_proxies: [\"not-an-ip\"]\n",
+            "rate_limit.trusted_proxies[0]",
+        ),
         ("store:\n  kind: s3\n", "store.kind"),
         ("store:\n  kind: vault\n", "store.vault"),
-        ("upstream:\n  ca_files: [\"/nonexistent/ca.pem\"]\n", "upstream.ca_files[0]"),
-        ("upstream:\n  connect_timeout_ms: 0\n", "upstream.connect_timeout_ms"),
-        ("unmapped:\n  policy: plain_tls\n", "unmapped.plain_tls_hosts"),
+        (
+            "upstream:\n  ca_files: [\"/nonexistent/ca.pem\"]\n",
+            "upstream.ca_files[0]",
+        ),
+        (
+            "upstream:\n  connect_timeout_ms: 0\n",
+            "upstream.connect_timeout_ms",
+        ),
+        (
+            "unmapped:\n  policy: plain_tls\n",
+            "unmapped.plain_tls_hosts",
+        ),
         ("unmapped:\n  policy: open\n", "unmapped.policy"),
         ("proxy:\n  default_service: NOPE\n", "proxy.default_service"),
         (
             "proxy:\n  listen: [\"0.0.0.0:8080\"]\n  allow_remote: true\n",
             "proxy.auth",
         ),
-        ("shutdown:\n  grace_period_secs: 99999\n", "shutdown.grace_period_secs"),
+        (
+            "shutdown:\n  grace_period_secs: 99999\n",
+            "shutdown.grace_period_secs",
+        ),
         ("proxy: [1, 2\n", "line"),
     ];
     for (yaml, needle) in cases {
         let (code, err) = check(yaml);
         assert_eq!(code, 64, "{yaml:?} should be refused, got {code}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "one line for {yaml:?}: {err}");
-        assert!(err.contains(needle), "{yaml:?}: error {err:?} should name {needle:?}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "one line for {yaml:?}: {err}"
+        );
+        assert!(
+            err.contains(needle),
+            "{yaml:?}: error {err:?} should name {needle:?}"
+        );
     }
     let (code, err) = check("proxy:\n  default_account: \"42\"\n");
     assert_eq!(code, 0, "{err}");
@@ -77,7 +105,10 @@ fn every_config_in_conf_is_valid() {
         );
         n += 1;
     }
-    assert!(n >= 2, "conf/ should hold the example and the minimal config");
+    assert!(
+        n >= 2,
+        "conf/ should hold the example and the minimal config"
+    );
 }
 
 #[test]
@@ -89,7 +120,15 @@ fn ready_only_after_the_first_snapshot_and_metrics_pass_promtool() {
     let seed = Seed::new(dir.path());
     seed.cert("acc", 1, &a);
     let port = echo.addr.port();
-    seed.mappings("acc", &[(10, "TEST_SERVICE", &format!("https://localhost:{port}/*"), 1)]);
+    seed.mappings(
+        "acc",
+        &[(
+            10,
+            "TEST_SERVICE",
+            &format!("https://localhost:{port}/*"),
+            1,
+        )],
+    );
     let gw = Gw::start(dir.path(), &pki.ca_path, "");
     let (live, _, _) = blocking_get(&format!("http://{}/live", gw.ops)).expect("live");
     assert_eq!(live, 200);
@@ -112,7 +151,9 @@ fn ready_only_after_the_first_snapshot_and_metrics_pass_promtool() {
     ] {
         assert!(page.contains(series), "missing {series:?} in\n{page}");
     }
-    assert!(page.contains("mtls_gateway_certificate_not_after_timestamp_seconds{account=\"acc\",certificate=\"1\"}"));
+    assert!(page.contains(
+        "mtls_gateway_certificate_not_after_timestamp_seconds{account=\"acc\",certificate=\"1\"}"
+    ));
     assert!(page.contains("mtls_gateway_snapshot_age_seconds"));
     assert!(page.contains("mtls_gateway_last_refresh_success_timestamp_seconds"));
     assert!(!page.contains("127.0.0.1"), "no client IP in labels");
@@ -169,7 +210,10 @@ fn not_ready_and_not_serving_while_the_store_cannot_be_read() {
     });
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("no snapshot loaded yet"), "{body}");
-    assert!(std::net::TcpStream::connect(gw.proxy).is_err(), "proxy must not listen before the first snapshot");
+    assert!(
+        std::net::TcpStream::connect(gw.proxy).is_err(),
+        "proxy must not listen before the first snapshot"
+    );
 }
 
 #[test]
@@ -179,7 +223,9 @@ fn sigterm_with_nothing_in_flight_exits_within_two_seconds() {
     let _seed = Seed::new(dir.path());
     let mut gw = Gw::start(dir.path(), &pki.ca_path, "");
     gw.signal("TERM");
-    let took = gw.wait_exit(Duration::from_secs(10)).expect("exit after SIGTERM");
+    let took = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit after SIGTERM");
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
 
@@ -192,7 +238,15 @@ fn sigterm_lets_requests_in_flight_finish() {
     let seed = Seed::new(dir.path());
     seed.cert("acc", 1, &a);
     let port = echo.addr.port();
-    seed.mappings("acc", &[(10, "TEST_SERVICE", &format!("https://localhost:{port}/*"), 1)]);
+    seed.mappings(
+        "acc",
+        &[(
+            10,
+            "TEST_SERVICE",
+            &format!("https://localhost:{port}/*"),
+            1,
+        )],
+    );
     let mut gw = Gw::start(dir.path(), &pki.ca_path, "");
     let proxy = gw.proxy;
     let t = std::thread::spawn(move || {
@@ -207,7 +261,10 @@ fn sigterm_lets_requests_in_flight_finish() {
     let r = t.join().expect("join").expect("in-flight request");
     assert_eq!(r.0, 200, "the in-flight request finishes");
     let took = gw.wait_exit(Duration::from_secs(10)).expect("exit");
-    assert!(start.elapsed() < Duration::from_secs(5), "exit soon after the drain: {took:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "exit soon after the drain: {took:?}"
+    );
 }
 
 #[test]
@@ -219,13 +276,26 @@ fn the_demo_command_shows_the_target_saw_the_client_certificate() {
         .output()
         .expect("demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("OK: the target received the demo client certificate"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("OK: the target received the demo client certificate"),
+        "{stdout}"
+    );
     assert!(stdout.contains("CN=demo-client"), "{stdout}");
     // The secret is in the store with 0600, never in the output.
     assert!(!stdout.contains("demo-password"));
     use std::os::unix::fs::PermissionsExt;
-    let f = dir.path().join("store/accounts/demo/certificates/1001.json");
-    let mode = std::fs::metadata(&f).expect("stored cert").permissions().mode() & 0o777;
+    let f = dir
+        .path()
+        .join("store/accounts/demo/certificates/1001.json");
+    let mode = std::fs::metadata(&f)
+        .expect("stored cert")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
 }

@@ -621,25 +621,77 @@ fn tester_report_serializes_summary_fields_in_camel_case() {
 fn scratch_dump() {
     let show = |label: &str, file: &[u8], pw: &str| {
         let r = p12::test_report(file, pw, now(), &KeyPolicy::default());
-        println!("==== {label}: decode = {:?}", p12::decode(file, pw).map(|d| d.subject));
+        println!(
+            "==== {label}: decode = {:?}",
+            p12::decode(file, pw).map(|d| d.subject)
+        );
         println!("{}", serde_json::to_string_pretty(&r).unwrap());
     };
     let ca = ca();
     let c = client(&ca, Leaf::client("client-a"));
-    let modern = certgen::openssl_p12(&c.cert, &c.key, std::slice::from_ref(&ca.cert), PASSWORD, P12Flavour::Modern).unwrap();
+    let modern = certgen::openssl_p12(
+        &c.cert,
+        &c.key,
+        std::slice::from_ref(&ca.cert),
+        PASSWORD,
+        P12Flavour::Modern,
+    )
+    .unwrap();
     show("modern", &modern, PASSWORD);
     show("wrong pw", &modern, "nope");
     show("pem", &certgen::to_pem(&c.cert), PASSWORD);
-    show("b64", b"MIIJ6QIBAzCCCa8GCSqGSIb3DQEHAaCCCaAEggmcMIIJmDCCBE8GCSqGSIb3DQEH", PASSWORD);
+    show(
+        "b64",
+        b"MIIJ6QIBAzCCCa8GCSqGSIb3DQEHAaCCCaAEggmcMIIJmDCCBE8GCSqGSIb3DQEH",
+        PASSWORD,
+    );
     let mut damaged = modern.clone();
     let n = damaged.len() / 2;
     damaged[n] ^= 0xff;
     show("damaged", &damaged, PASSWORD);
     let other = client(&ca, Leaf::client("client-b"));
-    show("mismatch", &certgen::openssl_p12_parts(None, Some(&c.key), &[other.cert.clone(), ca.cert.clone()], PASSWORD, P12Flavour::Modern).unwrap(), PASSWORD);
-    show("keyonly", &certgen::openssl_p12_parts(None, Some(&c.key), &[], PASSWORD, P12Flavour::Modern).unwrap(), PASSWORD);
-    let ed = client(&ca, Leaf { key: KeyKind::Ed25519, not_before_offset_days: -30, valid_days: 3, digest: Digest::Sha1, ..Leaf::server("x", &["x"], &[]) });
-    show("bad-everything", &certgen::openssl_p12(&ed.cert, &ed.key, &[ca.cert.clone(), ca.cert.clone()], PASSWORD, P12Flavour::Custom { key_pbe: "PBE-SHA1-2DES".into(), cert_pbe: "PBE-SHA1-RC4-128".into() }).unwrap(), PASSWORD);
+    show(
+        "mismatch",
+        &certgen::openssl_p12_parts(
+            None,
+            Some(&c.key),
+            &[other.cert.clone(), ca.cert.clone()],
+            PASSWORD,
+            P12Flavour::Modern,
+        )
+        .unwrap(),
+        PASSWORD,
+    );
+    show(
+        "keyonly",
+        &certgen::openssl_p12_parts(None, Some(&c.key), &[], PASSWORD, P12Flavour::Modern).unwrap(),
+        PASSWORD,
+    );
+    let ed = client(
+        &ca,
+        Leaf {
+            key: KeyKind::Ed25519,
+            not_before_offset_days: -30,
+            valid_days: 3,
+            digest: Digest::Sha1,
+            ..Leaf::server("x", &["x"], &[])
+        },
+    );
+    show(
+        "bad-everything",
+        &certgen::openssl_p12(
+            &ed.cert,
+            &ed.key,
+            &[ca.cert.clone(), ca.cert.clone()],
+            PASSWORD,
+            P12Flavour::Custom {
+                key_pbe: "PBE-SHA1-2DES".into(),
+                cert_pbe: "PBE-SHA1-RC4-128".into(),
+            },
+        )
+        .unwrap(),
+        PASSWORD,
+    );
     let java = std::fs::read("/tmp/p12x/java.p12").unwrap();
     show("java", &java, "secret");
     // BER: outer SEQUENCE indefinite, authSafe OCTET STRING chunked.

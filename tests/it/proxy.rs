@@ -29,21 +29,39 @@ async fn transparent_mode_presents_the_certificate_of_the_matching_mapping() {
     seed.mappings(
         "acc",
         &[
-            (10, "TEST_SERVICE", &format!("https://localhost:{port}/a/*"), 1),
-            (11, "TEST_SERVICE", &format!("https://localhost:{port}/b/*"), 2),
+            (
+                10,
+                "TEST_SERVICE",
+                &format!("https://localhost:{port}/a/*"),
+                1,
+            ),
+            (
+                11,
+                "TEST_SERVICE",
+                &format!("https://localhost:{port}/b/*"),
+                2,
+            ),
             (12, "IDP", &format!("https://localhost:{port}/a/*"), 2),
         ],
     );
     let gw = Gw::start(dir.path(), &pki.ca_path, "");
     let c = proxied_client(&gw);
 
-    let r = c.get(format!("http://localhost:{port}/a/x")).send().await.expect("a");
+    let r = c
+        .get(format!("http://localhost:{port}/a/x"))
+        .send()
+        .await
+        .expect("a");
     assert_eq!(r.status(), 200);
     assert_eq!(hdr(&r, SHA), sha256_hex(&a.cert));
     assert_eq!(hdr(&r, "x-seen-host"), format!("localhost:{port}"));
     assert_eq!(hdr(&r, "x-seen-path"), "/a/x");
 
-    let r = c.get(format!("http://localhost:{port}/b/y?q=1")).send().await.expect("b");
+    let r = c
+        .get(format!("http://localhost:{port}/b/y?q=1"))
+        .send()
+        .await
+        .expect("b");
     assert_eq!(r.status(), 200);
     assert_eq!(hdr(&r, SHA), sha256_hex(&b.cert));
     assert_eq!(hdr(&r, "x-seen-path"), "/b/y?q=1");
@@ -64,9 +82,7 @@ async fn transparent_mode_presents_the_certificate_of_the_matching_mapping() {
         .expect("idp");
     assert_eq!(hdr(&r, SHA), sha256_hex(&b.cert));
     // Origin-form with Host works too.
-    let req = format!(
-        "GET /a/z HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
-    );
+    let req = format!("GET /a/z HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n");
     let (status, headers, _) = raw_request(gw.proxy, &req).expect("origin-form");
     assert_eq!(status, 200);
     assert_eq!(header(&headers, SHA), Some(sha256_hex(&a.cert).as_str()));
@@ -88,9 +104,17 @@ async fn forward_mode_presents_the_mapped_certificate_and_rewrites_headers() {
     let c = client();
 
     // The method and body go through unchanged.
-    for method in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::PATCH, reqwest::Method::DELETE] {
+    for method in [
+        reqwest::Method::POST,
+        reqwest::Method::PUT,
+        reqwest::Method::PATCH,
+        reqwest::Method::DELETE,
+    ] {
         let r = c
-            .request(method.clone(), format!("http://{}/mtls/account/123", gw.proxy))
+            .request(
+                method.clone(),
+                format!("http://{}/mtls/account/123", gw.proxy),
+            )
             .header("LP-forward-url", &echo_url)
             .header("LP-service-name", "IDP")
             .body("payload")
@@ -117,7 +141,10 @@ async fn forward_mode_presents_the_mapped_certificate_and_rewrites_headers() {
     assert_eq!(hdr(&r, SHA), sha256_hex(&a.cert));
     assert_eq!(hdr(&r, "x-seen-method"), "GET");
     let seen: serde_json::Value = r.json().await.expect("json");
-    assert_eq!(seen["authorization"], "Basic dGFyZ2V0", "override becomes Authorization");
+    assert_eq!(
+        seen["authorization"], "Basic dGFyZ2V0",
+        "override becomes Authorization"
+    );
     assert_eq!(seen["x-request-id"], "req-1", "other caller headers pass");
     assert_eq!(seen["host"], format!("localhost:{port}"));
     let names: Vec<String> = seen
@@ -148,7 +175,11 @@ async fn forward_mode_presents_the_mapped_certificate_and_rewrites_headers() {
         .await
         .expect("send");
     assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap_or_default().contains("LP-forward-url"));
+    assert!(r
+        .text()
+        .await
+        .unwrap_or_default()
+        .contains("LP-forward-url"));
 }
 
 #[tokio::test]
@@ -169,8 +200,18 @@ async fn certificates_sharing_a_serial_number_never_share_an_upstream_connection
     seed.mappings(
         "acc",
         &[
-            (10, "TEST_SERVICE", &format!("https://localhost:{port}/a"), 1),
-            (11, "TEST_SERVICE", &format!("https://localhost:{port}/b"), 2),
+            (
+                10,
+                "TEST_SERVICE",
+                &format!("https://localhost:{port}/a"),
+                1,
+            ),
+            (
+                11,
+                "TEST_SERVICE",
+                &format!("https://localhost:{port}/b"),
+                2,
+            ),
         ],
     );
     let gw = Gw::start(dir.path(), &pki.ca_path, "rate_limit:\n  enabled: false\n");
@@ -188,12 +229,19 @@ async fn certificates_sharing_a_serial_number_never_share_an_upstream_connection
             .await
             .expect("send");
         assert_eq!(r.status(), 200);
-        assert_eq!(hdr(&r, SHA), want, "request {i} presented the wrong certificate");
+        assert_eq!(
+            hdr(&r, SHA),
+            want,
+            "request {i} presented the wrong certificate"
+        );
         set.insert(hdr(&r, "x-connection-id"));
     }
     assert!(conns_a.is_disjoint(&conns_b), "{conns_a:?} vs {conns_b:?}");
     // And the pool is used at all: fewer connections than requests.
-    assert!(conns_a.len() + conns_b.len() < 20, "no reuse: {conns_a:?} {conns_b:?}");
+    assert!(
+        conns_a.len() + conns_b.len() < 20,
+        "no reuse: {conns_a:?} {conns_b:?}"
+    );
 }
 
 #[tokio::test]
@@ -209,8 +257,18 @@ async fn exact_beats_wildcard_and_unmapped_requests_are_refused_with_the_triplet
     seed.mappings(
         "acc",
         &[
-            (10, "TEST_SERVICE", &format!("https://localhost:{port}/api/*"), 1),
-            (11, "TEST_SERVICE", &format!("https://LOCALHOST:{port}/api/pay?x=1"), 2),
+            (
+                10,
+                "TEST_SERVICE",
+                &format!("https://localhost:{port}/api/*"),
+                1,
+            ),
+            (
+                11,
+                "TEST_SERVICE",
+                &format!("https://LOCALHOST:{port}/api/pay?x=1"),
+                2,
+            ),
         ],
     );
     let gw = Gw::start(dir.path(), &pki.ca_path, "");
@@ -240,7 +298,11 @@ async fn exact_beats_wildcard_and_unmapped_requests_are_refused_with_the_triplet
         .expect("stop");
     assert_eq!(r.status(), 500);
     assert!(r.text().await.unwrap_or_default().contains("no_mapping"));
-    assert_eq!(echo.requests(), 2, "refused requests never reach the target");
+    assert_eq!(
+        echo.requests(),
+        2,
+        "refused requests never reach the target"
+    );
 }
 
 #[tokio::test]
@@ -298,7 +360,12 @@ async fn dead_target_and_unverifiable_target_give_424_with_transport_headers() {
         "acc",
         &[
             (10, "IDP", &format!("https://localhost:{dead}/*"), 1),
-            (11, "IDP", &format!("https://localhost:{}/*", untrusted.addr.port()), 1),
+            (
+                11,
+                "IDP",
+                &format!("https://localhost:{}/*", untrusted.addr.port()),
+                1,
+            ),
         ],
     );
     let gw = Gw::start(dir.path(), &pki.ca_path, "");
@@ -328,19 +395,40 @@ async fn bodies_pass_through_byte_for_byte_both_ways() {
     let seed = Seed::new(dir.path());
     seed.cert("acc", 1, &a);
     let port = echo.addr.port();
-    seed.mappings("acc", &[(10, "TEST_SERVICE", &format!("https://localhost:{port}/*"), 1)]);
+    seed.mappings(
+        "acc",
+        &[(
+            10,
+            "TEST_SERVICE",
+            &format!("https://localhost:{port}/*"),
+            1,
+        )],
+    );
     let gw = Gw::start(dir.path(), &pki.ca_path, "rate_limit:\n  enabled: false\n");
     let c = proxied_client(&gw);
     let ten_mib = 10 * 1024 * 1024;
 
     // Request bodies: empty, 10 MiB with a length, 10 MiB chunked (streamed).
     let big: Vec<u8> = (0..ten_mib).map(|i| (i * 7 % 256) as u8).collect();
-    let r = c.post(format!("http://localhost:{port}/echo")).body(Vec::<u8>::new()).send().await.expect("0");
+    let r = c
+        .post(format!("http://localhost:{port}/echo"))
+        .body(Vec::<u8>::new())
+        .send()
+        .await
+        .expect("0");
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.expect("body").len(), 0);
-    let r = c.post(format!("http://localhost:{port}/echo")).body(big.clone()).send().await.expect("10MiB");
+    let r = c
+        .post(format!("http://localhost:{port}/echo"))
+        .body(big.clone())
+        .send()
+        .await
+        .expect("10MiB");
     assert_eq!(r.status(), 200);
-    assert!(r.bytes().await.expect("body")[..] == big[..], "10 MiB echo differs");
+    assert!(
+        r.bytes().await.expect("body")[..] == big[..],
+        "10 MiB echo differs"
+    );
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
     let r = c
@@ -350,16 +438,30 @@ async fn bodies_pass_through_byte_for_byte_both_ways() {
         .await
         .expect("chunked");
     assert_eq!(r.status(), 200);
-    assert!(r.bytes().await.expect("body")[..] == big[..], "chunked echo differs");
+    assert!(
+        r.bytes().await.expect("body")[..] == big[..],
+        "chunked echo differs"
+    );
 
     // Response bodies: 0 bytes, 10 MiB with a length, 10 MiB chunked.
     let want = mtls_gateway::echo::pattern(ten_mib);
     for path in [format!("/bytes/{ten_mib}"), format!("/chunked/{ten_mib}")] {
-        let r = c.get(format!("http://localhost:{port}{path}")).send().await.expect("get");
+        let r = c
+            .get(format!("http://localhost:{port}{path}"))
+            .send()
+            .await
+            .expect("get");
         assert_eq!(r.status(), 200);
-        assert!(r.bytes().await.expect("body")[..] == want[..], "{path} differs");
+        assert!(
+            r.bytes().await.expect("body")[..] == want[..],
+            "{path} differs"
+        );
     }
-    let r = c.get(format!("http://localhost:{port}/bytes/0")).send().await.expect("get");
+    let r = c
+        .get(format!("http://localhost:{port}/bytes/0"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.bytes().await.expect("body").len(), 0);
 }
 
@@ -372,7 +474,15 @@ async fn past_the_rate_limit_a_client_gets_429_and_recovers_while_others_are_una
     let seed = Seed::new(dir.path());
     seed.cert("acc", 1, &a);
     let port = echo.addr.port();
-    seed.mappings("acc", &[(10, "TEST_SERVICE", &format!("https://localhost:{port}/*"), 1)]);
+    seed.mappings(
+        "acc",
+        &[(
+            10,
+            "TEST_SERVICE",
+            &format!("https://localhost:{port}/*"),
+            1,
+        )],
+    );
     let gw = Gw::start(
         dir.path(),
         &pki.ca_path,
@@ -414,10 +524,22 @@ async fn a_certificate_replaced_in_the_store_is_used_after_the_next_refresh_whil
     let seed = Seed::new(dir.path());
     seed.cert("acc", 1, &old);
     let port = echo.addr.port();
-    seed.mappings("acc", &[(10, "TEST_SERVICE", &format!("https://localhost:{port}/*"), 1)]);
+    seed.mappings(
+        "acc",
+        &[(
+            10,
+            "TEST_SERVICE",
+            &format!("https://localhost:{port}/*"),
+            1,
+        )],
+    );
     let gw = Gw::start(dir.path(), &pki.ca_path, "rate_limit:\n  enabled: false\n");
     let c = proxied_client(&gw);
-    let r = c.get(format!("http://localhost:{port}/x")).send().await.expect("send");
+    let r = c
+        .get(format!("http://localhost:{port}/x"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(hdr(&r, SHA), sha256_hex(&old.cert));
 
     let slow = tokio::spawn(c.get(format!("http://localhost:{port}/slow/1500")).send());
@@ -425,7 +547,11 @@ async fn a_certificate_replaced_in_the_store_is_used_after_the_next_refresh_whil
     seed.cert("acc", 1, &new);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = c.get(format!("http://localhost:{port}/x")).send().await.expect("send");
+        let r = c
+            .get(format!("http://localhost:{port}/x"))
+            .send()
+            .await
+            .expect("send");
         assert_eq!(r.status(), 200);
         if hdr(&r, SHA) == sha256_hex(&new.cert) {
             break;
@@ -453,31 +579,69 @@ async fn a_corrupt_store_entry_leaves_every_other_mapping_working() {
     seed.mappings(
         "acc",
         &[
-            (10, "TEST_SERVICE", &format!("https://localhost:{port}/a"), 1),
-            (11, "TEST_SERVICE", &format!("https://localhost:{port}/b"), 2),
-            (12, "TEST_SERVICE", &format!("https://localhost:{port}/c"), 3),
+            (
+                10,
+                "TEST_SERVICE",
+                &format!("https://localhost:{port}/a"),
+                1,
+            ),
+            (
+                11,
+                "TEST_SERVICE",
+                &format!("https://localhost:{port}/b"),
+                2,
+            ),
+            (
+                12,
+                "TEST_SERVICE",
+                &format!("https://localhost:{port}/c"),
+                3,
+            ),
         ],
     );
     let gw = Gw::start(dir.path(), &pki.ca_path, "");
     let c = proxied_client(&gw);
-    let r = c.get(format!("http://localhost:{port}/a")).send().await.expect("a");
+    let r = c
+        .get(format!("http://localhost:{port}/a"))
+        .send()
+        .await
+        .expect("a");
     assert_eq!(hdr(&r, SHA), sha256_hex(&a.cert));
-    let r = c.get(format!("http://localhost:{port}/c")).send().await.expect("c");
+    let r = c
+        .get(format!("http://localhost:{port}/c"))
+        .send()
+        .await
+        .expect("c");
     assert_eq!(r.status(), 503);
-    assert!(r.text().await.unwrap_or_default().contains("certificate_unavailable"));
+    assert!(r
+        .text()
+        .await
+        .unwrap_or_default()
+        .contains("certificate_unavailable"));
 
     // Now corrupt a good entry on disk: its last good version keeps serving.
     let path = seed.dir.join("accounts/acc/certificates/2.json");
     std::fs::write(&path, b"{ not json").expect("corrupt");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let r = c.get(format!("http://localhost:{port}/b")).send().await.expect("b");
+    let r = c
+        .get(format!("http://localhost:{port}/b"))
+        .send()
+        .await
+        .expect("b");
     assert_eq!(r.status(), 200);
     assert_eq!(hdr(&r, SHA), sha256_hex(&b.cert));
-    let r = c.get(format!("http://localhost:{port}/a")).send().await.expect("a");
+    let r = c
+        .get(format!("http://localhost:{port}/a"))
+        .send()
+        .await
+        .expect("a");
     assert_eq!(hdr(&r, SHA), sha256_hex(&a.cert));
     assert!(gw.metric("mtls_gateway_refresh_failures_total{scope=\"certificate\"}") >= 1.0);
     let logs = gw.logs();
-    assert!(logs.contains("certificate acc/2"), "the failing entry is named in the log");
+    assert!(
+        logs.contains("certificate acc/2"),
+        "the failing entry is named in the log"
+    );
     assert_eq!(
         logs.matches("certificate acc/2:").count(),
         1,
