@@ -73,6 +73,8 @@ pub enum P12Error {
          {actual}"
     )]
     Truncated { declared: usize, actual: usize },
+    /// The MAC does not verify with this password. A file whose bytes were altered looks the
+    /// same: the MAC cannot tell the two apart.
     #[error("the password does not open this PKCS#12 file")]
     WrongPassword,
     #[error("the PKCS#12 file holds no private key (only certificates)")]
@@ -236,11 +238,18 @@ fn classify(stack: &ErrorStack, der: &[u8]) -> P12Error {
         .iter()
         .find(|r| UNSUPPORTED.iter().any(|u| r.eq_ignore_ascii_case(u)))
     {
-        let how = match protection(der) {
-            Ok(p) => format!(" (the file uses {})", p.describe()),
-            Err(_) => String::new(),
-        };
-        return P12Error::Unsupported(format!("BoringSSL reports {r}{how}"));
+        let unreadable = protection(der)
+            .map(|p| p.unreadable_by_boringssl())
+            .unwrap_or_default();
+        return P12Error::Unsupported(if unreadable.is_empty() {
+            format!("BoringSSL reports {r}")
+        } else {
+            format!(
+                "{}, which BoringSSL does not implement; export the file again with AES-256-CBC \
+                 (the default of openssl 3)",
+                unreadable.join(", ")
+            )
+        });
     }
     // Everything else is some flavour of "bad data". If the outer layers read as PKCS#12, the
     // damage is inside; otherwise this is not PKCS#12 at all (PEM text, a certificate, noise).
@@ -520,7 +529,12 @@ pub fn test_report(der: &[u8], password: &str, now: i64, policy: &KeyPolicy) -> 
         }
         (key, _) => {
             let Some(i) = end_entity_index(&others) else {
-                r.fail(check::PRIVATE_KEY, P12Error::NoCertificate.to_string());
+                let detail = if key.is_some() {
+                    P12Error::NoCertificate.to_string()
+                } else {
+                    "the PKCS#12 file holds neither a private key nor a certificate".to_owned()
+                };
+                r.fail(check::PRIVATE_KEY, detail);
                 return r.finish_not_run("the file holds no certificate");
             };
             let leaf = others.remove(i);
@@ -947,6 +961,23 @@ impl Protection {
         out
     }
 
+    /// The parts BoringSSL cannot decrypt, described ("certificates: pbeWithSHAAnd40BitRC4").
+    /// BoringSSL implements PKCS#12 PBE with SHA-1 and RC2-40, RC4-128 or 3-key 3DES, and
+    /// PBES2 with PBKDF2 (HMAC-SHA-1 or HMAC-SHA-256) and AES-128/192/256-CBC, DES-EDE3-CBC or
+    /// RC2-CBC (`crypto/pkcs8/pkcs8.cc`, `p5_pbev2.cc`).
+    fn unreadable_by_boringssl(&self) -> Vec<String> {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::ShroudedKey(pbe) if !boringssl_reads(pbe) => Some(format!("key: {pbe}")),
+                Part::EncryptedSafe(pbe) if !boringssl_reads(pbe) => {
+                    Some(format!("certificates: {pbe}"))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether Java 17's PKCS12 keystore can read this file. A heuristic from the algorithm
     /// names alone, checked against `keytool -importkeystore` (Java 17) on files made by
     /// openssl 3:
@@ -990,6 +1021,29 @@ impl Protection {
         } else {
             Err(unique.join("; "))
         }
+    }
+}
+
+fn boringssl_reads(pbe: &Pbe) -> bool {
+    match pbe {
+        Pbe::Pkcs12(name) => [
+            "pbeWithSHAAnd40BitRC2-CBC",
+            "pbeWithSHAAnd128BitRC4",
+            "pbeWithSHAAnd3-KeyTripleDES-CBC",
+        ]
+        .contains(name),
+        Pbe::Pbes2 { prf, cipher } => {
+            (prf == "hmacWithSHA1" || prf == "hmacWithSHA256")
+                && [
+                    "AES-128-CBC",
+                    "AES-192-CBC",
+                    "AES-256-CBC",
+                    "DES-EDE3-CBC",
+                    "RC2-CBC",
+                ]
+                .contains(&cipher.as_str())
+        }
+        Pbe::Other(_) => false,
     }
 }
 

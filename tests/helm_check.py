@@ -631,7 +631,7 @@ def _replace_once(old: str, new: str) -> Callable[[str], str]:
 C = str(CHART_REL)
 BREAKS: list[tuple[str, str, Callable[[Path], None]]] = [
     ("template reads a value that does not exist", "every .Values path in templates exists in values.yaml",
-     _edit(f"{C}/templates/service.yaml", _replace_once("{{ .Values.service.type }}", "{{ .Values.service.kind }}"))),
+     _edit(f"{C}/templates/service.yaml", _replace_once(".Values.service.type", ".Values.service.kind"))),
     ("helper reads a value through a missing parent", "every .Values path in templates exists in values.yaml",
      _edit(f"{C}/templates/_helpers.tpl", _replace_once(".Values.store.vault.prefix", ".Values.store.vaults.prefix"))),
     ("undocumented, undeclared key in values.yaml", "every key in values.yaml has a comment",

@@ -229,7 +229,9 @@ def kinds(docs: list[dict]) -> list[str]:
 
 
 def gateway_config(docs: list[dict]) -> dict:
-    return yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])
+    cfg = yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])
+    RENDERED_CONFIGS.append((one(docs, "ConfigMap")["metadata"]["name"], cfg))
+    return cfg
 
 
 def gateway_container(pod_spec: dict) -> dict:
@@ -287,6 +289,67 @@ def common_pod_checks(pod_spec: dict, cfg: dict, grace: int, problems: list[str]
 
 # ---------------------------------------------------------------------------------------------
 # The cases
+
+
+# The gateway's config file is read by serde structs with deny_unknown_fields. Their field names,
+# read from the source, are what a rendered config may use. (Types and required fields are left to
+# `mtls-gateway check`, which this script does not run.)
+RUST_SOURCES = ["src/config.rs", "src/auth/mod.rs", "src/auth/oauth1.rs", "src/auth/jwt.rs", "src/store/vault/config.rs"]
+# config path (list items as []) -> struct, or enum:tag for serde-tagged enums
+CONFIG_STRUCTS = {
+    "": "FileConfig", "proxy": "ProxyFile", "admin": "AdminFile", "ops": "ListenerFile", "store": "StoreFile",
+    "refresh": "RefreshFile", "rate_limit": "RateLimitFile", "upstream": "UpstreamFile", "unmapped": "UnmappedFile",
+    "services": "ServicesFile", "shutdown": "ShutdownFile", "auth": "AuthSettings", "auth.oauth1": "OAuth1Settings",
+    "auth.oauth1.keys[]": "AppKeySettings", "auth.jwt": "JwtSettings", "store.vault": "VaultSettings",
+    "store.vault.auth": "enum:VaultAuthSettings:method",
+}
+
+
+def rust_config_fields() -> dict[str, set[str]]:
+    text = "\n".join((REPO / f).read_text() for f in RUST_SOURCES if (REPO / f).exists())
+    out: dict[str, set[str]] = {}
+    for m in re.finditer(r"pub struct (\w+) \{(.*?)\n\}", text, flags=re.S):
+        out[m.group(1)] = set(re.findall(r"^\s*pub (\w+):", m.group(2), flags=re.M))
+    for m in re.finditer(r"pub enum (\w+) \{(.*?)\n\}", text, flags=re.S):
+        for v in re.finditer(r"^    (\w+) \{(.*?)^    \}", m.group(2), flags=re.S | re.M):
+            snake = re.sub(r"(?<!^)([A-Z])", r"_\1", v.group(1)).lower()
+            out[f"{m.group(1)}::{snake}"] = set(re.findall(r"^\s*(\w+):", v.group(2), flags=re.M))
+    return out
+
+
+def config_key_problems(cfg: dict, fields: dict[str, set[str]]) -> list[str]:
+    problems: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        spec = CONFIG_STRUCTS.get(path)
+        if isinstance(node, list):
+            for item in node:
+                walk(item, path + "[]")
+            return
+        if not isinstance(node, dict) or spec is None:
+            return
+        if spec.startswith("enum:"):
+            _, enum, tag = spec.split(":")
+            allowed = fields.get(f"{enum}::{node.get(tag)}")
+            if allowed is None:
+                problems.append(f"{path}.{tag}: {node.get(tag)!r} is not a variant of {enum}")
+                return
+            allowed = allowed | {tag}
+        else:
+            allowed = fields.get(spec)
+            if allowed is None:
+                problems.append(f"{path or '<root>'}: struct {spec} not found in {RUST_SOURCES}")
+                return
+        for key, value in node.items():
+            if key not in allowed:
+                problems.append(f"{(path + '.') if path else ''}{key}: not a field of {spec.split(':')[1] if ':' in spec else spec}")
+            walk(value, f"{path}.{key}" if path else key)
+
+    walk(cfg, "")
+    return problems
+
+
+RENDERED_CONFIGS: list[tuple[str, dict]] = []
 
 
 def overlay(name: str) -> dict:
@@ -424,6 +487,26 @@ def case_sidecar_mode_alone(helm: Helm) -> list[str]:
     return p
 
 
+def case_yaml11_words(helm: Helm) -> list[str]:
+    """Release and Secret names that YAML 1.1 reads as booleans (on, yes, no, off, y) stay strings."""
+    values = {"store": {"vault": {"caSecret": {"name": "off", "key": "y"},
+                                  "auth": {"method": "token", "token": {"secretRef": {"name": "yes", "key": "no"}}}}},
+              "podDisruptionBudget": {"enabled": True, "minAvailable": 1}}
+    rel, err = helm.install("on", CHART, values)
+    if err:
+        return [err]
+    docs, p = docs_of(rel), []
+    dep = one(docs, "Deployment")
+    expect(dep["metadata"]["labels"]["app.kubernetes.io/instance"] == "on", "instance label is not the string 'on'", p)
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    expect(vols["mtls-gateway-vault-token"]["secret"] == {"secretName": "yes", "items": [{"key": "no", "path": "token"}]},
+           f"token volume {vols['mtls-gateway-vault-token']}", p)
+    expect(vols["mtls-gateway-vault-ca"]["secret"] == {"secretName": "off", "items": [{"key": "y", "path": "ca.crt"}]},
+           f"CA volume {vols['mtls-gateway-vault-ca']}", p)
+    expect(one(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1, "PDB minAvailable is not the integer 1", p)
+    return p
+
+
 def doc_block(marker: str) -> str:
     text = DOC.read_text()
     m = re.search(re.escape(f"<!-- {marker} -->") + r"\s*```yaml\n(.*?)```", text, flags=re.S)
@@ -535,6 +618,7 @@ def main() -> int:
         run("ci/file-store-values.yaml: file store on a PVC", lambda: case_file_store(helm))
         run("ci/sidecar-values.yaml: sidecar mode renders ConfigMap and PodMonitor only", lambda: case_sidecar_mode_alone(helm))
         run("docs/helm.md sidecar snippet in a parent chart", lambda: case_sidecar_in_app_chart(helm, work))
+        run("release and Secret names on/yes/no/off/y stay strings", lambda: case_yaml11_words(helm))
         for i, (name, values, skip_schema, needle) in enumerate(FAILURES):
             def failing(values=values, skip_schema=skip_schema, needle=needle, i=i) -> list[str]:
                 rel, err = helm.install(f"bad{i}", CHART, values, skip_schema=skip_schema)
@@ -543,6 +627,13 @@ def main() -> int:
                 return [] if needle in err else [f"failed without {needle!r}: {err}"]
             run(f"rejected: {name}", failing)
         helm.server.shutdown()
+
+    def keys_known() -> list[str]:
+        fields = rust_config_fields()
+        if not RENDERED_CONFIGS:
+            return ["no config was rendered"]
+        return [f"{name}: {p}" for name, cfg in RENDERED_CONFIGS for p in config_key_problems(cfg, fields)]
+    run(f"rendered configs ({len(RENDERED_CONFIGS)}) use only keys the gateway's config structs declare", keys_known)
 
     for name, problems in results:
         print(f"{'PASS' if not problems else 'FAIL'} {name}" + ("" if not problems else ": " + "; ".join(problems)))

@@ -7,3 +7,5 @@ mod file_store;
 mod ops;
 mod p12;
 mod proxy;
+mod rvault;
+mod vault;

@@ -617,116 +617,19 @@ fn tester_report_serializes_summary_fields_in_camel_case() {
 }
 
 #[test]
-#[ignore]
-fn scratch_dump() {
-    let show = |label: &str, file: &[u8], pw: &str| {
-        let r = p12::test_report(file, pw, now(), &KeyPolicy::default());
-        println!(
-            "==== {label}: decode = {:?}",
-            p12::decode(file, pw).map(|d| d.subject)
-        );
-        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+fn rc2_128_file_is_unsupported_and_the_message_names_the_algorithm() {
+    // openssl writes it, Java reads it, BoringSSL does not implement it.
+    let c = client(&ca(), Leaf::client("client-rc2"));
+    let flavour = P12Flavour::Custom {
+        key_pbe: "PBE-SHA1-3DES".into(),
+        cert_pbe: "PBE-SHA1-RC2-128".into(),
     };
-    let ca = ca();
-    let c = client(&ca, Leaf::client("client-a"));
-    let modern = certgen::openssl_p12(
-        &c.cert,
-        &c.key,
-        std::slice::from_ref(&ca.cert),
-        PASSWORD,
-        P12Flavour::Modern,
-    )
-    .unwrap();
-    show("modern", &modern, PASSWORD);
-    show("wrong pw", &modern, "nope");
-    show("pem", &certgen::to_pem(&c.cert), PASSWORD);
-    show(
-        "b64",
-        b"MIIJ6QIBAzCCCa8GCSqGSIb3DQEHAaCCCaAEggmcMIIJmDCCBE8GCSqGSIb3DQEH",
-        PASSWORD,
-    );
-    let mut damaged = modern.clone();
-    let n = damaged.len() / 2;
-    damaged[n] ^= 0xff;
-    show("damaged", &damaged, PASSWORD);
-    let other = client(&ca, Leaf::client("client-b"));
-    show(
-        "mismatch",
-        &certgen::openssl_p12_parts(
-            None,
-            Some(&c.key),
-            &[other.cert.clone(), ca.cert.clone()],
-            PASSWORD,
-            P12Flavour::Modern,
-        )
-        .unwrap(),
-        PASSWORD,
-    );
-    show(
-        "keyonly",
-        &certgen::openssl_p12_parts(None, Some(&c.key), &[], PASSWORD, P12Flavour::Modern).unwrap(),
-        PASSWORD,
-    );
-    let ed = client(
-        &ca,
-        Leaf {
-            key: KeyKind::Ed25519,
-            not_before_offset_days: -30,
-            valid_days: 3,
-            digest: Digest::Sha1,
-            ..Leaf::server("x", &["x"], &[])
-        },
-    );
-    show(
-        "bad-everything",
-        &certgen::openssl_p12(
-            &ed.cert,
-            &ed.key,
-            &[ca.cert.clone(), ca.cert.clone()],
-            PASSWORD,
-            P12Flavour::Custom {
-                key_pbe: "PBE-SHA1-2DES".into(),
-                cert_pbe: "PBE-SHA1-RC4-128".into(),
-            },
-        )
-        .unwrap(),
-        PASSWORD,
-    );
-    let java = std::fs::read("/tmp/p12x/java.p12").unwrap();
-    show("java", &java, "secret");
-    // BER: outer SEQUENCE indefinite, authSafe OCTET STRING chunked.
-    let ber = to_ber(&modern);
-    show("ber", &ber, PASSWORD);
-}
+    let file = certgen::openssl_p12(&c.cert, &c.key, &[], PASSWORD, flavour).expect("openssl");
 
-fn to_ber(der: &[u8]) -> Vec<u8> {
-    // der: 30 82 LL LL | 02 01 03 | 30 82 LL LL (authSafe) 06 09 <oid> a0 82 LL LL 04 82 LL LL <content> | mac...
-    assert_eq!(der[0..2], [0x30, 0x82]);
-    let body = &der[4..];
-    let ver = &body[..3];
-    let auth = &body[3..];
-    assert_eq!(auth[0..2], [0x30, 0x82]);
-    let auth_len = u16::from_be_bytes([auth[2], auth[3]]) as usize;
-    let auth_body = &auth[4..4 + auth_len];
-    let mac = &auth[4 + auth_len..];
-    let oid = &auth_body[..11];
-    let ctx = &auth_body[11..];
-    assert_eq!(ctx[0..2], [0xa0, 0x82]);
-    let oct = &ctx[4..];
-    assert_eq!(oct[0..2], [0x04, 0x82]);
-    let content = &oct[4..];
-    let mut out = vec![0x30, 0x80];
-    out.extend_from_slice(ver);
-    out.extend_from_slice(&[0x30, 0x80]);
-    out.extend_from_slice(oid);
-    out.extend_from_slice(&[0xa0, 0x80, 0x24, 0x80]);
-    for chunk in content.chunks(100) {
-        out.push(0x04);
-        out.push(chunk.len() as u8);
-        out.extend_from_slice(chunk);
-    }
-    out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-    out.extend_from_slice(mac);
-    out.extend_from_slice(&[0, 0]);
-    out
+    let err = p12::decode(&file, PASSWORD).expect_err("must fail");
+
+    assert!(matches!(err, P12Error::Unsupported(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("pbeWithSHAAnd128BitRC2-CBC"), "{text}");
+    assert!(!text.contains("3-KeyTripleDES"), "{text}");
 }

@@ -186,7 +186,10 @@ impl RVault {
             .await
             .expect("sys/init json");
         self.unseal_key = r["keys"][0].as_str().expect("init keys[0]").to_owned();
-        self.root_token = r["root_token"].as_str().expect("init root_token").to_owned();
+        self.root_token = r["root_token"]
+            .as_str()
+            .expect("init root_token")
+            .to_owned();
         self.unseal().await;
     }
 
@@ -285,7 +288,11 @@ impl RVault {
     /// Mounts a KV v1 engine at `name/`.
     pub async fn mount_kv(&self, name: &str) {
         let (s, v) = self
-            .api("POST", &format!("sys/mounts/{name}"), Some(&json!({"type": "kv"})))
+            .api(
+                "POST",
+                &format!("sys/mounts/{name}"),
+                Some(&json!({"type": "kv"})),
+            )
             .await;
         assert!((200..300).contains(&s), "mount {name}: {s} {v}");
     }

@@ -42,16 +42,16 @@ Paths inside the container (one place each: the config below and the mounts furt
 
 {{/* Selector labels (stable across upgrades). */}}
 {{- define "mtls-gateway.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "mtls-gateway.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "mtls-gateway.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end -}}
 
 {{/* Common labels; uses .Chart, so only for this chart's own objects. */}}
 {{- define "mtls-gateway.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" | quote }}
 {{ include "mtls-gateway.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
 app.kubernetes.io/component: gateway
 {{- end -}}
 
@@ -274,7 +274,7 @@ snake_case names; optional keys are left out when their value is empty.
 
 {{/* Pod annotations: config checksum (rolls pods when the config changes) and scrape hints. */}}
 {{- define "mtls-gateway.podAnnotations" -}}
-checksum/mtls-gateway-config: {{ include "mtls-gateway.config" . | sha256sum }}
+checksum/mtls-gateway-config: {{ include "mtls-gateway.config" . | sha256sum | quote }}
 {{- if .Values.ops.scrapeAnnotations }}
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .Values.ops.port | int | quote }}
@@ -284,9 +284,9 @@ prometheus.io/path: /metrics
 
 {{/* The gateway container, as one list item. Used by the Deployment and by sidecar users. */}}
 {{- define "mtls-gateway.container" -}}
-- name: {{ .Values.containerName }}
+- name: {{ .Values.containerName | quote }}
   image: {{ include "mtls-gateway.image" . | quote }}
-  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  imagePullPolicy: {{ .Values.image.pullPolicy | quote }}
   {{- if and (eq .Values.mode "sidecar") .Values.sidecar.native }}
   restartPolicy: Always
   {{- end }}
@@ -362,7 +362,7 @@ prometheus.io/path: /metrics
     {{- end }}
     {{- else }}
     - name: mtls-gateway-data
-      mountPath: {{ .Values.store.file.path }}
+      mountPath: {{ .Values.store.file.path | quote }}
     {{- end }}
     {{- if .Values.upstream.caSecrets }}
     - name: mtls-gateway-upstream-ca
@@ -380,46 +380,46 @@ prometheus.io/path: /metrics
 {{- define "mtls-gateway.volumes" -}}
 - name: mtls-gateway-config
   configMap:
-    name: {{ include "mtls-gateway.fullname" . }}
+    name: {{ include "mtls-gateway.fullname" . | quote }}
 - name: mtls-gateway-tmp
   emptyDir:
-    sizeLimit: {{ .Values.tmpVolume.sizeLimit }}
+    sizeLimit: {{ .Values.tmpVolume.sizeLimit | quote }}
 {{- if eq .Values.store.kind "vault" }}
 {{- if .Values.store.vault.caSecret.name }}
 - name: mtls-gateway-vault-ca
   secret:
-    secretName: {{ .Values.store.vault.caSecret.name }}
+    secretName: {{ .Values.store.vault.caSecret.name | quote }}
     items:
-      - key: {{ .Values.store.vault.caSecret.key }}
+      - key: {{ .Values.store.vault.caSecret.key | quote }}
         path: ca.crt
 {{- end }}
 {{- if eq .Values.store.vault.auth.method "token" }}
 - name: mtls-gateway-vault-token
   secret:
-    secretName: {{ .Values.store.vault.auth.token.secretRef.name }}
+    secretName: {{ .Values.store.vault.auth.token.secretRef.name | quote }}
     items:
-      - key: {{ .Values.store.vault.auth.token.secretRef.key }}
+      - key: {{ .Values.store.vault.auth.token.secretRef.key | quote }}
         path: token
 {{- else if eq .Values.store.vault.auth.method "approle" }}
 - name: mtls-gateway-vault-approle
   projected:
     sources:
       - secret:
-          name: {{ .Values.store.vault.auth.approle.roleIdSecretRef.name }}
+          name: {{ .Values.store.vault.auth.approle.roleIdSecretRef.name | quote }}
           items:
-            - key: {{ .Values.store.vault.auth.approle.roleIdSecretRef.key }}
+            - key: {{ .Values.store.vault.auth.approle.roleIdSecretRef.key | quote }}
               path: role_id
       - secret:
-          name: {{ .Values.store.vault.auth.approle.secretIdSecretRef.name }}
+          name: {{ .Values.store.vault.auth.approle.secretIdSecretRef.name | quote }}
           items:
-            - key: {{ .Values.store.vault.auth.approle.secretIdSecretRef.key }}
+            - key: {{ .Values.store.vault.auth.approle.secretIdSecretRef.key | quote }}
               path: secret_id
 {{- else if .Values.store.vault.auth.kubernetes.projectedToken.enabled }}
 - name: mtls-gateway-sa-token
   projected:
     sources:
       - serviceAccountToken:
-          audience: {{ .Values.store.vault.auth.kubernetes.projectedToken.audience }}
+          audience: {{ .Values.store.vault.auth.kubernetes.projectedToken.audience | quote }}
           expirationSeconds: {{ .Values.store.vault.auth.kubernetes.projectedToken.expirationSeconds | int }}
           path: token
 {{- end }}
@@ -427,7 +427,7 @@ prometheus.io/path: /metrics
 - name: mtls-gateway-data
   {{- if .Values.store.file.existingClaim }}
   persistentVolumeClaim:
-    claimName: {{ .Values.store.file.existingClaim }}
+    claimName: {{ .Values.store.file.existingClaim | quote }}
   {{- else }}
   emptyDir: {}
   {{- end }}
@@ -438,10 +438,10 @@ prometheus.io/path: /metrics
     sources:
       {{- range $i, $ref := .Values.upstream.caSecrets }}
       - secret:
-          name: {{ $ref.name }}
+          name: {{ $ref.name | quote }}
           items:
-            - key: {{ $ref.key }}
-              path: {{ printf "ca-%d.crt" $i }}
+            - key: {{ $ref.key | quote }}
+              path: {{ printf "ca-%d.crt" $i | quote }}
       {{- end }}
 {{- end }}
 {{- if include "mtls-gateway.authConfigured" . }}
@@ -450,16 +450,16 @@ prometheus.io/path: /metrics
     sources:
       {{- range $i, $k := .Values.auth.oauth1.keys }}
       - secret:
-          name: {{ $k.secretRef.name }}
+          name: {{ $k.secretRef.name | quote }}
           items:
-            - key: {{ $k.secretRef.key }}
-              path: {{ printf "oauth1-%d" $i }}
+            - key: {{ $k.secretRef.key | quote }}
+              path: {{ printf "oauth1-%d" $i | quote }}
       {{- end }}
       {{- if .Values.auth.jwt.enabled }}
       - secret:
-          name: {{ .Values.auth.jwt.keySecretRef.name }}
+          name: {{ .Values.auth.jwt.keySecretRef.name | quote }}
           items:
-            - key: {{ .Values.auth.jwt.keySecretRef.key }}
+            - key: {{ .Values.auth.jwt.keySecretRef.key | quote }}
               path: jwt-key
       {{- end }}
 {{- end }}

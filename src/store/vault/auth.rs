@@ -44,7 +44,8 @@ pub(crate) struct Token {
 
 struct Slow {
     generation: u64,
-    last_login: Option<Instant>,
+    /// The last login forced by a 403 (rate limit for [`RELOGIN_MIN_INTERVAL`]).
+    last_forced_login: Option<Instant>,
     warned_unrenewable: bool,
 }
 
@@ -81,7 +82,7 @@ impl Auth {
             current: parking_lot::RwLock::new(None),
             slow: tokio::sync::Mutex::new(Slow {
                 generation: 0,
-                last_login: None,
+                last_forced_login: None,
                 warned_unrenewable: false,
             }),
             last_file_check: parking_lot::Mutex::new(None),
@@ -195,11 +196,12 @@ impl Auth {
             }
             VaultAuth::AppRole { .. } | VaultAuth::Kubernetes { .. } => {
                 if slow
-                    .last_login
+                    .last_forced_login
                     .is_some_and(|l| l.elapsed() < RELOGIN_MIN_INTERVAL)
                 {
                     return Ok(None);
                 }
+                slow.last_forced_login = Some(Instant::now());
                 log::warn!(
                     "vault: got 403 with the current token (revoked or expired?); logging in \
                      again ({})",
@@ -269,7 +271,6 @@ impl Auth {
                 secret_id_file,
                 mount,
             } => {
-                slow.last_login = Some(Instant::now());
                 let role_id =
                     read_secret_file(role_id_file, "store.vault.auth.role_id_file").await?;
                 let secret_id =
@@ -300,7 +301,6 @@ impl Auth {
                 token_file,
                 mount,
             } => {
-                slow.last_login = Some(Instant::now());
                 let jwt = read_secret_file(token_file, "store.vault.auth.token_file").await?;
                 let info =
                     vaultrs::auth::kubernetes::login(http.vaultrs(), mount, role, jwt.expose())

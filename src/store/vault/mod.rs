@@ -161,6 +161,26 @@ impl VaultStore {
         self.inner.kv_list(&rel).await.map(|_| ())
     }
 
+    /// KV v1: rebuilds the index of every account from its entries, so refreshes of accounts
+    /// seeded or edited by hand become cheap again (until the next edit by hand). Returns the
+    /// number of accounts indexed; KV v2 keeps no index and returns 0. Blocks writes through this
+    /// store while it runs.
+    pub async fn reindex(&self) -> StoreResult<usize> {
+        let inner = &self.inner;
+        if inner.cfg.kv == KvVersion::V2 {
+            return Ok(0);
+        }
+        let _w = inner.v1_write.lock().await;
+        let accounts = inner.list_accounts().await?;
+        for a in &accounts {
+            let index = inner.build_index(a).await?;
+            let data = serde_json::to_value(&index)
+                .map_err(|e| StoreError::Other(format!("cannot encode index: {e}")))?;
+            inner.kv_write(&inner.index_rel(a), data, None).await?;
+        }
+        Ok(accounts.len())
+    }
+
     /// The validated configuration this store runs with.
     pub fn config(&self) -> &VaultConfig {
         &self.inner.cfg
