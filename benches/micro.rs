@@ -55,7 +55,7 @@ fn bench_lookup(c: &mut Criterion) {
         let exact = maps[1].clone();
         let exact_url = normalize_url(&exact.url).unwrap_or_default();
         let wild = maps[0].clone();
-        let wild_url = format!("https://partner0.example/api/some/deeper/path?q=1");
+        let wild_url = "https://partner0.example/api/some/deeper/path?q=1".to_string();
         assert!(idx
             .lookup(&exact.account_id, &exact.service_name, &exact_url)
             .is_some());

@@ -679,7 +679,9 @@ impl FileConfig {
         }
 
         let auth = match self.auth {
-            Some(a) => a.validate("auth").map_err(|m| named("auth", m))?,
+            Some(a) => a
+                .validate_in("auth", Some(base))
+                .map_err(|m| named("auth", m))?,
             None => AuthConfig::default(),
         };
 

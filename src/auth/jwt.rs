@@ -510,7 +510,7 @@ impl JwtVerifier {
                 claim: claim_name(&self.roles_claim),
             }
         })?;
-        let accounts = if roles.iter().any(|r| *r == self.admin_role) {
+        let accounts = if roles.contains(&self.admin_role) {
             AccountScope::All
         } else {
             AccountScope::Only(

@@ -410,28 +410,14 @@ pub(crate) fn load_secret(
     secret_file: Option<&Path>,
     base_dir: Option<&Path>,
 ) -> Result<Secret, String> {
-    let given = [
-        secret.is_some(),
-        secret_env.is_some(),
-        secret_file.is_some(),
-    ]
-    .iter()
-    .filter(|g| **g)
-    .count();
-    if given == 0 {
-        return Err(format!(
-            "{path}: no secret; set one of secret, secret_env or secret_file"
-        ));
-    }
-    if given > 1 {
-        return Err(format!(
-            "{path}: more than one of secret, secret_env and secret_file; keep only one"
-        ));
-    }
-    let bytes = if let Some(s) = secret {
-        s.0.clone().into_bytes()
-    } else if let Some(var) = secret_env {
-        match std::env::var(var) {
+    let bytes = match (secret, secret_env, secret_file) {
+        (None, None, None) => {
+            return Err(format!(
+                "{path}: no secret; set one of secret, secret_env or secret_file"
+            ))
+        }
+        (Some(s), None, None) => s.0.clone().into_bytes(),
+        (None, Some(var), None) => match std::env::var(var) {
             Ok(v) => v.into_bytes(),
             Err(std::env::VarError::NotPresent) => {
                 return Err(format!(
@@ -443,24 +429,28 @@ pub(crate) fn load_secret(
                     "{path}.secret_env: environment variable {var} is not valid UTF-8"
                 ))
             }
-        }
-    } else if let Some(file) = secret_file {
-        let file = resolve(file, base_dir);
-        let mut bytes = std::fs::read(&file).map_err(|e| {
-            format!(
-                "{path}.secret_file: cannot read {}: {e}; check the path and its permissions",
-                file.display()
-            )
-        })?;
-        if bytes.last() == Some(&b'\n') {
-            bytes.pop();
-            if bytes.last() == Some(&b'\r') {
+        },
+        (None, None, Some(file)) => {
+            let file = resolve(file, base_dir);
+            let mut bytes = std::fs::read(&file).map_err(|e| {
+                format!(
+                    "{path}.secret_file: cannot read {}: {e}; check the path and its permissions",
+                    file.display()
+                )
+            })?;
+            if bytes.last() == Some(&b'\n') {
                 bytes.pop();
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
             }
+            bytes
         }
-        bytes
-    } else {
-        unreachable!("given == 1 means one source is set")
+        _ => {
+            return Err(format!(
+                "{path}: more than one of secret, secret_env and secret_file; keep only one"
+            ))
+        }
     };
     if bytes.is_empty() {
         return Err(format!(
@@ -519,6 +509,35 @@ mod tests {
     #[test]
     fn header_safe_drops_quotes_and_backslashes() {
         assert_eq!(header_safe("a\"b\\c\nd"), "a'b'c'd");
+    }
+
+    /// The YAML in this module's doc parses (so the documented shape stays true).
+    #[test]
+    fn documented_yaml_example_parses() {
+        let src = include_str!("mod.rs");
+        let yaml: String = src
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```yaml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| {
+                format!(
+                    "{}\n",
+                    l.strip_prefix("//!")
+                        .unwrap_or(l)
+                        .strip_prefix(' ')
+                        .unwrap_or("")
+                )
+            })
+            .collect();
+        #[derive(Deserialize)]
+        struct Doc {
+            auth: AuthSettings,
+        }
+        let doc: Doc = serde_yaml::from_str(&yaml).expect("doc example parses");
+        assert_eq!(doc.auth.oauth1.keys.len(), 2);
+        assert_eq!(doc.auth.oauth1.keys[1].tokens.len(), 1);
+        assert_eq!(doc.auth.jwt.map(|j| j.algorithm), Some("RS256".to_string()));
     }
 
     #[test]

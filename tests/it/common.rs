@@ -330,8 +330,11 @@ impl Drop for Gw {
     }
 }
 
+/// Status, lower-cased headers, body.
+pub type Resp = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// GET without a proxy: (status, headers, body).
-pub fn blocking_get(url: &str) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+pub fn blocking_get(url: &str) -> Result<Resp, String> {
     let rest = url.strip_prefix("http://").ok_or("http only")?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let addr: SocketAddr = authority.parse().map_err(|e| format!("{e}"))?;
@@ -348,7 +351,7 @@ pub fn blocking_get(url: &str) -> Result<(u16, Vec<(String, String)>, Vec<u8>), 
 pub fn raw_request(
     addr: SocketAddr,
     req: &str,
-) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+) -> Result<Resp, String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| e.to_string())?;
