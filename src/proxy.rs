@@ -882,11 +882,16 @@ mod tests {
 
     #[test]
     fn transparent_target_from_absolute_form_uses_https() {
-        let req = RequestHeader::build("GET", b"http://Bank.Test:9443/p?q=1", None).expect("req");
+        let absolute = |u: &'static str| {
+            let mut req = RequestHeader::build("GET", b"/", None).expect("req");
+            req.set_uri(http::Uri::from_static(u));
+            req
+        };
+        let req = absolute("http://Bank.Test:9443/p?q=1");
         let t = transparent_target(&req).expect("target");
         assert_eq!(t.url, "https://bank.test:9443/p?q=1");
         assert_eq!(t.authority, "bank.test:9443");
-        let req = RequestHeader::build("GET", b"http://bank.test/p", None).expect("req");
+        let req = absolute("http://bank.test/p");
         assert_eq!(transparent_target(&req).expect("t").port, 443);
         let mut req = RequestHeader::build("GET", b"/p", None).expect("req");
         req.insert_header("host", "bank.test:8443").expect("host");

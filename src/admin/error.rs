@@ -18,10 +18,17 @@ pub struct ApiError {
     pub message: String,
     /// The offending field (`[0].p12`, `url`, `certificateId`, ...), when there is one.
     pub field: Option<String>,
+    /// Rarely used parts, boxed to keep `Result<_, ApiError>` small.
+    pub more: Option<Box<More>>,
+}
+
+/// Extra headers and body members of an [`ApiError`].
+#[derive(Debug, Clone, Default)]
+pub struct More {
     /// Extra response headers (`WWW-Authenticate`, `LP-*-from-transport`).
     pub headers: Vec<(HeaderName, String)>,
     /// Extra members merged into the JSON body (e.g. the tester report).
-    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -31,8 +38,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
-            headers: Vec::new(),
-            extra: None,
+            more: None,
         }
     }
 
@@ -42,13 +48,15 @@ impl ApiError {
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers
+        self.more
+            .get_or_insert_with(Default::default)
+            .headers
             .push((HeaderName::from_static(name), value.into()));
         self
     }
 
     pub fn extra(mut self, extra: serde_json::Map<String, serde_json::Value>) -> Self {
-        self.extra = Some(extra);
+        self.more.get_or_insert_with(Default::default).extra = extra;
         self
     }
 
@@ -139,17 +147,15 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = serde_json::Map::new();
-        if let Some(extra) = self.extra {
-            body.extend(extra);
-        }
+        let more = self.more.map(|m| *m).unwrap_or_default();
+        let mut body = more.extra;
         body.insert("error".into(), json!(self.code));
         body.insert("message".into(), json!(self.message));
         if let Some(f) = self.field {
             body.insert("field".into(), json!(f));
         }
         let mut resp = (self.status, axum::Json(serde_json::Value::Object(body))).into_response();
-        for (name, value) in self.headers {
+        for (name, value) in more.headers {
             if let Ok(v) = HeaderValue::from_str(&header_safe(&value)) {
                 resp.headers_mut().append(name, v);
             }

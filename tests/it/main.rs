@@ -1,6 +1,8 @@
 //! One integration-test binary (each file under tests/ would link Pingora and BoringSSL again).
 //! Every module starts real servers on 127.0.0.1 with ephemeral ports.
 
+mod admin;
+mod auth;
 mod common;
 mod echo;
 mod file_store;

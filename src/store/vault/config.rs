@@ -40,6 +40,10 @@ pub struct VaultSettings {
     /// How many reads run at once during a refresh, default 16.
     #[serde(default)]
     pub read_concurrency: Option<usize>,
+    /// KV v1 only: every this many seconds an inventory ignores the per-account index and reads
+    /// every entry, catching entries edited by hand (default 900; 0 = always read everything).
+    #[serde(default)]
+    pub kv1_full_scan_secs: Option<u64>,
 }
 
 fn default_kv_version() -> u8 {
@@ -222,7 +226,7 @@ pub struct VaultConfig {
     pub request_timeout: Duration,
     pub read_concurrency: usize,
     /// KV v1 only: how often `inventory()` ignores the per-account index and digests every entry,
-    /// which catches entries edited outside the gateway. Not in the file format; default 5 min.
+    /// which catches entries edited outside the gateway (`kv1_full_scan_secs`, default 15 min).
     pub kv1_full_scan_interval: Duration,
     /// Token file auth: how often the file's mtime is checked on the request path (default 1 s).
     pub token_file_check_interval: Duration,
@@ -248,6 +252,7 @@ const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 const MAX_TIMEOUT_MS: u64 = 600_000;
 const DEFAULT_READ_CONCURRENCY: usize = 16;
 const MAX_READ_CONCURRENCY: usize = 256;
+const DEFAULT_KV1_FULL_SCAN_SECS: u64 = 900;
 
 /// A path segment we are willing to put into a Vault URL without escaping.
 fn valid_segment(s: &str) -> bool {
@@ -354,6 +359,16 @@ impl VaultSettings {
                 ))
             }
         };
+        let kv1_full_scan_interval = Duration::from_secs(
+            self.kv1_full_scan_secs
+                .unwrap_or(DEFAULT_KV1_FULL_SCAN_SECS),
+        );
+        if self.kv1_full_scan_secs.is_some() && kv == KvVersion::V2 {
+            return Err(format!(
+                "{}: applies to kv_version 1 only (KV v2 has versions); remove it",
+                k("kv1_full_scan_secs")
+            ));
+        }
         if address.starts_with("http://") && !is_loopback_url(&address) {
             log::warn!(
                 "{}: {address} is plain http to a non-loopback host: the Vault token and the \
@@ -371,7 +386,7 @@ impl VaultSettings {
             auth,
             request_timeout,
             read_concurrency,
-            kv1_full_scan_interval: Duration::from_secs(300),
+            kv1_full_scan_interval,
             token_file_check_interval: Duration::from_secs(1),
         })
     }
@@ -647,6 +662,24 @@ mod tests {
             .expect_err("missing ca");
         assert!(
             e.starts_with("store.vault.ca_file: cannot read /nonexistent/ca.pem"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn kv1_full_scan_is_a_kv1_setting() {
+        let c = parse(
+            "address: https://v\nkv_version: 1\nkv1_full_scan_secs: 60\n\
+             auth: {method: token, token_env: T}\n",
+        )
+        .expect("valid");
+        assert_eq!(c.kv1_full_scan_interval, Duration::from_secs(60));
+        let e = parse(
+            "address: https://v\nkv1_full_scan_secs: 60\nauth: {method: token, token_env: T}\n",
+        )
+        .expect_err("v2");
+        assert!(
+            e.starts_with("store.vault.kv1_full_scan_secs: applies to kv_version 1"),
             "{e}"
         );
     }

@@ -248,8 +248,9 @@ pub(crate) fn to_store_error(f: Fail, ctx: &Ctx<'_>, redact: Option<&str>) -> St
                 }
                 403 => StoreError::Denied(format!(
                     "vault denied {op} {path} (403{said}) using the {auth}: the token is invalid, \
-                     expired or lacks a policy for this path; check store.vault.auth and the \
-                     token's policies"
+                     expired or lacks a policy for this path; check store.vault.auth, the \
+                     token's policies, and store.vault.mount (Vault answers 403, not 404, for a \
+                     missing mount unless the token is root)"
                 )),
                 404 => StoreError::Other(format!(
                     "mount {mount} not found at {address} ({op} {path}: 404{said}): check \

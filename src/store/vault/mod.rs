@@ -16,7 +16,7 @@
 //!   ([`doc`]). Inventory = LIST accounts + per account one LIST of its certificates and one
 //!   read of its index. Entries missing from the index (written by hand, or a lost index update
 //!   from a concurrent writer) and accounts without a readable index are read and digested. Every
-//!   `kv1_full_scan_interval` (default 5 min) the index is ignored and all entries are digested,
+//!   `kv1_full_scan_secs` (default 15 min) the index is ignored and all entries are digested,
 //!   which bounds how long an entry edited in place outside the gateway can keep a stale version.
 //!   The LIST makes presence exact: an entry never vanishes from the inventory because an index
 //!   update was lost.
