@@ -17,7 +17,7 @@ use super::input::{self, Obj};
 use super::{blocking, json, mappings, Call, WRITE_LOCK};
 use crate::p12::P12Error;
 use crate::snapshot::{CertEntry, Snapshot};
-use crate::store::{CertificateMeta, CertificateSecret, StoredCertificate};
+use crate::store::{CertificateMeta, CertificateSecret, StoreError, StoredCertificate};
 
 /// Longest certificate or mapping name accepted.
 pub const MAX_NAME: usize = 256;
@@ -82,7 +82,17 @@ pub(crate) async fn account_certs(call: &Call) -> Result<Vec<StoredCertificate>,
         .map(|id| {
             let store = store.clone();
             let account = account.clone();
-            async move { store.get_certificate(&account, id).await }
+            async move {
+                match store.get_certificate(&account, id).await {
+                    // A corrupt document must not block the account: it is left out of lists
+                    // and name checks (the refresher reports it) and can still be deleted.
+                    Err(StoreError::Corrupt { key, reason }) => {
+                        log::warn!("admin: skipping corrupt store entry {key}: {reason}");
+                        Ok(None)
+                    }
+                    other => other,
+                }
+            }
         })
         .buffer_unordered(8)
         .try_filter_map(|c| async move { Ok(c.map(|v| v.value).filter(|c| !c.meta.deleted)) })
@@ -102,12 +112,16 @@ pub(crate) async fn load(call: &Call, id: u64, field: &str) -> Result<StoredCert
         .await?
     {
         Some(v) if !v.value.meta.deleted => Ok(v.value),
-        _ => Err(ApiError::not_found(
-            "certificate_not_found",
-            field,
-            format!("account {} has no certificate {id}", call.account),
-        )),
+        _ => Err(not_found(call, id, field)),
     }
+}
+
+fn not_found(call: &Call, id: u64, field: &str) -> ApiError {
+    ApiError::not_found(
+        "certificate_not_found",
+        field,
+        format!("account {} has no certificate {id}", call.account),
+    )
 }
 
 pub async fn list(call: &Call) -> Result<Response, ApiError> {
@@ -602,7 +616,11 @@ fn file_field_names(mut e: ApiError) -> ApiError {
 
 pub async fn delete(call: &Call) -> Result<Response, ApiError> {
     let id = input::id_param(call.param("certificateId"), "certificateId")?;
-    let cascade = match call.query("cascade").as_deref() {
+    let cascade = match call
+        .query("cascade")
+        .map(|c| c.to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("false") | Some("") => false,
         Some("true") => true,
         Some(_) => {
@@ -610,7 +628,27 @@ pub async fn delete(call: &Call) -> Result<Response, ApiError> {
         }
     };
     let _guard = WRITE_LOCK.lock().await;
-    let cert = load(call, id, "certificateId").await?;
+    // A corrupt document can still be deleted (its name is unknown then).
+    let meta = match call
+        .state
+        .refresher
+        .store()
+        .get_certificate(&call.account, id)
+        .await
+    {
+        Err(StoreError::Corrupt { .. }) => CertificateMeta {
+            id,
+            account_id: call.account.clone(),
+            name: String::new(),
+            display_name: String::new(),
+            deleted: false,
+            not_after: None,
+            updated_at: 0,
+        },
+        Err(e) => return Err(e.into()),
+        Ok(Some(v)) if !v.value.meta.deleted => v.value.meta,
+        Ok(_) => return Err(not_found(call, id, "certificateId")),
+    };
     let removed = mappings::modify(call, |doc| {
         let users: Vec<_> = doc
             .mappings
@@ -650,10 +688,10 @@ pub async fn delete(call: &Call) -> Result<Response, ApiError> {
             json!({"name": name, "cascadeFrom": id}),
         );
     }
-    call.audit("delete", "certificate", id, json!({"name": cert.meta.name}));
+    call.audit("delete", "certificate", id, json!({"name": meta.name}));
     call.refresh().await;
     let snap = call.state.refresher.snapshot().load();
-    let mut meta = cert.meta;
+    let mut meta = meta;
     meta.deleted = true;
     let mut out = entity(&meta, &snap, call.now);
     out["status"] = json!("UnAvailable");
