@@ -13,7 +13,7 @@
 //! - KV v2: the entry's `current_version` (a number). Inventory = LIST accounts, LIST each
 //!   account's certificates, one metadata read per entry; no data is read.
 //! - KV v1 has no versions: a version is the SHA-256 of the entry's canonical JSON
-//!   ([`doc`]). Inventory = LIST accounts + per account one LIST of its certificates and one
+//!   (`doc.rs`). Inventory = LIST accounts + per account one LIST of its certificates and one
 //!   read of its index. Entries missing from the index (written by hand, or a lost index update
 //!   from a concurrent writer) and accounts without a readable index are read and digested. Every
 //!   `kv1_full_scan_secs` (default 15 min) the index is ignored and all entries are digested,
@@ -22,9 +22,9 @@
 //!   update was lost.
 //!
 //! Reads during inventory run with bounded concurrency (`read_concurrency`). Errors follow
-//! [`http::to_store_error`]: unreachable/timeout/5xx/sealed -> `Unavailable`, 403 -> `Denied`
+//! `http::to_store_error`: unreachable/timeout/5xx/sealed -> `Unavailable`, 403 -> `Denied`
 //! (after one fresh login or token-file re-read and a retry), a missing mount -> `Other` naming
-//! `store.vault.mount`. Token handling is in [`auth`].
+//! `store.vault.mount`. Token handling is in `auth.rs`.
 
 mod auth;
 mod config;
