@@ -11,3 +11,4 @@ mod p12;
 mod proxy;
 mod rvault;
 mod vault;
+mod vault_gateway;
