@@ -348,10 +348,7 @@ pub fn blocking_get(url: &str) -> Result<Resp, String> {
 }
 
 /// Send raw bytes, read to EOF, parse (status, headers, body). Chunked bodies are de-chunked.
-pub fn raw_request(
-    addr: SocketAddr,
-    req: &str,
-) -> Result<Resp, String> {
+pub fn raw_request(addr: SocketAddr, req: &str) -> Result<Resp, String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| e.to_string())?;
