@@ -46,7 +46,7 @@ use crate::config::{Config, ProxyAuth, UnmappedPolicy};
 use crate::metrics;
 use crate::ratelimit::RateLimiter;
 use crate::refresh::SnapshotHandle;
-use crate::snapshot::{normalize_url, split_host_port, LoadedCert};
+use crate::snapshot::{normalize_url, split_host_port, LoadedCert, Target};
 
 const FORWARD_PREFIX: &str = "/mtls/account/";
 
@@ -102,7 +102,8 @@ pub struct Ctx {
     outcome: &'static str,
     target: Option<UpstreamTarget>,
     cert: Option<Arc<LoadedCert>>,
-    mapping_labels: Option<(String, String, String)>,
+    /// The matched mapping (for per-mapping metrics at the end of the request).
+    mapping: Option<Arc<Target>>,
     authorization_override: Option<String>,
     _inflight: Option<InFlightGuard>,
 }
@@ -111,7 +112,8 @@ pub struct Ctx {
 /// request's thread. IPv4 addresses are preferred when a name has both.
 pub struct Resolver {
     ttl: Duration,
-    cache: RwLock<HashMap<(String, u16), (Instant, SocketAddr)>>,
+    /// `host:port` -> (resolved at, address).
+    cache: RwLock<HashMap<String, (Instant, SocketAddr)>>,
 }
 
 const DNS_CACHE_MAX: usize = 10_000;
@@ -124,13 +126,13 @@ impl Resolver {
         }
     }
 
-    pub async fn resolve(&self, host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    /// Resolve `host` (`key` is `host:port`, used for the cache without allocating on a hit).
+    pub async fn resolve(&self, key: &str, host: &str, port: u16) -> std::io::Result<SocketAddr> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(SocketAddr::new(ip, port));
         }
-        let key = (host.to_string(), port);
-        if let Some((at, addr)) = self.cache.read().get(&key) {
+        if let Some((at, addr)) = self.cache.read().get(key) {
             if at.elapsed() < self.ttl {
                 return Ok(*addr);
             }
@@ -151,7 +153,7 @@ impl Resolver {
         if cache.len() >= DNS_CACHE_MAX {
             cache.clear();
         }
-        cache.insert(key, (Instant::now(), addr));
+        cache.insert(key.to_string(), (Instant::now(), addr));
         Ok(addr)
     }
 }
@@ -465,11 +467,7 @@ impl Gateway {
             Some((t, _kind)) => match &t.certificate {
                 Some(cert) => {
                     ctx.cert = Some(cert.clone());
-                    ctx.mapping_labels = Some((
-                        account.clone(),
-                        service.clone(),
-                        t.certificate_id.to_string(),
-                    ));
+                    ctx.mapping = Some(t.clone());
                 }
                 None => {
                     let mut r = Refusal::new(
@@ -587,7 +585,7 @@ impl ProxyHttp for Gateway {
             outcome: "proxied",
             target: None,
             cert: None,
-            mapping_labels: None,
+            mapping: None,
             authorization_override: None,
             _inflight: None,
         }
@@ -638,7 +636,7 @@ impl ProxyHttp for Gateway {
             .ok_or_else(|| Error::explain(InternalError, "no target chosen"))?;
         let addr = self
             .resolver
-            .resolve(&target.host, target.port)
+            .resolve(&target.authority, &target.host, target.port)
             .await
             .map_err(|e| {
                 metrics::UPSTREAM_CONNECT_FAILURES.inc();
@@ -835,8 +833,10 @@ impl ProxyHttp for Gateway {
         metrics::LATENCY
             .with_label_values(&[mode.label()])
             .observe(ctx.start.elapsed().as_secs_f64());
-        if let Some((a, s, c)) = &ctx.mapping_labels {
-            metrics::MAPPED_REQUESTS.with_label_values(&[a, s, c]).inc();
+        if let Some(t) = &ctx.mapping {
+            metrics::MAPPED_REQUESTS
+                .with_label_values(&[&t.account, &t.service, &t.certificate_label])
+                .inc();
         }
         debug!(
             "{} {} -> {} ({})",

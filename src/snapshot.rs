@@ -102,6 +102,8 @@ pub struct Target {
     pub account: String,
     pub service: String,
     pub certificate_id: u64,
+    /// `certificate_id` as text, for metric labels without a per-request allocation.
+    pub certificate_label: String,
     /// `None` when the certificate is missing from the store or never loaded.
     pub certificate: Option<Arc<LoadedCert>>,
 }
@@ -157,6 +159,7 @@ impl MappingIndex {
                 account: m.account_id.clone(),
                 service: m.service_name.to_ascii_uppercase(),
                 certificate_id: m.certificate_id,
+                certificate_label: m.certificate_id.to_string(),
                 certificate,
             });
             let table = idx
