@@ -89,6 +89,41 @@ fn bench_lookup(c: &mut Criterion) {
                     .is_none()
             })
         });
+        // The peer: what a naive gateway does, a scan over every mapping (exact or prefix).
+        let flat: Vec<(String, String, String, bool)> = maps
+            .iter()
+            .map(|m| {
+                let wild = m.url.ends_with('*');
+                let u = normalize_url(m.url.trim_end_matches('*')).unwrap_or_default();
+                (m.account_id.clone(), m.service_name.clone(), u, wild)
+            })
+            .collect();
+        // Both look up the last mapping (the scan's worst case, the index's usual case).
+        let last = maps[n - 1].clone();
+        let last_url = normalize_url(&last.url).unwrap_or_default();
+        g.bench_with_input(BenchmarkId::new("index_last_hit", n), &n, |b, _| {
+            b.iter(|| {
+                idx.lookup(
+                    black_box(&last.account_id),
+                    &last.service_name,
+                    black_box(&last_url),
+                )
+                .is_some()
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("naive_scan_last_hit", n), &n, |b, _| {
+            b.iter(|| {
+                flat.iter().any(|(a, s, u, wild)| {
+                    a == black_box(&last.account_id)
+                        && s == &last.service_name
+                        && if *wild {
+                            last_url.starts_with(u.as_str())
+                        } else {
+                            *u == last_url
+                        }
+                })
+            })
+        });
         // Normalising the request URL is part of every lookup on the request path.
         g.bench_with_input(
             BenchmarkId::new("normalize_and_exact_hit", n),
