@@ -827,16 +827,17 @@ impl ProxyHttp for Gateway {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        metrics::REQUESTS
-            .with_label_values(&[mode.label(), ctx.outcome, metrics::status_class(status)])
-            .inc();
-        metrics::LATENCY
-            .with_label_values(&[mode.label()])
-            .observe(ctx.start.elapsed().as_secs_f64());
-        if let Some(t) = &ctx.mapping {
-            metrics::MAPPED_REQUESTS
-                .with_label_values(&[&t.account, &t.service, &t.certificate_label])
+        let hot = &metrics::HOT[mode as usize];
+        if ctx.outcome == "proxied" && (200..300).contains(&status) {
+            hot.proxied_2xx.inc(); // pre-resolved handle: no label hashing on the common path
+        } else {
+            metrics::REQUESTS
+                .with_label_values(&[mode.label(), ctx.outcome, metrics::status_class(status)])
                 .inc();
+        }
+        hot.latency.observe(ctx.start.elapsed().as_secs_f64());
+        if let Some(t) = &ctx.mapping {
+            t.requests_counter().inc();
         }
         debug!(
             "{} {} -> {} ({})",

@@ -104,8 +104,23 @@ pub struct Target {
     pub certificate_id: u64,
     /// `certificate_id` as text, for metric labels without a per-request allocation.
     pub certificate_label: String,
+    /// This mapping's series of `mtls_gateway_mapped_requests_total`, resolved on first use.
+    pub requests: std::sync::OnceLock<prometheus::IntCounter>,
     /// `None` when the certificate is missing from the store or never loaded.
     pub certificate: Option<Arc<LoadedCert>>,
+}
+
+impl Target {
+    /// The per-mapping request counter (labels: account, service, certificate).
+    pub fn requests_counter(&self) -> &prometheus::IntCounter {
+        self.requests.get_or_init(|| {
+            crate::metrics::MAPPED_REQUESTS.with_label_values(&[
+                &self.account,
+                &self.service,
+                &self.certificate_label,
+            ])
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -160,6 +175,7 @@ impl MappingIndex {
                 service: m.service_name.to_ascii_uppercase(),
                 certificate_id: m.certificate_id,
                 certificate_label: m.certificate_id.to_string(),
+                requests: std::sync::OnceLock::new(),
                 certificate,
             });
             let table = idx
