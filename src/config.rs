@@ -75,6 +75,7 @@ pub struct ProxyFile {
     #[serde(default)]
     pub allow_remote: bool,
     pub threads: Option<usize>,
+    pub work_stealing: Option<bool>,
     pub default_account: Option<String>,
     pub default_service: Option<String>,
     pub account_header: Option<String>,
@@ -182,6 +183,7 @@ pub enum ProxyAuth {
 pub struct ProxyConfig {
     pub listen: Vec<SocketAddr>,
     pub threads: usize,
+    pub work_stealing: bool,
     pub default_account: Option<String>,
     pub default_service: Option<String>,
     pub account_header: String,
@@ -458,6 +460,7 @@ impl FileConfig {
         let proxy = ProxyConfig {
             listen,
             threads,
+            work_stealing: p.work_stealing.unwrap_or(true),
             default_account: p.default_account,
             default_service,
             account_header: header_name(

@@ -22,7 +22,6 @@ pub mod refresh;
 pub mod snapshot;
 pub mod store;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -119,7 +118,8 @@ const SYSTEM_BUNDLES: [&str; 4] = [
 /// One PEM file with the system roots (when enabled) plus `upstream.ca_files`, given to the
 /// upstream connector once. (Setting per-peer CAs instead would rebuild an X509 store on every
 /// new connection, and the trust bundle is not part of Pingora's pool key.)
-fn trust_bundle(cfg: &Config) -> std::io::Result<Option<PathBuf>> {
+/// The file is removed when the returned handle is dropped (after the server stops).
+fn trust_bundle(cfg: &Config) -> std::io::Result<Option<tempfile::TempPath>> {
     if cfg.upstream.ca_files.is_empty() {
         return Ok(None); // Pingora loads the system default paths itself.
     }
@@ -148,11 +148,12 @@ fn trust_bundle(cfg: &Config) -> std::io::Result<Option<PathBuf>> {
         pem.extend(bytes);
         pem.push(b'\n');
     }
-    let dir = std::env::temp_dir().join(format!("mtls-gateway-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("trust-bundle.pem");
-    std::fs::write(&path, pem)?;
-    Ok(Some(path))
+    let mut file = tempfile::Builder::new()
+        .prefix("mtls-gateway-trust-")
+        .suffix(".pem")
+        .tempfile()?;
+    std::io::Write::write_all(&mut file, &pem)?;
+    Ok(Some(file.into_temp_path()))
 }
 
 /// On SIGTERM: report not-ready, wait until no request is in flight (or the grace period ends),
@@ -229,12 +230,14 @@ impl BackgroundService for AdminService {
 pub struct Assembled {
     pub server: Server,
     run_args: RunArgs,
+    _trust_bundle: Option<tempfile::TempPath>,
 }
 
 impl Assembled {
     /// Run until SIGTERM/SIGINT. Returns when the server has stopped.
     pub fn run(self) {
         self.server.run(self.run_args);
+        drop(self._trust_bundle);
     }
 }
 
@@ -248,13 +251,15 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
 
     let mut conf = ServerConf {
         threads: cfg.proxy.threads,
+        work_stealing: cfg.proxy.work_stealing,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: cfg.upstream.keepalive_pool_size,
         ..ServerConf::default()
     };
-    if let Some(bundle) = trust_bundle(&cfg)? {
-        conf.ca_file = Some(bundle.to_string_lossy().into_owned());
+    let bundle = trust_bundle(&cfg)?;
+    if let Some(b) = &bundle {
+        conf.ca_file = Some(b.to_string_lossy().into_owned());
     }
     let mut server = Server::new_with_opt_and_conf(None, conf);
 
@@ -314,5 +319,9 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
             grace: cfg.grace_period,
         }),
     };
-    Ok(Assembled { server, run_args })
+    Ok(Assembled {
+        server,
+        run_args,
+        _trust_bundle: bundle,
+    })
 }

@@ -739,6 +739,13 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// A client that goes away before its answer (a load tool stopping, a caller timing out) is
+    /// not the gateway's error: counted as outcome `client_closed`, not logged at ERROR.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        matches!(error.esource(), ErrorSource::Downstream)
+            && matches!(error.etype(), ConnectionClosed | ReadError | WriteError)
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let upstream_side = matches!(e.esource(), ErrorSource::Upstream)
             || matches!(
