@@ -396,3 +396,43 @@ pub fn proxied_client(gw: &Gw) -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// The common set-up: a PKI, an mTLS echo target, one client certificate (id 1) and one wildcard
+/// mapping `acc / TEST_SERVICE / https://localhost:PORT/*` to it, in a file store in `dir`.
+pub struct OneMapping {
+    pub pki: Pki,
+    pub echo: EchoServer,
+    pub cert: Issued,
+    pub dir: tempfile::TempDir,
+    pub seed: Seed,
+    pub port: u16,
+}
+
+impl OneMapping {
+    pub fn new(cn: &str) -> OneMapping {
+        let pki = Pki::new();
+        let echo = pki.echo();
+        let cert = pki.client(cn);
+        let dir = tempfile::tempdir().expect("tmp");
+        let seed = Seed::new(dir.path());
+        seed.cert("acc", 1, &cert);
+        let port = echo.addr.port();
+        seed.mappings(
+            "acc",
+            &[(
+                10,
+                "TEST_SERVICE",
+                &format!("https://localhost:{port}/*"),
+                1,
+            )],
+        );
+        OneMapping {
+            pki,
+            echo,
+            cert,
+            dir,
+            seed,
+            port,
+        }
+    }
+}

@@ -113,22 +113,14 @@ fn every_config_in_conf_is_valid() {
 
 #[test]
 fn ready_only_after_the_first_snapshot_and_metrics_pass_promtool() {
-    let pki = Pki::new();
-    let echo = pki.echo();
-    let a = pki.client("a");
-    let dir = tempfile::tempdir().expect("tmp");
-    let seed = Seed::new(dir.path());
-    seed.cert("acc", 1, &a);
-    let port = echo.addr.port();
-    seed.mappings(
-        "acc",
-        &[(
-            10,
-            "TEST_SERVICE",
-            &format!("https://localhost:{port}/*"),
-            1,
-        )],
-    );
+    let OneMapping {
+        pki,
+        echo: _echo,
+        cert: _,
+        dir,
+        seed: _,
+        port,
+    } = OneMapping::new("a");
     let gw = Gw::start(dir.path(), &pki.ca_path, "");
     let (live, _, _) = blocking_get(&format!("http://{}/live", gw.ops)).expect("live");
     assert_eq!(live, 200);
@@ -231,22 +223,14 @@ fn sigterm_with_nothing_in_flight_exits_within_two_seconds() {
 
 #[test]
 fn sigterm_lets_requests_in_flight_finish() {
-    let pki = Pki::new();
-    let echo = pki.echo();
-    let a = pki.client("a");
-    let dir = tempfile::tempdir().expect("tmp");
-    let seed = Seed::new(dir.path());
-    seed.cert("acc", 1, &a);
-    let port = echo.addr.port();
-    seed.mappings(
-        "acc",
-        &[(
-            10,
-            "TEST_SERVICE",
-            &format!("https://localhost:{port}/*"),
-            1,
-        )],
-    );
+    let OneMapping {
+        pki,
+        echo: _echo,
+        cert: _,
+        dir,
+        seed: _,
+        port,
+    } = OneMapping::new("a");
     let mut gw = Gw::start(dir.path(), &pki.ca_path, "");
     let proxy = gw.proxy;
     let t = std::thread::spawn(move || {

@@ -388,22 +388,14 @@ async fn dead_target_and_unverifiable_target_give_424_with_transport_headers() {
 
 #[tokio::test]
 async fn bodies_pass_through_byte_for_byte_both_ways() {
-    let pki = Pki::new();
-    let echo = pki.echo();
-    let a = pki.client("a");
-    let dir = tempfile::tempdir().expect("tmp");
-    let seed = Seed::new(dir.path());
-    seed.cert("acc", 1, &a);
-    let port = echo.addr.port();
-    seed.mappings(
-        "acc",
-        &[(
-            10,
-            "TEST_SERVICE",
-            &format!("https://localhost:{port}/*"),
-            1,
-        )],
-    );
+    let OneMapping {
+        pki,
+        echo: _echo,
+        cert: _,
+        dir,
+        seed: _,
+        port,
+    } = OneMapping::new("a");
     let gw = Gw::start(dir.path(), &pki.ca_path, "rate_limit:\n  enabled: false\n");
     let c = proxied_client(&gw);
     let ten_mib = 10 * 1024 * 1024;
@@ -467,22 +459,14 @@ async fn bodies_pass_through_byte_for_byte_both_ways() {
 
 #[tokio::test]
 async fn past_the_rate_limit_a_client_gets_429_and_recovers_while_others_are_unaffected() {
-    let pki = Pki::new();
-    let echo = pki.echo();
-    let a = pki.client("a");
-    let dir = tempfile::tempdir().expect("tmp");
-    let seed = Seed::new(dir.path());
-    seed.cert("acc", 1, &a);
-    let port = echo.addr.port();
-    seed.mappings(
-        "acc",
-        &[(
-            10,
-            "TEST_SERVICE",
-            &format!("https://localhost:{port}/*"),
-            1,
-        )],
-    );
+    let OneMapping {
+        pki,
+        echo: _echo,
+        cert: _,
+        dir,
+        seed: _,
+        port,
+    } = OneMapping::new("a");
     let gw = Gw::start(
         dir.path(),
         &pki.ca_path,
