@@ -591,6 +591,10 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// No downstream modules: Pingora's default adds a (disabled) compression module to every
+    /// session; the gateway returns the target's response unchanged, so it has nothing to do.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         self.inflight.0.fetch_add(1, Ordering::AcqRel);
         ctx._inflight = Some(InFlightGuard(self.inflight.clone()));
