@@ -38,8 +38,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    valid_account_id, Inventory, MappingDocument, Store, StoreError, StoreResult,
-    StoredCertificate, Versioned,
+    check_account, check_mapping_document, valid_account_id, Inventory, MappingDocument, Store,
+    StoreError, StoreResult, StoredCertificate, Versioned,
 };
 
 const ACCOUNTS: &str = "accounts";
@@ -66,17 +66,6 @@ fn io_err(path: &Path, source: io::Error) -> StoreError {
     StoreError::Io {
         path: path.display().to_string(),
         source,
-    }
-}
-
-fn check_account(account: &str) -> StoreResult<()> {
-    if valid_account_id(account) {
-        Ok(())
-    } else {
-        let shown: String = account.chars().take(80).collect();
-        Err(StoreError::Other(format!(
-            "invalid account id {shown:?}: use 1-64 characters from A-Z, a-z, 0-9, '-' and '_'"
-        )))
     }
 }
 
@@ -508,13 +497,7 @@ impl Store for FileStore {
         doc: &MappingDocument,
         expected_version: Option<&str>,
     ) -> StoreResult<String> {
-        check_account(account)?;
-        if let Some(m) = doc.mappings.iter().find(|m| m.account_id != account) {
-            return Err(StoreError::Other(format!(
-                "mapping {} belongs to account {:?}, not {account:?}",
-                m.id, m.account_id
-            )));
-        }
+        check_mapping_document(account, doc)?;
         let key = mappings_key(account);
         let bytes = to_json(&key, doc)?;
         let account = account.to_owned();

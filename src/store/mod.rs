@@ -192,6 +192,31 @@ pub fn valid_account_id(account: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// An account id usable as a path segment, or an error saying which characters are allowed.
+pub fn check_account(account: &str) -> StoreResult<()> {
+    if valid_account_id(account) {
+        Ok(())
+    } else {
+        let shown: String = account.chars().take(80).collect();
+        Err(StoreError::Other(format!(
+            "invalid account id {shown:?}: use 1-64 characters from A-Z, a-z, 0-9, '-' and '_'"
+        )))
+    }
+}
+
+/// Before writing an account's mapping document: the account id is valid and every mapping in
+/// it belongs to that account.
+pub fn check_mapping_document(account: &str, doc: &MappingDocument) -> StoreResult<()> {
+    check_account(account)?;
+    if let Some(m) = doc.mappings.iter().find(|m| m.account_id != account) {
+        return Err(StoreError::Other(format!(
+            "mapping {} belongs to account {:?}, not {account:?}",
+            m.id, m.account_id
+        )));
+    }
+    Ok(())
+}
+
 mod b64 {
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};

@@ -46,8 +46,8 @@ pub use self::config::{
 use self::doc::Index;
 use self::http::{to_store_error, Ctx, Fail, Http};
 use super::{
-    valid_account_id, Inventory, MappingDocument, Store, StoreError, StoreResult,
-    StoredCertificate, Versioned,
+    check_account, check_mapping_document, valid_account_id, Inventory, MappingDocument, Store,
+    StoreError, StoreResult, StoredCertificate, Versioned,
 };
 use ::http::Method;
 
@@ -98,17 +98,6 @@ enum Family {
 enum Job {
     Cert(String, u64),
     Mappings(String),
-}
-
-fn check_account(account: &str) -> StoreResult<()> {
-    if valid_account_id(account) {
-        Ok(())
-    } else {
-        let shown: String = account.chars().take(80).collect();
-        Err(StoreError::Other(format!(
-            "invalid account id {shown:?}: use 1-64 characters from A-Z, a-z, 0-9, '-' and '_'"
-        )))
-    }
 }
 
 fn parse_json(body: &Bytes) -> Result<Value, Fail> {
@@ -880,13 +869,7 @@ impl Store for VaultStore {
         doc: &MappingDocument,
         expected_version: Option<&str>,
     ) -> StoreResult<String> {
-        check_account(account)?;
-        if let Some(m) = doc.mappings.iter().find(|m| m.account_id != account) {
-            return Err(StoreError::Other(format!(
-                "mapping {} belongs to account {:?}, not {account:?}",
-                m.id, m.account_id
-            )));
-        }
+        check_mapping_document(account, doc)?;
         let inner = &self.inner;
         let rel = inner.mappings_rel(account);
         let data = serde_json::to_value(doc)
