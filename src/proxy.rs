@@ -414,7 +414,7 @@ impl Gateway {
                 "proxy.default_service",
             )?;
             if self.cfg.proxy.auth == ProxyAuth::Required {
-                self.authenticate(session, account)?;
+                self.authenticate(session, account, "authorization")?;
             }
             ctx.authorization_override =
                 header_str(req, "lp-authorization-override").map(String::from);
@@ -455,7 +455,7 @@ impl Gateway {
                 "proxy.default_service",
             )?;
             if self.cfg.proxy.auth == ProxyAuth::Required {
-                self.authenticate(session, &account)?;
+                self.authenticate(session, &account, "proxy-authorization")?;
             }
             let stop = parse_bool_header(header_str(req, "lp-stop-if-certificate-not-found"));
             (Mode::Transparent, account, service, target, stop)
@@ -522,7 +522,9 @@ impl Gateway {
         Ok(())
     }
 
-    fn authenticate(&self, session: &Session, account: &str) -> Result<(), Refusal> {
+    /// `header` is `authorization` on the forward resource and `proxy-authorization` in
+    /// transparent mode (where `Authorization` belongs to the target and is passed on).
+    fn authenticate(&self, session: &Session, account: &str, header: &str) -> Result<(), Refusal> {
         let req = session.req_header();
         let host = header_str(req, "host").unwrap_or("");
         let parts = RequestParts {
@@ -531,7 +533,7 @@ impl Gateway {
             host,
             path: req.uri.path(),
             query: req.uri.query(),
-            authorization: header_str(req, "authorization"),
+            authorization: header_str(req, header),
             content_type: header_str(req, "content-type"),
             // Forwarded bodies stream through untouched, so form-body OAuth1 parameters are not
             // part of the signature base string on this resource.
@@ -541,6 +543,26 @@ impl Gateway {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
+        let form = parts.content_type.is_some_and(|c| {
+            c.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+        let oauth1 = parts
+            .authorization
+            .is_some_and(|a| a.len() > 6 && a[..6].eq_ignore_ascii_case("oauth "));
+        if form && oauth1 {
+            // The body streams through unread, so its parameters cannot enter the signature
+            // base string: say so instead of answering "bad signature".
+            let mut r = Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unauthorized",
+                "OAuth1 with a form-encoded body is not supported on the proxy listener (the body is streamed, not read); use a Bearer token for this request".into(),
+            );
+            r.extra
+                .push(("www-authenticate", "Bearer realm=\"mtls-gateway\"".into()));
+            return Err(r);
+        }
         match self.cfg.auth.authenticate(&parts, Accepts::Either, now) {
             Ok(id) if id.may_access(account) => Ok(()),
             Ok(_) => Err(Refusal::new(

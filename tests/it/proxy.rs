@@ -632,3 +632,89 @@ async fn a_corrupt_store_entry_leaves_every_other_mapping_working() {
         "logged once, not every refresh:\n{logs}"
     );
 }
+
+#[tokio::test]
+async fn with_proxy_auth_required_the_forward_resource_takes_bearer_or_oauth1_scoped_to_the_account(
+) {
+    const SECRET: &str = "proxy-auth-test-hs256-secret-0123456789";
+    let m = OneMapping::new("a");
+    let port = m.port;
+    let gw = Gw::start(
+        m.dir.path(),
+        &m.pki.ca_path,
+        &format!(
+            "proxy:\n  listen: [\"127.0.0.1:{{proxy}}\"]\n  auth: required\n  default_service: TEST_SERVICE\nauth:\n  jwt:\n    algorithm: HS256\n    secret: \"{SECRET}\"\n    issuer: https://idp.test\n    audience: mtls-gateway\n"
+        ),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let token = |account: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"sub": "app", "iss": "https://idp.test", "aud": "mtls-gateway",
+                                "exp": now + 600, "accountId": account}),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("jwt")
+    };
+    let url = format!("https://localhost:{port}/headers");
+    let send = |auth: Option<String>, ctype: Option<&'static str>| {
+        let mut r = client()
+            .get(format!("http://{}/mtls/account/acc", gw.proxy))
+            .header("LP-forward-url", &url);
+        if let Some(a) = auth {
+            r = r.header("Authorization", a);
+        }
+        if let Some(c) = ctype {
+            r = r.header("Content-Type", c);
+        }
+        r.send()
+    };
+    let r = send(None, None).await.expect("no creds");
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let r = send(Some(format!("Bearer {}", token("other"))), None)
+        .await
+        .expect("other account");
+    assert_eq!(r.status(), 403, "a token for another account");
+    let r = send(Some(format!("Bearer {}", token("acc"))), None)
+        .await
+        .expect("right account");
+    assert_eq!(r.status(), 200);
+    let seen: serde_json::Value = r.json().await.expect("json");
+    assert!(
+        seen.get("authorization").is_none(),
+        "the gateway credential is not forwarded"
+    );
+    let r = send(
+        Some("OAuth oauth_consumer_key=\"k\", oauth_signature=\"x\"".into()),
+        Some("application/x-www-form-urlencoded"),
+    )
+    .await
+    .expect("oauth1 form");
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap_or_default().contains("form-encoded"));
+    // Transparent mode on the same listener authenticates with Proxy-Authorization (stripped),
+    // and the app's own Authorization goes to the target.
+    let r = proxied_client(&gw)
+        .get(format!("http://localhost:{port}/x"))
+        .header("x-mtls-account", "acc")
+        .send()
+        .await
+        .expect("transparent");
+    assert_eq!(r.status(), 401);
+    let r = proxied_client(&gw)
+        .get(format!("http://localhost:{port}/headers"))
+        .header("x-mtls-account", "acc")
+        .header("Proxy-Authorization", format!("Bearer {}", token("acc")))
+        .header("Authorization", "Basic Zm9yLXRoZS10YXJnZXQ=")
+        .send()
+        .await
+        .expect("transparent with credentials");
+    assert_eq!(r.status(), 200);
+    let seen: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(seen["authorization"], "Basic Zm9yLXRoZS10YXJnZXQ=");
+    assert!(seen.get("proxy-authorization").is_none());
+}
