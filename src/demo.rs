@@ -178,11 +178,13 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
 
     let proxy: SocketAddr = ([127, 0, 0, 1], port).into();
     let url = format!("{target}/headers");
+    // What the app (or curl) sends: plain http; the gateway adds the TLS. (An https:// URL would
+    // make curl open a CONNECT tunnel, which the gateway refuses.)
+    let plain_url = url.replacen("https://", "http://", 1);
     std::thread::spawn(move || {
-        let _keep_echo_alive = echo;
         let deadline = Instant::now() + Duration::from_secs(20);
         let result = loop {
-            match get_via_proxy(proxy, &url, &[]) {
+            match get_via_proxy(proxy, &plain_url, &[]) {
                 Ok(r) => break Ok(r),
                 Err(e) if Instant::now() > deadline => break Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -200,7 +202,7 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
                 println!();
                 println!("== mtls-gateway demo ==");
                 println!("files:            {}", dir.display());
-                println!("request:          curl -x http://127.0.0.1:{port} {url}");
+                println!("request:          curl -x http://127.0.0.1:{port} {plain_url}");
                 println!("status:           {status}");
                 println!("target saw cert:  {}", get("x-client-cert-subject"));
                 println!("cert sha256:      {}", get("x-client-cert-sha256"));
@@ -229,5 +231,7 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
         println!("serving until Ctrl-C");
     });
     gateway.run();
+    // The echo target lives as long as the gateway serves.
+    drop(echo);
     Ok(())
 }

@@ -283,3 +283,49 @@ fn the_demo_command_shows_the_target_saw_the_client_certificate() {
         & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+#[test]
+fn the_demo_keeps_serving_the_request_it_prints_until_stopped() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mtls-gateway"))
+        .args(["demo", "--port", "0", "--dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let request = loop {
+        let line = lines.next().expect("demo output").expect("line");
+        if let Some(rest) = line.strip_prefix("request:") {
+            break rest.trim().to_string();
+        }
+    };
+    // "curl -x http://127.0.0.1:P http://localhost:T/headers"
+    let words: Vec<&str> = request.split_whitespace().collect();
+    let proxy: std::net::SocketAddr = words[2]
+        .trim_start_matches("http://")
+        .parse()
+        .expect("proxy addr");
+    let url = words[3];
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    std::thread::sleep(Duration::from_millis(500));
+    let r = raw_request(
+        proxy,
+        &format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let (status, headers, _) = r.expect("the printed request works after the demo's own");
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "x-client-cert-subject"),
+        Some("CN=demo-client")
+    );
+}
