@@ -216,7 +216,7 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
                 }
                 println!("metrics:          curl http://127.0.0.1:{ops}/metrics");
                 println!(
-                    "admin API:        http://127.0.0.1:{admin}/mtls/account/demo/certificates"
+                    "admin API:        http://127.0.0.1:{admin}/mtls/account/demo/certificates (answers 401 until an auth: section is configured; see docs/admin-api.md)"
                 );
                 status == 200 && matched
             }
