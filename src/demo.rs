@@ -45,25 +45,56 @@ pub fn get_via_proxy(
     s.write_all(req.as_bytes())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
+    parse_response(&buf)
+}
+
+/// Parse a whole HTTP/1.1 response read to EOF: status, lower-cased headers, body (de-chunked
+/// when `Transfer-Encoding: chunked`). Shared by the demo, the integration tests and the load
+/// harness.
+pub fn parse_response(buf: &[u8]) -> std::io::Result<RawResponse> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let split = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP header end")
-        })?;
-    let head = String::from_utf8_lossy(&buf[..split]).to_string();
-    let body = buf[split + 4..].to_vec();
+        .ok_or_else(|| bad("no end of the HTTP response header"))?;
+    let head = String::from_utf8_lossy(&buf[..split]);
     let mut lines = head.lines();
     let status = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad status line"))?;
-    let headers = lines
+        .ok_or_else(|| bad("bad HTTP status line"))?;
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
+    let body = &buf[split + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
     Ok((status, headers, body))
+}
+
+/// The data of a chunked body (stops at the last chunk or at the first malformed one).
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&b[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok())
+            .unwrap_or(0);
+        if size == 0 || eol + 2 + size > b.len() {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[(eol + 4 + size).min(b.len())..];
+    }
+    out
 }
 
 fn free_port() -> std::io::Result<u16> {

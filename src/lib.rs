@@ -41,6 +41,21 @@ use crate::store::{
     Inventory, MappingDocument, Store, StoreError, StoreResult, StoredCertificate, Versioned,
 };
 
+/// A header value made from error text (TLS stacks and targets may put anything in it): visible
+/// ASCII and spaces only, at most 512 characters.
+pub fn header_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .take(512)
+        .collect()
+}
+
 /// A store opened on first use, inside the runtime that first needs it (Vault clients keep
 /// connections tied to a runtime, and Pingora gives each service its own).
 pub struct LazyVault {

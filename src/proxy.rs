@@ -234,10 +234,9 @@ fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
 fn transparent_target(req: &RequestHeader) -> Result<UpstreamTarget, String> {
     let uri = &req.uri;
     let authority = match uri.authority() {
-        Some(a) => a.as_str().to_string(),
+        Some(a) => a.as_str(),
         None => header_str(req, "host")
-            .ok_or("the request has neither an absolute URL nor a Host header")?
-            .to_string(),
+            .ok_or("the request has neither an absolute URL nor a Host header")?,
     };
     if let Some(s) = uri.scheme_str() {
         if !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https") {
@@ -247,7 +246,7 @@ fn transparent_target(req: &RequestHeader) -> Result<UpstreamTarget, String> {
         }
     }
     let (host, port) =
-        split_host_port(&authority).ok_or_else(|| format!("{authority:?} is not a valid host"))?;
+        split_host_port(authority).ok_or_else(|| format!("{authority:?} is not a valid host"))?;
     // The app speaks plain http to us; the target is always reached over https. An http default
     // port (80, or none) means the https default.
     let port: u16 = match port {
@@ -256,18 +255,21 @@ fn transparent_target(req: &RequestHeader) -> Result<UpstreamTarget, String> {
             .parse()
             .map_err(|_| format!("bad port in {authority:?}"))?,
     };
-    let path_query = uri
-        .path_and_query()
-        .map(|pq| pq.as_str().to_string())
-        .unwrap_or_else(|| "/".to_string());
+    let path_query = match uri.path_and_query().map(|pq| pq.as_str()) {
+        Some(p) if p.starts_with('/') => p.to_string(),
+        Some(p) => format!("/{}", p.trim_start_matches('*')),
+        None => "/".to_string(),
+    };
     let host_lc = host.to_ascii_lowercase();
     let authority = if port == 443 {
         host_lc.clone()
     } else {
         format!("{host_lc}:{port}")
     };
+    // Built normalised (lower-case host, default port dropped, path from `/`; a request URI has
+    // no fragment), so the request path does not normalise it a second time.
     let url = format!("https://{authority}{path_query}");
-    let url = normalize_url(&url).ok_or_else(|| format!("{url:?} is not a valid URL"))?;
+    debug_assert_eq!(normalize_url(&url).as_deref(), Some(url.as_str()));
     Ok(UpstreamTarget {
         host: host_lc,
         port,
@@ -826,7 +828,7 @@ impl ProxyHttp for Gateway {
                 json!({"error": "upstream_failed", "message": format!("the target {url} failed: {error}"), "url": url}),
                 &[
                     ("lp-message-from-transport", url.clone()),
-                    ("lp-error-from-transport", sanitize_header(&error)),
+                    ("lp-error-from-transport", crate::header_safe(&error)),
                 ],
             )
             .await;
@@ -880,20 +882,6 @@ impl ProxyHttp for Gateway {
             ctx.outcome
         );
     }
-}
-
-/// Header values must be visible ASCII; error text from TLS stacks may contain anything.
-fn sanitize_header(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                ' '
-            }
-        })
-        .take(512)
-        .collect()
 }
 
 #[cfg(test)]

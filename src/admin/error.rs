@@ -164,16 +164,4 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Visible ASCII and spaces only, at most 512 characters (header values from error text).
-pub fn header_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                ' '
-            }
-        })
-        .take(512)
-        .collect()
-}
+pub use crate::header_safe;

@@ -331,7 +331,7 @@ impl Drop for Gw {
 }
 
 /// Status, lower-cased headers, body.
-pub type Resp = (u16, Vec<(String, String)>, Vec<u8>);
+pub type Resp = mtls_gateway::demo::RawResponse;
 
 /// GET without a proxy: (status, headers, body).
 pub fn blocking_get(url: &str) -> Result<Resp, String> {
@@ -357,22 +357,7 @@ pub fn raw_request(addr: SocketAddr, req: &str) -> Result<Resp, String> {
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no header end")?;
-    let head = String::from_utf8_lossy(&buf[..split]).to_string();
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or("bad status")?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Ok((status, headers, buf[split + 4..].to_vec()))
+    mtls_gateway::demo::parse_response(&buf).map_err(|e| e.to_string())
 }
 
 pub fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
