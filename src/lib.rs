@@ -13,6 +13,7 @@ pub mod certgen;
 pub mod config;
 pub mod demo;
 pub mod echo;
+pub mod fast;
 pub mod metrics;
 pub mod ops;
 pub mod p12;
@@ -286,8 +287,12 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
     let inflight = Arc::new(InFlight::default());
     let draining = Arc::new(AtomicBool::new(false));
     let gateway = Gateway::new(cfg.clone(), refresher.snapshot().clone(), inflight.clone());
-    let mut proxy =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "mtls proxy");
+    // The listener's app: a lean HTTP/1.1 loop for ordinary requests, Pingora's proxy for the
+    // rest (see src/fast.rs).
+    let mut proxy = Service::new(
+        "mtls proxy".to_string(),
+        fast::ProxyApp::new(gateway, &server.configuration),
+    );
     for addr in &cfg.proxy.listen {
         proxy.add_tcp(&addr.to_string());
     }

@@ -149,6 +149,16 @@ pub static HOT: LazyLock<[Hot; 2]> = LazyLock::new(|| {
     })
 });
 
+/// `mtls_gateway_upstream_connections_total{reused}`, pre-resolved: index 0 new, 1 reused.
+pub static UPSTREAM_REUSE: LazyLock<[IntCounter; 2]> = LazyLock::new(|| {
+    ["false", "true"].map(|r| UPSTREAM_CONNECTIONS.with_label_values(&[r]))
+});
+
+/// Count one upstream connection used by a request.
+pub fn upstream_connection(reused: bool) {
+    UPSTREAM_REUSE[reused as usize].inc();
+}
+
 /// Touch every metric so that it appears on the page from the start (a scrape before the first
 /// request still shows the series with zero values).
 pub fn init() {
@@ -166,6 +176,7 @@ pub fn init() {
     }
     LazyLock::force(&REQUESTS);
     LazyLock::force(&HOT);
+    LazyLock::force(&UPSTREAM_REUSE);
     LazyLock::force(&MAPPED_REQUESTS);
     LazyLock::force(&UPSTREAM_TLS_FAILURES);
     LazyLock::force(&UPSTREAM_CONNECT_FAILURES);

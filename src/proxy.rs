@@ -88,6 +88,14 @@ impl InFlight {
     }
 }
 
+impl InFlight {
+    /// Count a request in flight until the guard drops.
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.clone())
+    }
+}
+
 pub struct InFlightGuard(Arc<InFlight>);
 
 impl Drop for InFlightGuard {
@@ -97,15 +105,94 @@ impl Drop for InFlightGuard {
 }
 
 pub struct Ctx {
-    start: Instant,
-    mode: Option<Mode>,
-    outcome: &'static str,
-    target: Option<UpstreamTarget>,
-    cert: Option<Arc<LoadedCert>>,
+    pub(crate) start: Instant,
+    pub(crate) mode: Option<Mode>,
+    pub(crate) outcome: &'static str,
+    pub(crate) target: Option<UpstreamTarget>,
+    pub(crate) cert: Option<Arc<LoadedCert>>,
     /// The matched mapping (for per-mapping metrics at the end of the request).
-    mapping: Option<Arc<Target>>,
-    authorization_override: Option<String>,
-    _inflight: Option<InFlightGuard>,
+    pub(crate) mapping: Option<Arc<Target>>,
+    pub(crate) authorization_override: Option<String>,
+    pub(crate) _inflight: Option<InFlightGuard>,
+}
+
+impl Ctx {
+    pub(crate) fn new() -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            mode: None,
+            outcome: "proxied",
+            target: None,
+            cert: None,
+            mapping: None,
+            authorization_override: None,
+            _inflight: None,
+        }
+    }
+
+    /// Metrics and the debug line at the end of a request (both request paths).
+    pub(crate) fn record(&self, status: u16) {
+        let Some(mode) = self.mode else {
+            if self.outcome == "rate_limited" {
+                metrics::REQUESTS
+                    .with_label_values(&["none", "rate_limited", "4xx"])
+                    .inc();
+            } else if self.outcome != "proxied" {
+                metrics::REQUESTS
+                    .with_label_values(&["none", self.outcome, metrics::status_class(status)])
+                    .inc();
+            }
+            return;
+        };
+        let hot = &metrics::HOT[mode as usize];
+        if self.outcome == "proxied" && (200..300).contains(&status) {
+            hot.proxied_2xx.inc(); // pre-resolved handle: no label hashing on the common path
+        } else {
+            metrics::REQUESTS
+                .with_label_values(&[mode.label(), self.outcome, metrics::status_class(status)])
+                .inc();
+        }
+        hot.latency.observe(self.start.elapsed().as_secs_f64());
+        if let Some(t) = &self.mapping {
+            t.requests_counter().inc();
+        }
+        debug!(
+            "{} {} -> {} ({})",
+            mode.label(),
+            self.target.as_ref().map(|t| t.host.as_str()).unwrap_or("-"),
+            status,
+            self.outcome
+        );
+    }
+}
+
+/// What routing needs to see of a request: implemented by Pingora's `RequestHeader` (the full
+/// path) and by the lean HTTP/1 path's borrowed view of the parsed head (`crate::fast`).
+pub(crate) trait ReqView {
+    fn method(&self) -> &http::Method;
+    fn uri(&self) -> &http::Uri;
+    /// The first value of header `name` (lower-case), if it is visible ASCII.
+    fn header(&self, name: &str) -> Option<&str>;
+    /// Every value of header `name` (lower-case) that is visible ASCII.
+    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a;
+}
+
+impl ReqView for RequestHeader {
+    fn method(&self) -> &http::Method {
+        &self.method
+    }
+    fn uri(&self) -> &http::Uri {
+        &self.uri
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+    }
 }
 
 /// Async DNS with a small TTL cache; lookups run on the blocking pool via tokio, never on the
@@ -158,12 +245,15 @@ impl Resolver {
     }
 }
 
+/// The gateway's request logic, shared (cheap clones) by the lean HTTP/1 path and Pingora's
+/// proxy: one rate limiter, one DNS cache, one in-flight count.
+#[derive(Clone)]
 pub struct Gateway {
-    cfg: Arc<Config>,
+    pub(crate) cfg: Arc<Config>,
     snapshot: SnapshotHandle,
-    limiter: Option<RateLimiter>,
-    resolver: Resolver,
-    inflight: Arc<InFlight>,
+    pub(crate) limiter: Option<Arc<RateLimiter>>,
+    resolver: Arc<Resolver>,
+    pub(crate) inflight: Arc<InFlight>,
 }
 
 impl Gateway {
@@ -171,8 +261,8 @@ impl Gateway {
         let limiter = cfg
             .rate_limit
             .enabled
-            .then(|| RateLimiter::new(&cfg.rate_limit));
-        let resolver = Resolver::new(cfg.upstream.dns_cache);
+            .then(|| Arc::new(RateLimiter::new(&cfg.rate_limit)));
+        let resolver = Arc::new(Resolver::new(cfg.upstream.dns_cache));
         Gateway {
             cfg,
             snapshot,
@@ -184,12 +274,12 @@ impl Gateway {
 }
 
 /// A refusal answered by the gateway itself.
-struct Refusal {
-    status: StatusCode,
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
     code: &'static str,
     message: String,
-    extra: Vec<(&'static str, String)>,
-    outcome: &'static str,
+    pub(crate) extra: Vec<(&'static str, String)>,
+    pub(crate) outcome: &'static str,
     fields: serde_json::Value,
 }
 
@@ -203,6 +293,55 @@ impl Refusal {
             outcome,
             fields: serde_json::Value::Null,
         }
+    }
+
+    /// The JSON body: `error`, `message` and the request's fields when known.
+    pub(crate) fn body(&mut self) -> serde_json::Value {
+        let mut body = json!({"error": self.code, "message": self.message});
+        if let (Some(obj), serde_json::Value::Object(f)) = (body.as_object_mut(), self.fields.take())
+        {
+            obj.extend(f);
+        }
+        body
+    }
+}
+
+/// The 429 answer (body and headers), the same on both request paths.
+pub(crate) fn rate_limited_body(limit: u32) -> serde_json::Value {
+    json!({"error": "rate_limited", "message": format!("more than {limit} requests per second from this client; retry after 1 second")})
+}
+
+/// The 424 answer for a target that failed (LivePerson's `LP-*-from-transport` headers).
+pub(crate) fn upstream_failure(
+    url: &str,
+    e: &Error,
+) -> (serde_json::Value, Vec<(&'static str, String)>) {
+    let msg = e.etype().as_str().to_string();
+    let detail = e
+        .context
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    let error = if detail.is_empty() {
+        msg
+    } else {
+        format!("{msg}: {detail}")
+    };
+    (
+        json!({"error": "upstream_failed", "message": format!("the target {url} failed: {error}"), "url": url}),
+        vec![
+            ("lp-message-from-transport", url.to_string()),
+            ("lp-error-from-transport", crate::header_safe(&error)),
+        ],
+    )
+}
+
+/// Count a failed upstream connection attempt as a TLS or a connect failure.
+pub(crate) fn count_connect_failure(e: &Error) {
+    match e.etype() {
+        TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError
+        | TLSWantX509Lookup => metrics::UPSTREAM_TLS_FAILURES.inc(),
+        _ => metrics::UPSTREAM_CONNECT_FAILURES.inc(),
     }
 }
 
@@ -226,13 +365,13 @@ async fn respond_json(
     Ok(())
 }
 
-fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
+fn header_str<'a>(req: &'a impl ReqView, name: &str) -> Option<&'a str> {
+    req.header(name)
 }
 
 /// The https target for a transparent-mode request (absolute-form or origin-form + Host).
-fn transparent_target(req: &RequestHeader) -> Result<UpstreamTarget, String> {
-    let uri = &req.uri;
+fn transparent_target(req: &impl ReqView) -> Result<UpstreamTarget, String> {
+    let uri = req.uri();
     let authority = match uri.authority() {
         Some(a) => a.as_str(),
         None => header_str(req, "host")
@@ -355,9 +494,8 @@ impl Gateway {
     }
 
     /// Steps 1b-1e of `request_filter`: mode, target, auth, mapping.
-    fn route(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Refusal> {
-        let req = session.req_header();
-        if req.method == http::Method::CONNECT {
+    pub(crate) fn route(&self, req: &impl ReqView, ctx: &mut Ctx) -> Result<(), Refusal> {
+        if req.method() == http::Method::CONNECT {
             return Err(Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "connect_not_supported",
@@ -365,8 +503,8 @@ impl Gateway {
                 "CONNECT tunnels are not supported: the gateway must originate the TLS itself. Send plain http:// URLs through the proxy (HTTP_PROXY, not HTTPS_PROXY)".into(),
             ));
         }
-        let path = req.uri.path();
-        let forward_account = if req.uri.authority().is_none() {
+        let path = req.uri().path();
+        let forward_account = if req.uri().authority().is_none() {
             path.strip_prefix(FORWARD_PREFIX)
         } else {
             None
@@ -382,7 +520,7 @@ impl Gateway {
                 ));
             }
             if !matches!(
-                req.method,
+                *req.method(),
                 http::Method::GET
                     | http::Method::POST
                     | http::Method::PUT
@@ -395,7 +533,7 @@ impl Gateway {
                     "bad_request",
                     format!(
                         "{} is not forwarded; use GET, POST, PUT, PATCH or DELETE",
-                        req.method
+                        req.method()
                     ),
                 ));
             }
@@ -416,7 +554,7 @@ impl Gateway {
                 "proxy.default_service",
             )?;
             if self.cfg.proxy.auth == ProxyAuth::Required {
-                self.authenticate(session, account, "authorization")?;
+                self.authenticate(req, account, "authorization")?;
             }
             ctx.authorization_override =
                 header_str(req, "lp-authorization-override").map(String::from);
@@ -457,7 +595,7 @@ impl Gateway {
                 "proxy.default_service",
             )?;
             if self.cfg.proxy.auth == ProxyAuth::Required {
-                self.authenticate(session, &account, "proxy-authorization")?;
+                self.authenticate(req, &account, "proxy-authorization")?;
             }
             let stop = parse_bool_header(header_str(req, "lp-stop-if-certificate-not-found"));
             (Mode::Transparent, account, service, target, stop)
@@ -526,15 +664,19 @@ impl Gateway {
 
     /// `header` is `authorization` on the forward resource and `proxy-authorization` in
     /// transparent mode (where `Authorization` belongs to the target and is passed on).
-    fn authenticate(&self, session: &Session, account: &str, header: &str) -> Result<(), Refusal> {
-        let req = session.req_header();
+    fn authenticate(
+        &self,
+        req: &impl ReqView,
+        account: &str,
+        header: &str,
+    ) -> Result<(), Refusal> {
         let host = header_str(req, "host").unwrap_or("");
         let parts = RequestParts {
-            method: req.method.as_str(),
+            method: req.method().as_str(),
             scheme: "http",
             host,
-            path: req.uri.path(),
-            query: req.uri.query(),
+            path: req.uri().path(),
+            query: req.uri().query(),
             authorization: header_str(req, header),
             content_type: header_str(req, "content-type"),
             // Forwarded bodies stream through untouched, so form-body OAuth1 parameters are not
@@ -586,83 +728,44 @@ impl Gateway {
         }
     }
 
-    fn client_ip(&self, session: &Session, limiter: &RateLimiter) -> Option<IpAddr> {
-        let peer = session.client_addr()?.as_inet()?.ip();
-        let req = session.req_header();
-        let values = req
-            .headers
-            .get_all(limiter.forwarded_header())
-            .iter()
-            .filter_map(|v| v.to_str().ok());
-        Some(limiter.client_ip(peer, values))
-    }
-}
-
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = Ctx;
-
-    fn new_ctx(&self) -> Ctx {
-        Ctx {
-            start: Instant::now(),
-            mode: None,
-            outcome: "proxied",
-            target: None,
-            cert: None,
-            mapping: None,
-            authorization_override: None,
-            _inflight: None,
+    /// Step 1a: the rate limit. `peer` is the TCP peer; a forwarded-for header counts only
+    /// from trusted proxies. `Err` carries the 429 refusal.
+    pub(crate) fn rate_limit(&self, peer: Option<IpAddr>, req: &impl ReqView) -> Result<(), Refusal> {
+        let (Some(limiter), Some(peer)) = (&self.limiter, peer) else {
+            return Ok(());
+        };
+        let ip = limiter.client_ip(peer, req.header_values(limiter.forwarded_header()));
+        if limiter.allow(&ip) {
+            return Ok(());
         }
+        metrics::RATE_LIMITED.inc();
+        let limit = self.cfg.rate_limit.requests_per_second;
+        let mut r = Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "rate_limited",
+            String::new(),
+        );
+        r.extra.push(("retry-after", "1".to_string()));
+        r.fields = rate_limited_body(limit);
+        Err(r)
     }
 
-    /// No downstream modules: Pingora's default adds a (disabled) compression module to every
-    /// session; the gateway returns the target's response unchanged, so it has nothing to do.
-    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        self.inflight.0.fetch_add(1, Ordering::AcqRel);
-        ctx._inflight = Some(InFlightGuard(self.inflight.clone()));
-        ctx.start = Instant::now();
-
-        if let Some(limiter) = &self.limiter {
-            if let Some(ip) = self.client_ip(session, limiter) {
-                if !limiter.allow(&ip) {
-                    metrics::RATE_LIMITED.inc();
-                    ctx.outcome = "rate_limited";
-                    let limit = self.cfg.rate_limit.requests_per_second;
-                    respond_json(
-                        session,
-                        StatusCode::TOO_MANY_REQUESTS,
-                        json!({"error": "rate_limited", "message": format!("more than {limit} requests per second from this client; retry after 1 second")}),
-                        &[("retry-after", "1".to_string())],
-                    )
-                    .await?;
-                    return Ok(true);
-                }
-            }
-        }
-
-        match self.route(session, ctx) {
-            Ok(()) => Ok(false),
-            Err(r) => {
-                ctx.outcome = r.outcome;
-                let mut body = json!({"error": r.code, "message": r.message});
-                if let (Some(obj), serde_json::Value::Object(f)) = (body.as_object_mut(), r.fields)
-                {
-                    obj.extend(f);
-                }
-                respond_json(session, r.status, body, &r.extra).await?;
-                Ok(true)
-            }
-        }
+    /// Step 2: the upstream peer for a routed request: address (async DNS, cached), SNI =
+    /// target host, verification on, timeouts, the mapping's certificate and a pool group
+    /// derived from its leaf digest.
+    pub(crate) async fn peer_for(
+        &self,
+        target: &UpstreamTarget,
+        cert: Option<&Arc<LoadedCert>>,
+    ) -> Result<HttpPeer> {
+        let addr = self.resolve(target).await?;
+        Ok(self.build_peer(addr, target, cert))
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let target = ctx
-            .target
-            .as_ref()
-            .ok_or_else(|| Error::explain(InternalError, "no target chosen"))?;
-        let addr = self
+    /// The target's address (async DNS, cached; counted as a connect failure when it fails).
+    pub(crate) async fn resolve(&self, target: &UpstreamTarget) -> Result<SocketAddr> {
+        self
             .resolver
             .resolve(&target.authority, &target.host, target.port)
             .await
@@ -672,7 +775,21 @@ impl ProxyHttp for Gateway {
                     ConnectNoRoute,
                     format!("cannot resolve {}: {e}", target.host),
                 )
-            })?;
+            })
+    }
+
+    /// The SNI for a target: its host without IPv6 brackets.
+    pub(crate) fn sni(target: &UpstreamTarget) -> &str {
+        target.host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// The peer for a resolved target (see `peer_for`).
+    pub(crate) fn build_peer(
+        &self,
+        addr: SocketAddr,
+        target: &UpstreamTarget,
+        cert: Option<&Arc<LoadedCert>>,
+    ) -> HttpPeer {
         let sni = target
             .host
             .trim_start_matches('[')
@@ -687,13 +804,53 @@ impl ProxyHttp for Gateway {
         peer.options.idle_timeout = Some(up.idle_timeout);
         peer.options.verify_cert = true;
         peer.options.verify_hostname = true;
-        if let Some(cert) = &ctx.cert {
+        if let Some(cert) = cert {
             peer.client_cert_key = Some(cert.cert_key.clone());
             peer.group_key = cert.identity_key();
         } else {
             // Plain TLS fallback: its own pool group, never shared with an identity.
             peer.group_key = 0;
         }
+        peer
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new()
+    }
+
+    /// No downstream modules: Pingora's default adds a (disabled) compression module to every
+    /// session; the gateway returns the target's response unchanged, so it has nothing to do.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx._inflight = Some(self.inflight.enter());
+        ctx.start = Instant::now();
+
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let routed = self
+            .rate_limit(peer, session.req_header())
+            .and_then(|()| self.route(session.req_header(), ctx));
+        match routed {
+            Ok(()) => Ok(false),
+            Err(mut r) => {
+                ctx.outcome = r.outcome;
+                respond_json(session, r.status, r.body(), &r.extra).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let target = ctx
+            .target
+            .as_ref()
+            .ok_or_else(|| Error::explain(InternalError, "no target chosen"))?;
+        let peer = self.peer_for(target, ctx.cert.as_ref()).await?;
         Ok(Box::new(peer))
     }
 
@@ -746,9 +903,7 @@ impl ProxyHttp for Gateway {
         _digest: Option<&Digest>,
         _ctx: &mut Ctx,
     ) -> Result<()> {
-        metrics::UPSTREAM_CONNECTIONS
-            .with_label_values(&[if reused { "true" } else { "false" }])
-            .inc();
+        metrics::upstream_connection(reused);
         Ok(())
     }
 
@@ -759,11 +914,7 @@ impl ProxyHttp for Gateway {
         _ctx: &mut Ctx,
         e: Box<Error>,
     ) -> Box<Error> {
-        match e.etype() {
-            TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError
-            | TLSWantX509Lookup => metrics::UPSTREAM_TLS_FAILURES.inc(),
-            _ => metrics::UPSTREAM_CONNECT_FAILURES.inc(),
-        }
+        count_connect_failure(&e);
         e
     }
 
@@ -809,29 +960,10 @@ impl ProxyHttp for Gateway {
             let url = ctx
                 .target
                 .as_ref()
-                .map(|t| t.url.clone())
+                .map(|t| t.url.as_str())
                 .unwrap_or_default();
-            let msg = e.etype().as_str().to_string();
-            let detail = e
-                .context
-                .as_ref()
-                .map(|c| c.to_string())
-                .unwrap_or_default();
-            let error = if detail.is_empty() {
-                msg.clone()
-            } else {
-                format!("{msg}: {detail}")
-            };
-            let _ = respond_json(
-                session,
-                StatusCode::FAILED_DEPENDENCY,
-                json!({"error": "upstream_failed", "message": format!("the target {url} failed: {error}"), "url": url}),
-                &[
-                    ("lp-message-from-transport", url.clone()),
-                    ("lp-error-from-transport", crate::header_safe(&error)),
-                ],
-            )
-            .await;
+            let (body, extra) = upstream_failure(url, e);
+            let _ = respond_json(session, StatusCode::FAILED_DEPENDENCY, body, &extra).await;
         } else if code > 0 {
             let _ = session.respond_error(code).await;
         }
@@ -842,45 +974,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        let Some(mode) = ctx.mode else {
-            if ctx.outcome == "rate_limited" {
-                metrics::REQUESTS
-                    .with_label_values(&["none", "rate_limited", "4xx"])
-                    .inc();
-            } else if ctx.outcome != "proxied" {
-                let status = session
-                    .response_written()
-                    .map(|r| r.status.as_u16())
-                    .unwrap_or(0);
-                metrics::REQUESTS
-                    .with_label_values(&["none", ctx.outcome, metrics::status_class(status)])
-                    .inc();
-            }
-            return;
-        };
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        let hot = &metrics::HOT[mode as usize];
-        if ctx.outcome == "proxied" && (200..300).contains(&status) {
-            hot.proxied_2xx.inc(); // pre-resolved handle: no label hashing on the common path
-        } else {
-            metrics::REQUESTS
-                .with_label_values(&[mode.label(), ctx.outcome, metrics::status_class(status)])
-                .inc();
-        }
-        hot.latency.observe(ctx.start.elapsed().as_secs_f64());
-        if let Some(t) = &ctx.mapping {
-            t.requests_counter().inc();
-        }
-        debug!(
-            "{} {} -> {} ({})",
-            mode.label(),
-            ctx.target.as_ref().map(|t| t.host.as_str()).unwrap_or("-"),
-            status,
-            ctx.outcome
-        );
+        ctx.record(status);
     }
 }
 

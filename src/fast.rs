@@ -1,0 +1,1159 @@
+//! The proxy listener's HTTP/1.1 engine: a lean request loop for ordinary requests, Pingora's
+//! proxy for everything else.
+//!
+//! Why: on the load harness, Pingora's general proxy path (HTTP/1 session objects, header maps,
+//! the duplex body tasks of `proxy_h1`, the pool's idle-watch task per released connection) cost
+//! about twice nginx's CPU per request, and on a sidecar the CPU per request *is* the throughput
+//! (see docs/performance.md). This module serves the common case with a parse-once, copy-through
+//! loop and its own upstream pool, and hands anything unusual to Pingora unchanged.
+//!
+//! Served here (downstream HTTP/1.1 only): any method but CONNECT, requests with no body or a
+//! `Content-Length` body, responses of every framing (length, chunked, until-close, none), 1xx
+//! interim responses. The gateway logic is the same code as Pingora's path (`Gateway::rate_limit`,
+//! `Gateway::route`, `Gateway::build_peer`, `Ctx::record`), so refusals, metrics and the 424
+//! answer are identical.
+//!
+//! Handed to Pingora (`HttpProxy<Gateway>`, the bytes already read are put back with
+//! `Stream::rewind`): HTTP/1.0, `Transfer-Encoding` request bodies, `Expect`, `Upgrade` and
+//! `Connection` options other than `close`/`keep-alive`, CONNECT, heads that do not parse or are
+//! larger than 64 KiB. After such a request the connection comes back to this loop.
+//!
+//! Upstream connections are pooled by (address, client-certificate SHA-256, SNI): two identities
+//! never share a connection, whatever their serial numbers. A pooled connection the target has
+//! closed is noticed when no byte of the answer arrives; the request is then sent once more on a
+//! new connection if its body was buffered (up to 64 KiB), as browsers and nginx do.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use http::StatusCode;
+use log::warn;
+use parking_lot::Mutex;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::connectors::{ConnectorOptions, TransportConnector};
+use pingora::prelude::*;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::server::configuration::ServerConf;
+use pingora::server::ShutdownWatch;
+use pingora_timeout::fast_timeout::fast_timeout;
+use pingora_proxy::HttpProxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::metrics;
+use crate::proxy::{count_connect_failure, upstream_failure, Ctx, Gateway, Mode, ReqView};
+
+/// Headers per message this loop parses; more goes to Pingora (requests) or fails (responses).
+const MAX_HEADERS: usize = 96;
+/// A request head larger than this goes to Pingora (which answers it with its own limits).
+const MAX_HEAD: usize = 64 * 1024;
+/// A request body up to this size is read whole before it is sent, so it can be sent again.
+const REPLAY_BODY: u64 = 64 * 1024;
+/// Idle time allowed on a downstream keep-alive connection (Pingora's default is the same).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Time allowed to receive the rest of a request, or to hand a response to the client.
+const DOWNSTREAM_IO: Duration = Duration::from_secs(60);
+const IO_CHUNK: usize = 64 * 1024;
+
+/// The listener's app: see the module documentation.
+pub struct ProxyApp {
+    gw: Gateway,
+    full: Arc<HttpProxy<Gateway>>,
+    connector: TransportConnector,
+    pool: Arc<Pool>,
+    sweeper: AtomicBool,
+}
+
+impl ProxyApp {
+    pub fn new(gw: Gateway, conf: &Arc<ServerConf>) -> ProxyApp {
+        let up = &gw.cfg.upstream;
+        let pool = Arc::new(Pool::new(up.keepalive_pool_size, up.idle_timeout));
+        ProxyApp {
+            full: Arc::new(pingora_proxy::http_proxy(conf, gw.clone())),
+            connector: TransportConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
+            gw,
+            pool,
+            sweeper: AtomicBool::new(false),
+        }
+    }
+}
+
+/// What to do with the downstream connection after a request.
+enum Next {
+    Again,
+    Close,
+    /// Serve one request through Pingora's proxy (the head is in the buffer, unparsed).
+    Full,
+}
+
+/// Why a proxied exchange stopped early.
+enum Fail {
+    /// The client went away or stalled: nothing more can be said to it.
+    Down,
+    /// The target failed (connect, TLS, I/O, a malformed answer).
+    Up(Box<Error>),
+    /// A pooled connection was closed by the target before any answer: try a new one.
+    Stale,
+}
+
+struct Down {
+    stream: Stream,
+    buf: BytesMut,
+    peer: Option<IpAddr>,
+}
+
+/// The parsed request head as routing sees it (borrowed from the read buffer).
+struct Head<'a> {
+    method: http::Method,
+    uri: http::Uri,
+    headers: &'a [httparse::Header<'a>],
+}
+
+/// A header value as text, under the rules of `http::HeaderValue::to_str` (visible ASCII).
+fn text(v: &[u8]) -> Option<&str> {
+    if v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        std::str::from_utf8(v).ok()
+    } else {
+        None
+    }
+}
+
+impl ReqView for Head<'_> {
+    fn method(&self) -> &http::Method {
+        &self.method
+    }
+    fn uri(&self) -> &http::Uri {
+        &self.uri
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| text(h.value))
+    }
+    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| text(h.value))
+    }
+}
+
+/// Hop-by-hop request headers (RFC 9110 7.6.1) and the ones the gateway consumes itself.
+fn drop_request_header(name: &str, mode: Mode, account_header: &str, service_header: &str) -> bool {
+    const HOP: [&str; 8] = [
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+    ];
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || (name.len() > 3 && name[..3].eq_ignore_ascii_case("lp-"))
+        || name.eq_ignore_ascii_case(account_header)
+        || name.eq_ignore_ascii_case(service_header)
+        || (mode == Mode::Forward && name.eq_ignore_ascii_case("authorization"))
+}
+
+/// A decimal `Content-Length` value.
+fn content_length(v: &[u8]) -> Option<u64> {
+    let v = text(v)?.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// Whether a comma-separated header value holds `token` (case-insensitive).
+fn has_token(v: &[u8], token: &str) -> bool {
+    text(v).is_some_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+fn up_err(etype: ErrorType, context: String) -> Fail {
+    Fail::Up(Error::explain(etype, context))
+}
+
+/// A JSON answer from the gateway itself; the connection closes after it (as on Pingora's path).
+async fn write_json(
+    stream: &mut Stream,
+    status: StatusCode,
+    body: &serde_json::Value,
+    extra: &[(&'static str, String)],
+) -> std::io::Result<()> {
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    let mut out = Vec::with_capacity(256 + body.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    for (k, v) in extra {
+        let _ = write!(out, "{k}: {}\r\n", crate::header_safe(v));
+    }
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    out.extend_from_slice(&body);
+    fast_timeout(DOWNSTREAM_IO, async {
+        stream.write_all(&out).await?;
+        stream.flush().await
+    })
+    .await
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+/// Put bytes already read back in front of the stream (for Pingora's parser).
+fn rewind(stream: Stream, data: &[u8]) -> Option<Stream> {
+    if data.is_empty() {
+        return Some(stream);
+    }
+    match stream
+        .into_any()
+        .downcast::<pingora::protocols::l4::stream::Stream>()
+    {
+        Ok(mut s) => {
+            s.rewind(data);
+            Some(s)
+        }
+        Err(_) => None,
+    }
+}
+
+#[async_trait]
+impl ServerApp for ProxyApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        self.start_sweeper();
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let mut down = Down {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+            peer,
+        };
+        let mut shutdown = shutdown.clone();
+        loop {
+            match self.serve_one(&mut down, &mut shutdown).await {
+                Next::Again => {}
+                Next::Close => return None,
+                Next::Full => {
+                    let stream = rewind(down.stream, &down.buf)?;
+                    let mut session = ServerSession::new_http1(stream);
+                    session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+                    let reused = self.full.process_new_http(session, &shutdown).await?;
+                    down.stream = reused.consume().0;
+                    down.buf.clear();
+                }
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.pool.clear();
+    }
+}
+
+/// Framing of a response body (RFC 9112 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// What the response head said, and the head to send downstream.
+struct RespHead {
+    status: u16,
+    framing: Framing,
+    keepalive: bool,
+    head_len: usize,
+}
+
+impl ProxyApp {
+    fn start_sweeper(&self) {
+        if self.sweeper.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool = Arc::downgrade(&self.pool);
+        let every = (self.gw.cfg.upstream.idle_timeout / 2).clamp(
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match pool.upgrade() {
+                    Some(p) => p.sweep(),
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// One request on the downstream connection.
+    async fn serve_one(&self, down: &mut Down, shutdown: &mut ShutdownWatch) -> Next {
+        // 1. A complete request head.
+        loop {
+            if !down.buf.is_empty() {
+                let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                match httparse::Request::new(&mut hdrs).parse(&down.buf) {
+                    Ok(httparse::Status::Complete(_)) => break,
+                    Ok(httparse::Status::Partial) if down.buf.len() <= MAX_HEAD => {}
+                    _ => return Next::Full,
+                }
+            }
+            let read = if down.buf.is_empty() {
+                if *shutdown.borrow() {
+                    return Next::Close;
+                }
+                tokio::select! {
+                    r = fast_timeout(KEEPALIVE_IDLE, down.stream.read_buf(&mut down.buf)) => r,
+                    _ = shutdown.changed() => return Next::Close,
+                }
+            } else {
+                fast_timeout(DOWNSTREAM_IO, down.stream.read_buf(&mut down.buf)).await
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Next::Close,
+            }
+        }
+
+        // 2. Parse it (again, now that it is complete) and decide whether it is ours.
+        let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut hdrs);
+        let head_len = match req.parse(&down.buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            _ => return Next::Full,
+        };
+        let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+            return Next::Full;
+        };
+        let (Ok(method), Ok(uri)) = (
+            http::Method::from_bytes(method.as_bytes()),
+            http::Uri::try_from(path),
+        ) else {
+            return Next::Full;
+        };
+        if method == http::Method::CONNECT {
+            return Next::Full;
+        }
+        let mut body_len: Option<u64> = None;
+        let mut close = false;
+        for h in req.headers.iter() {
+            let n = h.name;
+            if n.eq_ignore_ascii_case("content-length") {
+                match (content_length(h.value), body_len) {
+                    (Some(v), None) => body_len = Some(v),
+                    (Some(v), Some(prev)) if v == prev => {}
+                    _ => return Next::Full,
+                }
+            } else if n.eq_ignore_ascii_case("transfer-encoding")
+                || n.eq_ignore_ascii_case("expect")
+                || n.eq_ignore_ascii_case("upgrade")
+            {
+                return Next::Full;
+            } else if n.eq_ignore_ascii_case("connection") {
+                let Some(v) = text(h.value) else {
+                    return Next::Full;
+                };
+                for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    if t.eq_ignore_ascii_case("close") {
+                        close = true;
+                    } else if !t.eq_ignore_ascii_case("keep-alive") {
+                        return Next::Full;
+                    }
+                }
+            }
+        }
+        let body_len = body_len.unwrap_or(0);
+        let head = Head {
+            method,
+            uri,
+            headers: req.headers,
+        };
+
+        // 3. The gateway's logic: rate limit, mode, target, auth, mapping.
+        let mut ctx = Ctx::new();
+        ctx._inflight = Some(self.gw.inflight.enter());
+        let routed = self
+            .gw
+            .rate_limit(down.peer, &head)
+            .and_then(|()| self.gw.route(&head, &mut ctx));
+        if let Err(mut r) = routed {
+            ctx.outcome = r.outcome;
+            let body = r.body();
+            let _ = write_json(&mut down.stream, r.status, &body, &r.extra).await;
+            ctx.record(r.status.as_u16());
+            return Next::Close;
+        }
+        let (Some(mode), Some(target)) = (ctx.mode, ctx.target.as_ref()) else {
+            return Next::Close;
+        };
+
+        // 4. The upstream request head: origin-form, Host = target, hop-by-hop and the
+        //    gateway's own headers removed.
+        let mut up_req = Vec::with_capacity(head_len + 64);
+        up_req.extend_from_slice(head.method.as_str().as_bytes());
+        up_req.push(b' ');
+        up_req.extend_from_slice(target.path_query.as_bytes());
+        up_req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        up_req.extend_from_slice(target.authority.as_bytes());
+        up_req.extend_from_slice(b"\r\n");
+        let cfg = &self.gw.cfg.proxy;
+        for h in head.headers {
+            if drop_request_header(h.name, mode, &cfg.account_header, &cfg.service_header) {
+                continue;
+            }
+            up_req.extend_from_slice(h.name.as_bytes());
+            up_req.extend_from_slice(b": ");
+            up_req.extend_from_slice(h.value);
+            up_req.extend_from_slice(b"\r\n");
+        }
+        if mode == Mode::Forward {
+            if let Some(v) = ctx.authorization_override.take() {
+                up_req.extend_from_slice(b"Authorization: ");
+                up_req.extend_from_slice(v.as_bytes());
+                up_req.extend_from_slice(b"\r\n");
+            }
+        }
+        up_req.extend_from_slice(b"\r\n");
+        let is_head = head.method == http::Method::HEAD;
+        drop(head);
+        down.buf.advance(head_len);
+
+        // 5. A small body is read whole, so that the request can be sent again.
+        let replayable = body_len <= REPLAY_BODY;
+        if replayable {
+            while (down.buf.len() as u64) < body_len {
+                match fast_timeout(DOWNSTREAM_IO, down.stream.read_buf(&mut down.buf)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => {
+                        ctx.outcome = "error";
+                        ctx.record(0);
+                        return Next::Close;
+                    }
+                }
+            }
+            up_req.extend_from_slice(&down.buf[..body_len as usize]);
+            down.buf.advance(body_len as usize);
+        }
+
+        // 6. Connect (pooled) and exchange; a stale pooled connection is replaced once.
+        let result = self
+            .exchange(down, &mut ctx, &up_req, replayable, body_len, is_head, close)
+            .await;
+        match result {
+            Ok((status, keep)) => {
+                ctx.record(status);
+                if keep && !close && !*shutdown.borrow() {
+                    Next::Again
+                } else {
+                    Next::Close
+                }
+            }
+            Err((Fail::Up(e), false)) => {
+                ctx.outcome = "upstream_error";
+                let url = ctx.target.as_ref().map(|t| t.url.as_str()).unwrap_or("");
+                let (body, extra) = upstream_failure(url, &e);
+                let _ = write_json(
+                    &mut down.stream,
+                    StatusCode::FAILED_DEPENDENCY,
+                    &body,
+                    &extra,
+                )
+                .await;
+                ctx.record(424);
+                Next::Close
+            }
+            Err((Fail::Up(_), true)) => {
+                ctx.outcome = "upstream_error";
+                ctx.record(0);
+                Next::Close
+            }
+            Err((_, _)) => {
+                ctx.outcome = "error";
+                ctx.record(0);
+                Next::Close
+            }
+        }
+    }
+
+    /// Send the request and relay the answer. `Ok((status, downstream may stay open))`;
+    /// `Err((why, whether the response head was already sent))`.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        down: &mut Down,
+        ctx: &mut Ctx,
+        up_req: &[u8],
+        replayable: bool,
+        body_len: u64,
+        is_head: bool,
+        close: bool,
+    ) -> Result<(u16, bool), (Fail, bool)> {
+        let target = ctx
+            .target
+            .as_ref()
+            .ok_or((up_err(InternalError, "no target".into()), false))?;
+        let addr = self
+            .gw
+            .resolve(target)
+            .await
+            .map_err(|e| (Fail::Up(e), false))?;
+        let key = PoolKey {
+            addr,
+            identity: ctx.cert.as_ref().map(|c| c.leaf_sha256).unwrap_or([0; 32]),
+        };
+        let sni = Gateway::sni(target);
+        let up_cfg = &self.gw.cfg.upstream;
+        let mut ubuf = BytesMut::with_capacity(16 * 1024);
+        let mut retried = false;
+        let (mut up, resp) = loop {
+            let (mut up, reused) = match self.pool.take(&key, sni) {
+                Some(s) => (s, true),
+                None => {
+                    let peer = self.gw.build_peer(addr, target, ctx.cert.as_ref());
+                    match self.connector.new_stream(&peer).await {
+                        Ok(s) => (s, false),
+                        Err(e) => {
+                            count_connect_failure(&e);
+                            return Err((Fail::Up(e), false));
+                        }
+                    }
+                }
+            };
+            metrics::upstream_connection(reused);
+            ubuf.clear();
+            let sent = self
+                .send(down, &mut up, up_req, replayable, body_len)
+                .await;
+            let got = match sent {
+                Ok(()) => self.read_head(down, &mut up, &mut ubuf, is_head).await,
+                Err(Fail::Up(e)) if reused && replayable => {
+                    Err(if e.etype() == &WriteError { Fail::Stale } else { Fail::Up(e) })
+                }
+                Err(f) => Err(f),
+            };
+            match got {
+                Ok(h) => break (up, h),
+                Err(Fail::Stale) if reused && replayable && !retried => {
+                    retried = true;
+                    continue;
+                }
+                Err(Fail::Stale) => {
+                    return Err((
+                        up_err(
+                            ConnectionClosed,
+                            "the target closed the connection before answering".into(),
+                        ),
+                        false,
+                    ))
+                }
+                Err(f) => return Err((f, false)),
+            }
+        };
+
+        // The response head for the client: the target's, with hop-by-hop headers replaced.
+        let down_close = close || resp.framing == Framing::UntilClose;
+        let mut out = Vec::with_capacity(resp.head_len + 64);
+        {
+            let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut r = httparse::Response::new(&mut hdrs);
+            if r.parse(&ubuf).is_err() {
+                return Err((up_err(InvalidHTTPHeader, "response head".into()), false));
+            }
+            let _ = write!(
+                out,
+                "HTTP/1.1 {} {}\r\n",
+                resp.status,
+                r.reason.unwrap_or("")
+            );
+            for h in r.headers.iter() {
+                let n = h.name;
+                if n.eq_ignore_ascii_case("connection")
+                    || n.eq_ignore_ascii_case("keep-alive")
+                    || n.eq_ignore_ascii_case("proxy-connection")
+                {
+                    continue;
+                }
+                out.extend_from_slice(n.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(h.value);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        if down_close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        ubuf.advance(resp.head_len);
+
+        // The body: relayed as it arrives, framing checked, bytes unchanged.
+        let mut chunked = Chunked::default();
+        let mut left = match resp.framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        let mut done = matches!(resp.framing, Framing::None | Framing::Length(0));
+        let mut clean = true; // nothing after the end of the body
+        let mut head_sent = false;
+        loop {
+            if !done {
+                let take = match resp.framing {
+                    Framing::None => 0,
+                    Framing::Length(_) => {
+                        let t = (ubuf.len() as u64).min(left) as usize;
+                        left -= t as u64;
+                        done = left == 0;
+                        t
+                    }
+                    Framing::Chunked => match chunked.feed(&ubuf) {
+                        Ok(Some(end)) => {
+                            done = true;
+                            end
+                        }
+                        Ok(None) => ubuf.len(),
+                        Err(()) => {
+                            return Err((
+                                up_err(InvalidHTTPHeader, "malformed chunked body".into()),
+                                head_sent,
+                            ))
+                        }
+                    },
+                    Framing::UntilClose => ubuf.len(),
+                };
+                out.extend_from_slice(&ubuf[..take]);
+                ubuf.advance(take);
+            }
+            if done && !ubuf.is_empty() {
+                clean = false;
+            }
+            if !out.is_empty() {
+                let w = fast_timeout(DOWNSTREAM_IO, async {
+                    down.stream.write_all(&out).await?;
+                    down.stream.flush().await
+                })
+                .await;
+                if !matches!(w, Ok(Ok(()))) {
+                    return Err((Fail::Down, true));
+                }
+                head_sent = true;
+                out.clear();
+            }
+            if done {
+                break;
+            }
+            ubuf.clear();
+            ubuf.reserve(IO_CHUNK);
+            match fast_timeout(up_cfg.read_timeout, up.read_buf(&mut ubuf)).await {
+                Ok(Ok(0)) if resp.framing == Framing::UntilClose => {
+                    done = true;
+                    clean = false;
+                }
+                Ok(Ok(0)) => {
+                    return Err((
+                        up_err(ConnectionClosed, "the target closed during the body".into()),
+                        true,
+                    ))
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err((up_err(ReadError, e.to_string()), true)),
+                Err(_) => return Err((up_err(ReadTimedout, "response body".into()), true)),
+            }
+        }
+        if resp.keepalive && clean {
+            self.pool.put(key, sni, up);
+        }
+        Ok((resp.status, !down_close))
+    }
+
+    /// Write the request head (with a buffered body) and stream a larger body from the client.
+    async fn send(
+        &self,
+        down: &mut Down,
+        up: &mut Stream,
+        up_req: &[u8],
+        replayable: bool,
+        body_len: u64,
+    ) -> Result<(), Fail> {
+        let timeout = self.gw.cfg.upstream.write_timeout;
+        let w = fast_timeout(timeout, async {
+            up.write_all(up_req).await?;
+            up.flush().await
+        })
+        .await;
+        match w {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(up_err(WriteError, e.to_string())),
+            Err(_) => return Err(up_err(WriteTimedout, "request head".into())),
+        }
+        if replayable {
+            return Ok(());
+        }
+        let mut left = body_len;
+        loop {
+            let take = (down.buf.len() as u64).min(left) as usize;
+            if take > 0 {
+                let w = fast_timeout(timeout, async {
+                    up.write_all(&down.buf[..take]).await?;
+                    up.flush().await
+                })
+                .await;
+                match w {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(up_err(WriteError, e.to_string())),
+                    Err(_) => return Err(up_err(WriteTimedout, "request body".into())),
+                }
+                down.buf.advance(take);
+                left -= take as u64;
+            }
+            if left == 0 {
+                return Ok(());
+            }
+            down.buf.reserve(IO_CHUNK);
+            match fast_timeout(DOWNSTREAM_IO, down.stream.read_buf(&mut down.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Err(Fail::Down),
+            }
+        }
+    }
+
+    /// Read up to the end of the final response head; 1xx interim heads go to the client as
+    /// they come. `ubuf` keeps the head (and any body bytes after it).
+    async fn read_head(
+        &self,
+        down: &mut Down,
+        up: &mut Stream,
+        ubuf: &mut BytesMut,
+        is_head: bool,
+    ) -> Result<RespHead, Fail> {
+        let timeout = self.gw.cfg.upstream.read_timeout;
+        let mut got_any = false;
+        loop {
+            if !ubuf.is_empty() {
+                let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut r = httparse::Response::new(&mut hdrs);
+                match r.parse(ubuf) {
+                    Ok(httparse::Status::Complete(n)) => {
+                        let status = r.code.unwrap_or(0);
+                        if (100..200).contains(&status) {
+                            if status == 101 {
+                                return Err(up_err(
+                                    InvalidHTTPHeader,
+                                    "101 Switching Protocols without an upgrade request".into(),
+                                ));
+                            }
+                            let interim = ubuf.split_to(n);
+                            let w = fast_timeout(DOWNSTREAM_IO, async {
+                                down.stream.write_all(&interim).await?;
+                                down.stream.flush().await
+                            })
+                            .await;
+                            if !matches!(w, Ok(Ok(()))) {
+                                return Err(Fail::Down);
+                            }
+                            continue;
+                        }
+                        return response_framing(&r, n, is_head);
+                    }
+                    Ok(httparse::Status::Partial) if ubuf.len() <= MAX_HEAD => {}
+                    Ok(httparse::Status::Partial) => {
+                        return Err(up_err(InvalidHTTPHeader, "response head too large".into()))
+                    }
+                    Err(e) => {
+                        return Err(up_err(InvalidHTTPHeader, format!("response head: {e}")))
+                    }
+                }
+            }
+            match fast_timeout(timeout, up.read_buf(ubuf)).await {
+                Ok(Ok(0)) if !got_any => return Err(Fail::Stale),
+                Ok(Ok(0)) => {
+                    return Err(up_err(
+                        ConnectionClosed,
+                        "the target closed during the response head".into(),
+                    ))
+                }
+                Ok(Ok(_)) => got_any = true,
+                Ok(Err(e)) if !got_any => {
+                    // A reset on a pooled connection is the same case as a close.
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    ) {
+                        return Err(Fail::Stale);
+                    }
+                    return Err(up_err(ReadError, e.to_string()));
+                }
+                Ok(Err(e)) => return Err(up_err(ReadError, e.to_string())),
+                Err(_) => return Err(up_err(ReadTimedout, "response head".into())),
+            }
+        }
+    }
+}
+
+/// Body framing and reuse from a final response head.
+fn response_framing(
+    r: &httparse::Response<'_, '_>,
+    head_len: usize,
+    is_head: bool,
+) -> Result<RespHead, Fail> {
+    let status = r.code.unwrap_or(0);
+    let mut keepalive = r.version == Some(1);
+    let mut length: Option<u64> = None;
+    let mut te: Option<bool> = None; // Some(last coding is chunked)
+    for h in r.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            match (content_length(h.value), length) {
+                (Some(v), None) => length = Some(v),
+                (Some(v), Some(p)) if v == p => {}
+                _ => {
+                    return Err(up_err(
+                        InvalidHTTPHeader,
+                        "invalid Content-Length in the response".into(),
+                    ))
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = text(h.value)
+                .and_then(|v| v.rsplit(',').next())
+                .map(|t| t.trim().eq_ignore_ascii_case("chunked"))
+                .unwrap_or(false);
+            te = Some(last);
+        } else if h.name.eq_ignore_ascii_case("connection") && has_token(h.value, "close") {
+            keepalive = false;
+        }
+    }
+    let framing = if is_head || status == 204 || status == 304 {
+        Framing::None
+    } else {
+        match (te, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::UntilClose,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::UntilClose,
+        }
+    };
+    if framing == Framing::UntilClose {
+        keepalive = false;
+    }
+    Ok(RespHead {
+        status,
+        framing,
+        keepalive,
+        head_len,
+    })
+}
+
+/// Finds the end of a chunked body without changing it (sizes, extensions, trailers).
+#[derive(Debug, Default)]
+struct Chunked {
+    state: ChunkState,
+    size: u64,
+    digits: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Ext,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    Done,
+}
+
+impl Chunked {
+    /// Feed the next bytes; `Ok(Some(n))`: the body ends after `n` bytes of `buf`.
+    fn feed(&mut self, buf: &[u8]) -> Result<Option<usize>, ()> {
+        let mut i = 0;
+        while i < buf.len() {
+            let b = buf[i];
+            match self.state {
+                ChunkState::Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        if self.size > (u64::MAX >> 4) {
+                            return Err(());
+                        }
+                        let d = (b as char).to_digit(16).ok_or(())? as u64;
+                        self.size = self.size * 16 + d;
+                        self.digits = true;
+                    }
+                    b';' | b' ' | b'\t' if self.digits => self.state = ChunkState::Ext,
+                    b'\r' if self.digits => {}
+                    b'\n' if self.digits => self.end_size_line(),
+                    _ => return Err(()),
+                },
+                ChunkState::Ext => {
+                    if b == b'\n' {
+                        self.end_size_line();
+                    }
+                }
+                ChunkState::Data => {
+                    let n = ((buf.len() - i) as u64).min(self.size) as usize;
+                    self.size -= n as u64;
+                    i += n;
+                    if self.size == 0 {
+                        self.state = ChunkState::DataCr;
+                    }
+                    continue;
+                }
+                ChunkState::DataCr => match b {
+                    b'\r' => self.state = ChunkState::DataLf,
+                    b'\n' => self.state = ChunkState::Size,
+                    _ => return Err(()),
+                },
+                ChunkState::DataLf => match b {
+                    b'\n' => self.state = ChunkState::Size,
+                    _ => return Err(()),
+                },
+                ChunkState::TrailerStart => match b {
+                    b'\r' => {}
+                    b'\n' => {
+                        self.state = ChunkState::Done;
+                        return Ok(Some(i + 1));
+                    }
+                    _ => self.state = ChunkState::Trailer,
+                },
+                ChunkState::Trailer => {
+                    if b == b'\n' {
+                        self.state = ChunkState::TrailerStart;
+                    }
+                }
+                ChunkState::Done => return Ok(Some(i)),
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    fn end_size_line(&mut self) {
+        self.digits = false;
+        self.state = if self.size == 0 {
+            ChunkState::TrailerStart
+        } else {
+            ChunkState::Data
+        };
+    }
+}
+
+/// Pool key: the target address and the client identity (leaf certificate SHA-256; zeros for
+/// plain TLS). The SNI is compared on checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PoolKey {
+    addr: SocketAddr,
+    identity: [u8; 32],
+}
+
+struct Idle {
+    sni: Box<str>,
+    since: Instant,
+    stream: Stream,
+}
+
+/// Idle upstream connections, most recently used first out; bounded in total
+/// (`upstream.keepalive_pool_size`) and in age (`upstream.idle_timeout`).
+struct Pool {
+    inner: Mutex<PoolInner>,
+    max: usize,
+    idle: Duration,
+}
+
+#[derive(Default)]
+struct PoolInner {
+    map: HashMap<PoolKey, Vec<Idle>>,
+    total: usize,
+}
+
+impl Pool {
+    fn new(max: usize, idle: Duration) -> Pool {
+        Pool {
+            inner: Mutex::new(PoolInner::default()),
+            max,
+            idle,
+        }
+    }
+
+    fn take(&self, key: &PoolKey, sni: &str) -> Option<Stream> {
+        let mut expired = Vec::new();
+        let found = {
+            let mut g = self.inner.lock();
+            let PoolInner { map, total } = &mut *g;
+            let list = map.get_mut(key)?;
+            let mut found = None;
+            while let Some(pos) = list.iter().rposition(|c| &*c.sni == sni) {
+                let c = list.remove(pos);
+                *total -= 1;
+                if c.since.elapsed() < self.idle {
+                    found = Some(c.stream);
+                    break;
+                }
+                expired.push(c);
+            }
+            if list.is_empty() {
+                map.remove(key);
+            }
+            found
+        };
+        drop(expired); // closed outside the lock
+        found
+    }
+
+    fn put(&self, key: PoolKey, sni: &str, stream: Stream) {
+        let mut g = self.inner.lock();
+        if g.total >= self.max {
+            drop(g);
+            warn_pool_full();
+            return;
+        }
+        g.total += 1;
+        g.map.entry(key).or_default().push(Idle {
+            sni: sni.into(),
+            since: Instant::now(),
+            stream,
+        });
+    }
+
+    fn sweep(&self) {
+        let mut expired = Vec::new();
+        {
+            let mut g = self.inner.lock();
+            let PoolInner { map, total } = &mut *g;
+            map.retain(|_, list| {
+                let (keep, old): (Vec<Idle>, Vec<Idle>) =
+                    list.drain(..).partition(|c| c.since.elapsed() < self.idle);
+                *total -= old.len();
+                expired.extend(old);
+                *list = keep;
+                !list.is_empty()
+            });
+        }
+        drop(expired);
+    }
+
+    fn clear(&self) {
+        let old = std::mem::take(&mut *self.inner.lock());
+        drop(old);
+    }
+}
+
+/// Logged at most once a minute: connections beyond the pool size are closed, not kept.
+fn warn_pool_full() {
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    let mut last = LAST.lock();
+    if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+        *last = Some(Instant::now());
+        warn!("upstream keep-alive pool is full (upstream.keepalive_pool_size); closing idle connections instead of keeping them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(parts: &[&[u8]]) -> Result<Option<usize>, ()> {
+        let mut c = Chunked::default();
+        let mut offset = 0;
+        for p in parts {
+            if let Some(end) = c.feed(p)? {
+                return Ok(Some(offset + end));
+            }
+            offset += p.len();
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn chunked_end_found_across_splits_and_with_trailers() {
+        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-t: 1\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        assert_eq!(scan(&[body]), Ok(Some(end)));
+        // every split point gives the same end
+        for cut in 1..body.len() {
+            assert_eq!(scan(&[&body[..cut], &body[cut..]]), Ok(Some(end)), "cut {cut}");
+        }
+        assert_eq!(scan(&[b"0\r\n\r\n"]), Ok(Some(5)));
+        assert_eq!(scan(&[b"3\r\nabc\r\n"]), Ok(None));
+    }
+
+    #[test]
+    fn chunked_rejects_garbage() {
+        assert_eq!(scan(&[b"zz\r\n"]), Err(()));
+        assert_eq!(scan(&[b"3\r\nabcX"]), Err(()));
+        assert_eq!(scan(&[b"\r\n"]), Err(()));
+        assert_eq!(scan(&[b"ffffffffffffffffff\r\n"]), Err(()));
+    }
+
+    #[test]
+    fn request_headers_dropped_upstream() {
+        let d = |n| drop_request_header(n, Mode::Transparent, "x-mtls-account", "x-mtls-service");
+        assert!(d("Host") && d("Connection") && d("LP-forward-url") && d("X-MTLS-Account"));
+        assert!(d("Proxy-Authorization") && d("te"));
+        assert!(!d("Authorization") && !d("Content-Length") && !d("lp"));
+        assert!(drop_request_header("Authorization", Mode::Forward, "a", "b"));
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let frame = |raw: &[u8], head: bool| {
+            let mut h = [httparse::EMPTY_HEADER; 16];
+            let mut r = httparse::Response::new(&mut h);
+            let n = match r.parse(raw) {
+                Ok(httparse::Status::Complete(n)) => n,
+                other => panic!("{other:?}"),
+            };
+            match response_framing(&r, n, head) {
+                Ok(h) => (h.framing, h.keepalive),
+                Err(_) => panic!("framing error"),
+            }
+        };
+        assert_eq!(
+            frame(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+            (Framing::Length(5), true)
+        );
+        assert_eq!(
+            frame(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
+            (Framing::None, true)
+        );
+        assert_eq!(
+            frame(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n",
+                false
+            ),
+            (Framing::Chunked, true)
+        );
+        assert_eq!(
+            frame(b"HTTP/1.1 200 OK\r\n\r\n", false),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(
+            frame(b"HTTP/1.1 204 No Content\r\n\r\n", false),
+            (Framing::None, true)
+        );
+        assert_eq!(
+            frame(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false),
+            (Framing::Length(0), false)
+        );
+        assert_eq!(
+            frame(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+            (Framing::Length(0), false)
+        );
+    }
+}
