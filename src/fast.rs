@@ -42,8 +42,8 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
-use pingora_timeout::fast_timeout::fast_timeout;
 use pingora_proxy::HttpProxy;
+use pingora_timeout::fast_timeout::fast_timeout;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::metrics;
@@ -289,10 +289,8 @@ impl ProxyApp {
             return;
         }
         let pool = Arc::downgrade(&self.pool);
-        let every = (self.gw.cfg.upstream.idle_timeout / 2).clamp(
-            Duration::from_secs(1),
-            Duration::from_secs(30),
-        );
+        let every = (self.gw.cfg.upstream.idle_timeout / 2)
+            .clamp(Duration::from_secs(1), Duration::from_secs(30));
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
@@ -381,6 +379,11 @@ impl ProxyApp {
             }
         }
         let body_len = body_len.unwrap_or(0);
+        if body_len > REPLAY_BODY {
+            // A large body is streamed by Pingora in both directions at once (a target may
+            // answer while it reads); this loop sends the whole request before reading.
+            return Next::Full;
+        }
         let head = Head {
             method,
             uri,
@@ -436,27 +439,22 @@ impl ProxyApp {
         drop(head);
         down.buf.advance(head_len);
 
-        // 5. A small body is read whole, so that the request can be sent again.
-        let replayable = body_len <= REPLAY_BODY;
-        if replayable {
-            while (down.buf.len() as u64) < body_len {
-                match fast_timeout(DOWNSTREAM_IO, down.stream.read_buf(&mut down.buf)).await {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => {
-                        ctx.outcome = "error";
-                        ctx.record(0);
-                        return Next::Close;
-                    }
+        // 5. The body (at most 64 KiB) is read whole, so that the request can be sent again.
+        while (down.buf.len() as u64) < body_len {
+            match fast_timeout(DOWNSTREAM_IO, down.stream.read_buf(&mut down.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => {
+                    ctx.outcome = "error";
+                    ctx.record(0);
+                    return Next::Close;
                 }
             }
-            up_req.extend_from_slice(&down.buf[..body_len as usize]);
-            down.buf.advance(body_len as usize);
         }
+        up_req.extend_from_slice(&down.buf[..body_len as usize]);
+        down.buf.advance(body_len as usize);
 
         // 6. Connect (pooled) and exchange; a stale pooled connection is replaced once.
-        let result = self
-            .exchange(down, &mut ctx, &up_req, replayable, body_len, is_head, close)
-            .await;
+        let result = self.exchange(down, &mut ctx, &up_req, is_head, close).await;
         match result {
             Ok((status, keep)) => {
                 ctx.record(status);
@@ -495,14 +493,11 @@ impl ProxyApp {
 
     /// Send the request and relay the answer. `Ok((status, downstream may stay open))`;
     /// `Err((why, whether the response head was already sent))`.
-    #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,
         down: &mut Down,
         ctx: &mut Ctx,
         up_req: &[u8],
-        replayable: bool,
-        body_len: u64,
         is_head: bool,
         close: bool,
     ) -> Result<(u16, bool), (Fail, bool)> {
@@ -539,19 +534,14 @@ impl ProxyApp {
             };
             metrics::upstream_connection(reused);
             ubuf.clear();
-            let sent = self
-                .send(down, &mut up, up_req, replayable, body_len)
-                .await;
-            let got = match sent {
+            let got = match self.send(&mut up, up_req).await {
                 Ok(()) => self.read_head(down, &mut up, &mut ubuf, is_head).await,
-                Err(Fail::Up(e)) if reused && replayable => {
-                    Err(if e.etype() == &WriteError { Fail::Stale } else { Fail::Up(e) })
-                }
+                Err(Fail::Up(e)) if reused && e.etype() == &WriteError => Err(Fail::Stale),
                 Err(f) => Err(f),
             };
             match got {
                 Ok(h) => break (up, h),
-                Err(Fail::Stale) if reused && replayable && !retried => {
+                Err(Fail::Stale) if reused && !retried => {
                     retried = true;
                     continue;
                 }
@@ -682,54 +672,17 @@ impl ProxyApp {
         Ok((resp.status, !down_close))
     }
 
-    /// Write the request head (with a buffered body) and stream a larger body from the client.
-    async fn send(
-        &self,
-        down: &mut Down,
-        up: &mut Stream,
-        up_req: &[u8],
-        replayable: bool,
-        body_len: u64,
-    ) -> Result<(), Fail> {
-        let timeout = self.gw.cfg.upstream.write_timeout;
-        let w = fast_timeout(timeout, async {
+    /// Write the whole request (head and buffered body).
+    async fn send(&self, up: &mut Stream, up_req: &[u8]) -> Result<(), Fail> {
+        let w = fast_timeout(self.gw.cfg.upstream.write_timeout, async {
             up.write_all(up_req).await?;
             up.flush().await
         })
         .await;
         match w {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(up_err(WriteError, e.to_string())),
-            Err(_) => return Err(up_err(WriteTimedout, "request head".into())),
-        }
-        if replayable {
-            return Ok(());
-        }
-        let mut left = body_len;
-        loop {
-            let take = (down.buf.len() as u64).min(left) as usize;
-            if take > 0 {
-                let w = fast_timeout(timeout, async {
-                    up.write_all(&down.buf[..take]).await?;
-                    up.flush().await
-                })
-                .await;
-                match w {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(up_err(WriteError, e.to_string())),
-                    Err(_) => return Err(up_err(WriteTimedout, "request body".into())),
-                }
-                down.buf.advance(take);
-                left -= take as u64;
-            }
-            if left == 0 {
-                return Ok(());
-            }
-            down.buf.reserve(IO_CHUNK);
-            match fast_timeout(DOWNSTREAM_IO, down.stream.read_buf(&mut down.buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return Err(Fail::Down),
-            }
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(up_err(WriteError, e.to_string())),
+            Err(_) => Err(up_err(WriteTimedout, "request".into())),
         }
     }
 
@@ -775,9 +728,7 @@ impl ProxyApp {
                     Ok(httparse::Status::Partial) => {
                         return Err(up_err(InvalidHTTPHeader, "response head too large".into()))
                     }
-                    Err(e) => {
-                        return Err(up_err(InvalidHTTPHeader, format!("response head: {e}")))
-                    }
+                    Err(e) => return Err(up_err(InvalidHTTPHeader, format!("response head: {e}"))),
                 }
             }
             match fast_timeout(timeout, up.read_buf(ubuf)).await {
@@ -1082,12 +1033,17 @@ mod tests {
 
     #[test]
     fn chunked_end_found_across_splits_and_with_trailers() {
-        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-t: 1\r\n\r\nNEXT";
+        let body =
+            b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-t: 1\r\n\r\nNEXT";
         let end = body.len() - 4;
         assert_eq!(scan(&[body]), Ok(Some(end)));
         // every split point gives the same end
         for cut in 1..body.len() {
-            assert_eq!(scan(&[&body[..cut], &body[cut..]]), Ok(Some(end)), "cut {cut}");
+            assert_eq!(
+                scan(&[&body[..cut], &body[cut..]]),
+                Ok(Some(end)),
+                "cut {cut}"
+            );
         }
         assert_eq!(scan(&[b"0\r\n\r\n"]), Ok(Some(5)));
         assert_eq!(scan(&[b"3\r\nabc\r\n"]), Ok(None));
@@ -1107,7 +1063,12 @@ mod tests {
         assert!(d("Host") && d("Connection") && d("LP-forward-url") && d("X-MTLS-Account"));
         assert!(d("Proxy-Authorization") && d("te"));
         assert!(!d("Authorization") && !d("Content-Length") && !d("lp"));
-        assert!(drop_request_header("Authorization", Mode::Forward, "a", "b"));
+        assert!(drop_request_header(
+            "Authorization",
+            Mode::Forward,
+            "a",
+            "b"
+        ));
     }
 
     #[test]
@@ -1148,7 +1109,10 @@ mod tests {
             (Framing::None, true)
         );
         assert_eq!(
-            frame(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", false),
+            frame(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                false
+            ),
             (Framing::Length(0), false)
         );
         assert_eq!(

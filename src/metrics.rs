@@ -150,9 +150,8 @@ pub static HOT: LazyLock<[Hot; 2]> = LazyLock::new(|| {
 });
 
 /// `mtls_gateway_upstream_connections_total{reused}`, pre-resolved: index 0 new, 1 reused.
-pub static UPSTREAM_REUSE: LazyLock<[IntCounter; 2]> = LazyLock::new(|| {
-    ["false", "true"].map(|r| UPSTREAM_CONNECTIONS.with_label_values(&[r]))
-});
+pub static UPSTREAM_REUSE: LazyLock<[IntCounter; 2]> =
+    LazyLock::new(|| ["false", "true"].map(|r| UPSTREAM_CONNECTIONS.with_label_values(&[r])));
 
 /// Count one upstream connection used by a request.
 pub fn upstream_connection(reused: bool) {

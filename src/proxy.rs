@@ -298,7 +298,8 @@ impl Refusal {
     /// The JSON body: `error`, `message` and the request's fields when known.
     pub(crate) fn body(&mut self) -> serde_json::Value {
         let mut body = json!({"error": self.code, "message": self.message});
-        if let (Some(obj), serde_json::Value::Object(f)) = (body.as_object_mut(), self.fields.take())
+        if let (Some(obj), serde_json::Value::Object(f)) =
+            (body.as_object_mut(), self.fields.take())
         {
             obj.extend(f);
         }
@@ -664,12 +665,7 @@ impl Gateway {
 
     /// `header` is `authorization` on the forward resource and `proxy-authorization` in
     /// transparent mode (where `Authorization` belongs to the target and is passed on).
-    fn authenticate(
-        &self,
-        req: &impl ReqView,
-        account: &str,
-        header: &str,
-    ) -> Result<(), Refusal> {
+    fn authenticate(&self, req: &impl ReqView, account: &str, header: &str) -> Result<(), Refusal> {
         let host = header_str(req, "host").unwrap_or("");
         let parts = RequestParts {
             method: req.method().as_str(),
@@ -730,7 +726,11 @@ impl Gateway {
 
     /// Step 1a: the rate limit. `peer` is the TCP peer; a forwarded-for header counts only
     /// from trusted proxies. `Err` carries the 429 refusal.
-    pub(crate) fn rate_limit(&self, peer: Option<IpAddr>, req: &impl ReqView) -> Result<(), Refusal> {
+    pub(crate) fn rate_limit(
+        &self,
+        peer: Option<IpAddr>,
+        req: &impl ReqView,
+    ) -> Result<(), Refusal> {
         let (Some(limiter), Some(peer)) = (&self.limiter, peer) else {
             return Ok(());
         };
@@ -765,8 +765,7 @@ impl Gateway {
 
     /// The target's address (async DNS, cached; counted as a connect failure when it fails).
     pub(crate) async fn resolve(&self, target: &UpstreamTarget) -> Result<SocketAddr> {
-        self
-            .resolver
+        self.resolver
             .resolve(&target.authority, &target.host, target.port)
             .await
             .map_err(|e| {
@@ -831,7 +830,10 @@ impl ProxyHttp for Gateway {
         ctx._inflight = Some(self.inflight.enter());
         ctx.start = Instant::now();
 
-        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let routed = self
             .rate_limit(peer, session.req_header())
             .and_then(|()| self.route(session.req_header(), ctx));
