@@ -32,11 +32,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
+use futures::FutureExt;
 use http::StatusCode;
 use log::warn;
 use parking_lot::Mutex;
 use pingora::apps::{HttpServerApp, ServerApp};
-use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
@@ -48,6 +48,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::metrics;
 use crate::proxy::{count_connect_failure, upstream_failure, Ctx, Gateway, Mode, ReqView};
+use crate::tls_client::{TlsClient, UpConn};
 
 /// Headers per message this loop parses; more goes to Pingora (requests) or fails (responses).
 const MAX_HEADERS: usize = 96;
@@ -65,22 +66,29 @@ const IO_CHUNK: usize = 64 * 1024;
 pub struct ProxyApp {
     gw: Gateway,
     full: Arc<HttpProxy<Gateway>>,
-    connector: TransportConnector,
+    tls: TlsClient,
     pool: Arc<Pool>,
     sweeper: AtomicBool,
 }
 
 impl ProxyApp {
-    pub fn new(gw: Gateway, conf: &Arc<ServerConf>) -> ProxyApp {
+    /// `conf.ca_file` is the trust bundle both paths verify targets with.
+    pub fn new(gw: Gateway, conf: &Arc<ServerConf>) -> anyhow::Result<ProxyApp> {
         let up = &gw.cfg.upstream;
         let pool = Arc::new(Pool::new(up.keepalive_pool_size, up.idle_timeout));
-        ProxyApp {
+        let tls = TlsClient::new(
+            conf.ca_file.as_deref().map(std::path::Path::new),
+            up.connect_timeout,
+            up.tls_timeout,
+        )
+        .map_err(|e| anyhow::anyhow!("upstream TLS set-up: {e}"))?;
+        Ok(ProxyApp {
             full: Arc::new(pingora_proxy::http_proxy(conf, gw.clone())),
-            connector: TransportConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
+            tls,
             gw,
             pool,
             sweeper: AtomicBool::new(false),
-        }
+        })
     }
 }
 
@@ -521,16 +529,13 @@ impl ProxyApp {
         let (mut up, resp) = loop {
             let (mut up, reused) = match self.pool.take(&key, sni) {
                 Some(s) => (s, true),
-                None => {
-                    let peer = self.gw.build_peer(addr, target, ctx.cert.as_ref());
-                    match self.connector.new_stream(&peer).await {
-                        Ok(s) => (s, false),
-                        Err(e) => {
-                            count_connect_failure(&e);
-                            return Err((Fail::Up(e), false));
-                        }
+                None => match self.tls.connect(addr, sni, ctx.cert.as_ref()).await {
+                    Ok(s) => (s, false),
+                    Err(e) => {
+                        count_connect_failure(&e);
+                        return Err((Fail::Up(e), false));
                     }
-                }
+                },
             };
             metrics::upstream_connection(reused);
             ubuf.clear();
@@ -661,7 +666,18 @@ impl ProxyApp {
                         true,
                     ))
                 }
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => {
+                    // Take what has already arrived too (no waiting): fewer, larger writes to
+                    // the client.
+                    while ubuf.len() < 2 * IO_CHUNK
+                        && !matches!(resp.framing, Framing::Length(_) if ubuf.len() as u64 >= left)
+                    {
+                        match up.read_buf(&mut ubuf).now_or_never() {
+                            Some(Ok(n)) if n > 0 => {}
+                            _ => break,
+                        }
+                    }
+                }
                 Ok(Err(e)) => return Err((up_err(ReadError, e.to_string()), true)),
                 Err(_) => return Err((up_err(ReadTimedout, "response body".into()), true)),
             }
@@ -673,7 +689,7 @@ impl ProxyApp {
     }
 
     /// Write the whole request (head and buffered body).
-    async fn send(&self, up: &mut Stream, up_req: &[u8]) -> Result<(), Fail> {
+    async fn send(&self, up: &mut UpConn, up_req: &[u8]) -> Result<(), Fail> {
         let w = fast_timeout(self.gw.cfg.upstream.write_timeout, async {
             up.write_all(up_req).await?;
             up.flush().await
@@ -691,7 +707,7 @@ impl ProxyApp {
     async fn read_head(
         &self,
         down: &mut Down,
-        up: &mut Stream,
+        up: &mut UpConn,
         ubuf: &mut BytesMut,
         is_head: bool,
     ) -> Result<RespHead, Fail> {
@@ -916,7 +932,7 @@ struct PoolKey {
 struct Idle {
     sni: Box<str>,
     since: Instant,
-    stream: Stream,
+    stream: UpConn,
 }
 
 /// Idle upstream connections, most recently used first out; bounded in total
@@ -942,7 +958,7 @@ impl Pool {
         }
     }
 
-    fn take(&self, key: &PoolKey, sni: &str) -> Option<Stream> {
+    fn take(&self, key: &PoolKey, sni: &str) -> Option<UpConn> {
         let mut expired = Vec::new();
         let found = {
             let mut g = self.inner.lock();
@@ -967,7 +983,7 @@ impl Pool {
         found
     }
 
-    fn put(&self, key: PoolKey, sni: &str, stream: Stream) {
+    fn put(&self, key: PoolKey, sni: &str, stream: UpConn) {
         let mut g = self.inner.lock();
         if g.total >= self.max {
             drop(g);

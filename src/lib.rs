@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod refresh;
 pub mod snapshot;
 pub mod store;
+pub mod tls_client;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -291,7 +292,7 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
     // rest (see src/fast.rs).
     let mut proxy = Service::new(
         "mtls proxy".to_string(),
-        fast::ProxyApp::new(gateway, &server.configuration),
+        fast::ProxyApp::new(gateway, &server.configuration)?,
     );
     for addr in &cfg.proxy.listen {
         proxy.add_tcp(&addr.to_string());
