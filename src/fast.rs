@@ -23,7 +23,7 @@
 //! closed is noticed when no byte of the answer arrives; the request is then sent once more on a
 //! new connection if its body was buffered (up to 64 KiB), as browsers and nginx do.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -929,28 +929,56 @@ struct PoolKey {
     identity: [u8; 32],
 }
 
-struct Idle {
+struct Idle<S> {
     sni: Box<str>,
     since: Instant,
-    stream: UpConn,
+    /// Position in the pool's least-recently-used order.
+    seq: u64,
+    stream: S,
 }
 
 /// Idle upstream connections, most recently used first out; bounded in total
-/// (`upstream.keepalive_pool_size`) and in age (`upstream.idle_timeout`).
-struct Pool {
-    inner: Mutex<PoolInner>,
+/// (`upstream.keepalive_pool_size`, the least recently used one is closed to make room) and in
+/// age (`upstream.idle_timeout`).
+struct Pool<S = UpConn> {
+    inner: Mutex<PoolInner<S>>,
     max: usize,
     idle: Duration,
 }
 
-#[derive(Default)]
-struct PoolInner {
-    map: HashMap<PoolKey, Vec<Idle>>,
-    total: usize,
+struct PoolInner<S> {
+    map: HashMap<PoolKey, Vec<Idle<S>>>,
+    /// `seq` -> key, oldest first.
+    order: BTreeMap<u64, PoolKey>,
+    seq: u64,
 }
 
-impl Pool {
-    fn new(max: usize, idle: Duration) -> Pool {
+impl<S> Default for PoolInner<S> {
+    fn default() -> Self {
+        PoolInner {
+            map: HashMap::new(),
+            order: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+}
+
+impl<S> PoolInner<S> {
+    /// Remove the connection `seq` of `key` (known to be pooled).
+    fn remove(&mut self, key: &PoolKey, seq: u64) -> Option<Idle<S>> {
+        self.order.remove(&seq);
+        let list = self.map.get_mut(key)?;
+        let pos = list.iter().position(|c| c.seq == seq)?;
+        let c = list.remove(pos);
+        if list.is_empty() {
+            self.map.remove(key);
+        }
+        Some(c)
+    }
+}
+
+impl<S> Pool<S> {
+    fn new(max: usize, idle: Duration) -> Pool<S> {
         Pool {
             inner: Mutex::new(PoolInner::default()),
             max,
@@ -958,61 +986,81 @@ impl Pool {
         }
     }
 
-    fn take(&self, key: &PoolKey, sni: &str) -> Option<UpConn> {
+    fn take(&self, key: &PoolKey, sni: &str) -> Option<S> {
         let mut expired = Vec::new();
         let found = {
             let mut g = self.inner.lock();
-            let PoolInner { map, total } = &mut *g;
-            let list = map.get_mut(key)?;
-            let mut found = None;
-            while let Some(pos) = list.iter().rposition(|c| &*c.sni == sni) {
-                let c = list.remove(pos);
-                *total -= 1;
+            loop {
+                let seq = g
+                    .map
+                    .get(key)?
+                    .iter()
+                    .rev()
+                    .find(|c| &*c.sni == sni)
+                    .map(|c| c.seq)?;
+                let Some(c) = g.remove(key, seq) else {
+                    break None;
+                };
                 if c.since.elapsed() < self.idle {
-                    found = Some(c.stream);
-                    break;
+                    break Some(c.stream);
                 }
                 expired.push(c);
             }
-            if list.is_empty() {
-                map.remove(key);
-            }
-            found
         };
         drop(expired); // closed outside the lock
         found
     }
 
-    fn put(&self, key: PoolKey, sni: &str, stream: UpConn) {
-        let mut g = self.inner.lock();
-        if g.total >= self.max {
-            drop(g);
-            warn_pool_full();
+    fn put(&self, key: PoolKey, sni: &str, stream: S) {
+        if self.max == 0 {
             return;
         }
-        g.total += 1;
-        g.map.entry(key).or_default().push(Idle {
-            sni: sni.into(),
-            since: Instant::now(),
-            stream,
-        });
+        let mut evicted = None;
+        {
+            let mut g = self.inner.lock();
+            if g.order.len() >= self.max {
+                if let Some((seq, k)) = g.order.pop_first() {
+                    evicted = g.remove(&k, seq);
+                }
+            }
+            g.seq += 1;
+            let seq = g.seq;
+            g.order.insert(seq, key);
+            g.map.entry(key).or_default().push(Idle {
+                sni: sni.into(),
+                since: Instant::now(),
+                seq,
+                stream,
+            });
+        }
+        if evicted.is_some() {
+            warn_pool_full();
+        }
     }
 
     fn sweep(&self) {
         let mut expired = Vec::new();
         {
             let mut g = self.inner.lock();
-            let PoolInner { map, total } = &mut *g;
-            map.retain(|_, list| {
-                let (keep, old): (Vec<Idle>, Vec<Idle>) =
-                    list.drain(..).partition(|c| c.since.elapsed() < self.idle);
-                *total -= old.len();
-                expired.extend(old);
-                *list = keep;
-                !list.is_empty()
-            });
+            let old: Vec<(PoolKey, u64)> = g
+                .map
+                .iter()
+                .flat_map(|(k, list)| {
+                    list.iter()
+                        .filter(|c| c.since.elapsed() >= self.idle)
+                        .map(move |c| (*k, c.seq))
+                })
+                .collect();
+            for (k, seq) in old {
+                expired.extend(g.remove(&k, seq));
+            }
         }
         drop(expired);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.lock().order.len()
     }
 
     fn clear(&self) {
@@ -1027,7 +1075,7 @@ fn warn_pool_full() {
     let mut last = LAST.lock();
     if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
         *last = Some(Instant::now());
-        warn!("upstream keep-alive pool is full (upstream.keepalive_pool_size); closing idle connections instead of keeping them");
+        warn!("upstream keep-alive pool is full (upstream.keepalive_pool_size): closing the least recently used idle connections to make room; raise the size if this repeats");
     }
 }
 
@@ -1071,6 +1119,59 @@ mod tests {
         assert_eq!(scan(&[b"3\r\nabcX"]), Err(()));
         assert_eq!(scan(&[b"\r\n"]), Err(()));
         assert_eq!(scan(&[b"ffffffffffffffffff\r\n"]), Err(()));
+    }
+
+    fn key(port: u16, id: u8) -> PoolKey {
+        PoolKey {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            identity: [id; 32],
+        }
+    }
+
+    #[test]
+    fn pool_keeps_identities_and_names_apart() {
+        let pool: Pool<u32> = Pool::new(10, Duration::from_secs(60));
+        pool.put(key(1, 1), "a.test", 11);
+        pool.put(key(1, 2), "a.test", 12);
+        pool.put(key(1, 1), "b.test", 13);
+        assert_eq!(pool.take(&key(1, 3), "a.test"), None);
+        assert_eq!(pool.take(&key(2, 1), "a.test"), None);
+        assert_eq!(pool.take(&key(1, 1), "a.test"), Some(11));
+        assert_eq!(pool.take(&key(1, 1), "a.test"), None);
+        assert_eq!(pool.take(&key(1, 2), "a.test"), Some(12));
+        assert_eq!(pool.take(&key(1, 1), "b.test"), Some(13));
+        assert_eq!(pool.len(), 0);
+    }
+
+    #[test]
+    fn pool_is_lifo_per_key_and_evicts_the_least_recently_used() {
+        let pool: Pool<u32> = Pool::new(3, Duration::from_secs(60));
+        pool.put(key(1, 1), "a", 1);
+        pool.put(key(1, 2), "a", 2);
+        pool.put(key(1, 1), "a", 3);
+        pool.put(key(1, 3), "a", 4); // full: 1 (the oldest) goes
+        assert_eq!(pool.len(), 3);
+        assert_eq!(pool.take(&key(1, 1), "a"), Some(3));
+        assert_eq!(pool.take(&key(1, 1), "a"), None);
+        assert_eq!(pool.take(&key(1, 2), "a"), Some(2));
+        assert_eq!(pool.take(&key(1, 3), "a"), Some(4));
+        let none: Pool<u32> = Pool::new(0, Duration::from_secs(60));
+        none.put(key(1, 1), "a", 1);
+        assert_eq!(none.take(&key(1, 1), "a"), None);
+    }
+
+    #[test]
+    fn pool_drops_connections_idle_too_long() {
+        let pool: Pool<u32> = Pool::new(10, Duration::from_millis(30));
+        pool.put(key(1, 1), "a", 1);
+        pool.put(key(1, 2), "a", 2);
+        std::thread::sleep(Duration::from_millis(50));
+        pool.put(key(1, 2), "a", 3);
+        assert_eq!(pool.take(&key(1, 1), "a"), None);
+        pool.sweep();
+        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.take(&key(1, 2), "a"), Some(3));
+        assert_eq!(pool.take(&key(1, 2), "a"), None);
     }
 
     #[test]
