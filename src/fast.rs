@@ -937,6 +937,9 @@ struct Idle<S> {
     stream: S,
 }
 
+/// How many of the least recently used connections eviction looks at for a duplicate.
+const EVICT_SCAN: usize = 64;
+
 /// Idle upstream connections, most recently used first out; bounded in total
 /// (`upstream.keepalive_pool_size`, the least recently used one is closed to make room) and in
 /// age (`upstream.idle_timeout`).
@@ -1019,7 +1022,17 @@ impl<S> Pool<S> {
         {
             let mut g = self.inner.lock();
             if g.order.len() >= self.max {
-                if let Some((seq, k)) = g.order.pop_first() {
+                // Close the least recently used connection of a target+identity that has
+                // another one idle, so that every identity keeps one while it can (looking at
+                // the oldest few only); else the least recently used of all.
+                let victim = g
+                    .order
+                    .iter()
+                    .take(EVICT_SCAN)
+                    .find(|(_, k)| g.map.get(*k).is_some_and(|l| l.len() > 1))
+                    .or_else(|| g.order.iter().next())
+                    .map(|(seq, k)| (*seq, *k));
+                if let Some((seq, k)) = victim {
                     evicted = g.remove(&k, seq);
                 }
             }
@@ -1155,6 +1168,14 @@ mod tests {
         assert_eq!(pool.take(&key(1, 1), "a"), None);
         assert_eq!(pool.take(&key(1, 2), "a"), Some(2));
         assert_eq!(pool.take(&key(1, 3), "a"), Some(4));
+        // A target+identity with a second idle connection gives it up first.
+        pool.put(key(1, 1), "a", 5);
+        pool.put(key(1, 2), "a", 6);
+        pool.put(key(1, 2), "a", 7);
+        pool.put(key(1, 3), "a", 8); // full: 6 goes (1 keeps its only connection)
+        assert_eq!(pool.take(&key(1, 1), "a"), Some(5));
+        assert_eq!(pool.take(&key(1, 2), "a"), Some(7));
+        assert_eq!(pool.take(&key(1, 2), "a"), None);
         let none: Pool<u32> = Pool::new(0, Duration::from_secs(60));
         none.put(key(1, 1), "a", 1);
         assert_eq!(none.take(&key(1, 1), "a"), None);

@@ -26,8 +26,9 @@ use crate::snapshot::LoadedCert;
 /// An established upstream connection.
 pub type UpConn = tokio_boring::SslStream<BufReader<TcpStream>>;
 
-/// Read buffer under TLS: two full records.
-const READ_BUFFER: usize = 34 * 1024;
+/// Read buffer under TLS: one full record (16 KiB of data plus the record overhead), so a
+/// record is one `recv`; kept small because every pooled connection holds one.
+const READ_BUFFER: usize = 17 * 1024;
 
 pub struct TlsClient {
     connector: SslConnector,
