@@ -633,7 +633,7 @@ impl FileConfig {
             write_timeout: ms("upstream.write_timeout_ms", u.write_timeout_ms, 30_000)?,
             idle_timeout: Duration::from_secs(u.idle_timeout_secs.unwrap_or(60)),
             dns_cache: Duration::from_secs(u.dns_cache_secs.unwrap_or(30)),
-            keepalive_pool_size: u.keepalive_pool_size.unwrap_or(1024).max(1),
+            keepalive_pool_size: u.keepalive_pool_size.unwrap_or(2048).max(1),
         };
         if !upstream.use_system_roots && upstream.ca_files.is_empty() {
             return Err(err(
