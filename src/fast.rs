@@ -110,6 +110,27 @@ enum Fail {
     Stale,
 }
 
+/// The outcome of looking at a buffered request head.
+enum Prep {
+    /// The head is not complete yet.
+    Partial,
+    /// Not for this loop: Pingora serves it.
+    Full,
+    /// Answered by the gateway itself (rate limit, routing, auth).
+    Refused(Box<(Ctx, crate::proxy::Refusal)>),
+    Go(Box<Prepared>),
+}
+
+struct Prepared {
+    ctx: Ctx,
+    /// The upstream request head; the body is appended before sending.
+    up_req: Vec<u8>,
+    head_len: usize,
+    body_len: u64,
+    close: bool,
+    is_head: bool,
+}
+
 struct Down {
     stream: Stream,
     buf: BytesMut,
@@ -190,6 +211,16 @@ fn up_err(etype: ErrorType, context: String) -> Fail {
     Fail::Up(Error::explain(etype, context))
 }
 
+/// `fut` under a timeout, without arming a timer when it completes at once (as a write to a
+/// socket with room in its buffer does).
+async fn timed<F: std::future::Future>(d: Duration, fut: F) -> Result<F::Output, ()> {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(v) = fut.as_mut().now_or_never() {
+        return Ok(v);
+    }
+    fast_timeout(d, fut).await.map_err(|_| ())
+}
+
 /// A JSON answer from the gateway itself; the connection closes after it (as on Pingora's path).
 async fn write_json(
     stream: &mut Stream,
@@ -211,7 +242,7 @@ async fn write_json(
     }
     out.extend_from_slice(b"connection: close\r\n\r\n");
     out.extend_from_slice(&body);
-    fast_timeout(DOWNSTREAM_IO, async {
+    timed(DOWNSTREAM_IO, async {
         stream.write_all(&out).await?;
         stream.flush().await
     })
@@ -289,6 +320,10 @@ struct RespHead {
     framing: Framing,
     keepalive: bool,
     head_len: usize,
+    /// The client's connection closes after this response.
+    down_close: bool,
+    /// The head for the client: the target's, with hop-by-hop headers replaced.
+    out: Vec<u8>,
 }
 
 impl ProxyApp {
@@ -312,14 +347,13 @@ impl ProxyApp {
 
     /// One request on the downstream connection.
     async fn serve_one(&self, down: &mut Down, shutdown: &mut ShutdownWatch) -> Next {
-        // 1. A complete request head.
-        loop {
+        // 1. A complete request head, parsed once it is complete, and what to do with it.
+        let prep = loop {
             if !down.buf.is_empty() {
-                let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                match httparse::Request::new(&mut hdrs).parse(&down.buf) {
-                    Ok(httparse::Status::Complete(_)) => break,
-                    Ok(httparse::Status::Partial) if down.buf.len() <= MAX_HEAD => {}
-                    _ => return Next::Full,
+                match self.prepare(&down.buf, down.peer) {
+                    Prep::Partial if down.buf.len() <= MAX_HEAD => {}
+                    Prep::Partial => return Next::Full,
+                    other => break other,
                 }
             }
             let read = if down.buf.is_empty() {
@@ -337,114 +371,26 @@ impl ProxyApp {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return Next::Close,
             }
-        }
-
-        // 2. Parse it (again, now that it is complete) and decide whether it is ours.
-        let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut hdrs);
-        let head_len = match req.parse(&down.buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            _ => return Next::Full,
         };
-        let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
-            return Next::Full;
-        };
-        let (Ok(method), Ok(uri)) = (
-            http::Method::from_bytes(method.as_bytes()),
-            http::Uri::try_from(path),
-        ) else {
-            return Next::Full;
-        };
-        if method == http::Method::CONNECT {
-            return Next::Full;
-        }
-        let mut body_len: Option<u64> = None;
-        let mut close = false;
-        for h in req.headers.iter() {
-            let n = h.name;
-            if n.eq_ignore_ascii_case("content-length") {
-                match (content_length(h.value), body_len) {
-                    (Some(v), None) => body_len = Some(v),
-                    (Some(v), Some(prev)) if v == prev => {}
-                    _ => return Next::Full,
-                }
-            } else if n.eq_ignore_ascii_case("transfer-encoding")
-                || n.eq_ignore_ascii_case("expect")
-                || n.eq_ignore_ascii_case("upgrade")
-            {
-                return Next::Full;
-            } else if n.eq_ignore_ascii_case("connection") {
-                let Some(v) = text(h.value) else {
-                    return Next::Full;
-                };
-                for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                    if t.eq_ignore_ascii_case("close") {
-                        close = true;
-                    } else if !t.eq_ignore_ascii_case("keep-alive") {
-                        return Next::Full;
-                    }
-                }
+        let Prepared {
+            mut ctx,
+            mut up_req,
+            head_len,
+            body_len,
+            close,
+            is_head,
+        } = match prep {
+            Prep::Go(p) => *p,
+            Prep::Refused(refused) => {
+                let (mut ctx, mut r) = *refused;
+                ctx.outcome = r.outcome;
+                let body = r.body();
+                let _ = write_json(&mut down.stream, r.status, &body, &r.extra).await;
+                ctx.record(r.status.as_u16());
+                return Next::Close;
             }
-        }
-        let body_len = body_len.unwrap_or(0);
-        if body_len > REPLAY_BODY {
-            // A large body is streamed by Pingora in both directions at once (a target may
-            // answer while it reads); this loop sends the whole request before reading.
-            return Next::Full;
-        }
-        let head = Head {
-            method,
-            uri,
-            headers: req.headers,
+            Prep::Full | Prep::Partial => return Next::Full,
         };
-
-        // 3. The gateway's logic: rate limit, mode, target, auth, mapping.
-        let mut ctx = Ctx::new();
-        ctx._inflight = Some(self.gw.inflight.enter());
-        let routed = self
-            .gw
-            .rate_limit(down.peer, &head)
-            .and_then(|()| self.gw.route(&head, &mut ctx));
-        if let Err(mut r) = routed {
-            ctx.outcome = r.outcome;
-            let body = r.body();
-            let _ = write_json(&mut down.stream, r.status, &body, &r.extra).await;
-            ctx.record(r.status.as_u16());
-            return Next::Close;
-        }
-        let (Some(mode), Some(target)) = (ctx.mode, ctx.target.as_ref()) else {
-            return Next::Close;
-        };
-
-        // 4. The upstream request head: origin-form, Host = target, hop-by-hop and the
-        //    gateway's own headers removed.
-        let mut up_req = Vec::with_capacity(head_len + 64);
-        up_req.extend_from_slice(head.method.as_str().as_bytes());
-        up_req.push(b' ');
-        up_req.extend_from_slice(target.path_query.as_bytes());
-        up_req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        up_req.extend_from_slice(target.authority.as_bytes());
-        up_req.extend_from_slice(b"\r\n");
-        let cfg = &self.gw.cfg.proxy;
-        for h in head.headers {
-            if drop_request_header(h.name, mode, &cfg.account_header, &cfg.service_header) {
-                continue;
-            }
-            up_req.extend_from_slice(h.name.as_bytes());
-            up_req.extend_from_slice(b": ");
-            up_req.extend_from_slice(h.value);
-            up_req.extend_from_slice(b"\r\n");
-        }
-        if mode == Mode::Forward {
-            if let Some(v) = ctx.authorization_override.take() {
-                up_req.extend_from_slice(b"Authorization: ");
-                up_req.extend_from_slice(v.as_bytes());
-                up_req.extend_from_slice(b"\r\n");
-            }
-        }
-        up_req.extend_from_slice(b"\r\n");
-        let is_head = head.method == http::Method::HEAD;
-        drop(head);
         down.buf.advance(head_len);
 
         // 5. The body (at most 64 KiB) is read whole, so that the request can be sent again.
@@ -499,6 +445,121 @@ impl ProxyApp {
         }
     }
 
+    /// Steps 2-4 for a buffered request head (no I/O): parse it, decide whether this loop
+    /// serves it, apply the gateway's logic, and build the upstream request head.
+    fn prepare(&self, buf: &[u8], peer: Option<IpAddr>) -> Prep {
+        // 2. Parse, and decide whether it is ours.
+        let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut hdrs);
+        let head_len = match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Prep::Partial,
+            Err(_) => return Prep::Full,
+        };
+        let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+            return Prep::Full;
+        };
+        let (Ok(method), Ok(uri)) = (
+            http::Method::from_bytes(method.as_bytes()),
+            http::Uri::try_from(path),
+        ) else {
+            return Prep::Full;
+        };
+        if method == http::Method::CONNECT {
+            return Prep::Full;
+        }
+        let mut body_len: Option<u64> = None;
+        let mut close = false;
+        for h in req.headers.iter() {
+            let n = h.name;
+            if n.eq_ignore_ascii_case("content-length") {
+                match (content_length(h.value), body_len) {
+                    (Some(v), None) => body_len = Some(v),
+                    (Some(v), Some(prev)) if v == prev => {}
+                    _ => return Prep::Full,
+                }
+            } else if n.eq_ignore_ascii_case("transfer-encoding")
+                || n.eq_ignore_ascii_case("expect")
+                || n.eq_ignore_ascii_case("upgrade")
+            {
+                return Prep::Full;
+            } else if n.eq_ignore_ascii_case("connection") {
+                let Some(v) = text(h.value) else {
+                    return Prep::Full;
+                };
+                for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    if t.eq_ignore_ascii_case("close") {
+                        close = true;
+                    } else if !t.eq_ignore_ascii_case("keep-alive") {
+                        return Prep::Full;
+                    }
+                }
+            }
+        }
+        let body_len = body_len.unwrap_or(0);
+        if body_len > REPLAY_BODY {
+            // A large body is streamed by Pingora in both directions at once (a target may
+            // answer while it reads); this loop sends the whole request before reading.
+            return Prep::Full;
+        }
+        let head = Head {
+            method,
+            uri,
+            headers: req.headers,
+        };
+
+        // 3. The gateway's logic: rate limit, mode, target, auth, mapping.
+        let mut ctx = Ctx::new();
+        ctx._inflight = Some(self.gw.inflight.enter());
+        let routed = self
+            .gw
+            .rate_limit(peer, &head)
+            .and_then(|()| self.gw.route(&head, &mut ctx));
+        if let Err(r) = routed {
+            return Prep::Refused(Box::new((ctx, r)));
+        }
+        let (Some(mode), Some(target)) = (ctx.mode, ctx.target.as_ref()) else {
+            return Prep::Full;
+        };
+
+        // 4. The upstream request head: origin-form, Host = target, hop-by-hop and the
+        //    gateway's own headers removed.
+        let mut up_req = Vec::with_capacity(head_len + body_len as usize + 64);
+        up_req.extend_from_slice(head.method.as_str().as_bytes());
+        up_req.push(b' ');
+        up_req.extend_from_slice(target.path_query.as_bytes());
+        up_req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        up_req.extend_from_slice(target.authority.as_bytes());
+        up_req.extend_from_slice(b"\r\n");
+        let cfg = &self.gw.cfg.proxy;
+        for h in head.headers {
+            if drop_request_header(h.name, mode, &cfg.account_header, &cfg.service_header) {
+                continue;
+            }
+            up_req.extend_from_slice(h.name.as_bytes());
+            up_req.extend_from_slice(b": ");
+            up_req.extend_from_slice(h.value);
+            up_req.extend_from_slice(b"\r\n");
+        }
+        if mode == Mode::Forward {
+            if let Some(v) = ctx.authorization_override.take() {
+                up_req.extend_from_slice(b"Authorization: ");
+                up_req.extend_from_slice(v.as_bytes());
+                up_req.extend_from_slice(b"\r\n");
+            }
+        }
+        up_req.extend_from_slice(b"\r\n");
+        let is_head = head.method == http::Method::HEAD;
+        Prep::Go(Box::new(Prepared {
+            ctx,
+            up_req,
+            head_len,
+            body_len,
+            close,
+            is_head,
+        }))
+    }
+
     /// Send the request and relay the answer. `Ok((status, downstream may stay open))`;
     /// `Err((why, whether the response head was already sent))`.
     async fn exchange(
@@ -526,7 +587,7 @@ impl ProxyApp {
         let up_cfg = &self.gw.cfg.upstream;
         let mut ubuf = BytesMut::with_capacity(16 * 1024);
         let mut retried = false;
-        let (mut up, resp) = loop {
+        let (mut up, mut resp) = loop {
             let (mut up, reused) = match self.pool.take(&key, sni) {
                 Some(s) => (s, true),
                 None => match self.tls.connect(addr, sni, ctx.cert.as_ref()).await {
@@ -540,7 +601,10 @@ impl ProxyApp {
             metrics::upstream_connection(reused);
             ubuf.clear();
             let got = match self.send(&mut up, up_req).await {
-                Ok(()) => self.read_head(down, &mut up, &mut ubuf, is_head).await,
+                Ok(()) => {
+                    self.read_head(down, &mut up, &mut ubuf, is_head, close)
+                        .await
+                }
                 Err(Fail::Up(e)) if reused && e.etype() == &WriteError => Err(Fail::Stale),
                 Err(f) => Err(f),
             };
@@ -564,38 +628,8 @@ impl ProxyApp {
         };
 
         // The response head for the client: the target's, with hop-by-hop headers replaced.
-        let down_close = close || resp.framing == Framing::UntilClose;
-        let mut out = Vec::with_capacity(resp.head_len + 64);
-        {
-            let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut r = httparse::Response::new(&mut hdrs);
-            if r.parse(&ubuf).is_err() {
-                return Err((up_err(InvalidHTTPHeader, "response head".into()), false));
-            }
-            let _ = write!(
-                out,
-                "HTTP/1.1 {} {}\r\n",
-                resp.status,
-                r.reason.unwrap_or("")
-            );
-            for h in r.headers.iter() {
-                let n = h.name;
-                if n.eq_ignore_ascii_case("connection")
-                    || n.eq_ignore_ascii_case("keep-alive")
-                    || n.eq_ignore_ascii_case("proxy-connection")
-                {
-                    continue;
-                }
-                out.extend_from_slice(n.as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(h.value);
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-        if down_close {
-            out.extend_from_slice(b"Connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+        let down_close = resp.down_close;
+        let mut out = std::mem::take(&mut resp.out);
         ubuf.advance(resp.head_len);
 
         // The body: relayed as it arrives, framing checked, bytes unchanged.
@@ -639,7 +673,7 @@ impl ProxyApp {
                 clean = false;
             }
             if !out.is_empty() {
-                let w = fast_timeout(DOWNSTREAM_IO, async {
+                let w = timed(DOWNSTREAM_IO, async {
                     down.stream.write_all(&out).await?;
                     down.stream.flush().await
                 })
@@ -690,7 +724,7 @@ impl ProxyApp {
 
     /// Write the whole request (head and buffered body).
     async fn send(&self, up: &mut UpConn, up_req: &[u8]) -> Result<(), Fail> {
-        let w = fast_timeout(self.gw.cfg.upstream.write_timeout, async {
+        let w = timed(self.gw.cfg.upstream.write_timeout, async {
             up.write_all(up_req).await?;
             up.flush().await
         })
@@ -710,6 +744,7 @@ impl ProxyApp {
         up: &mut UpConn,
         ubuf: &mut BytesMut,
         is_head: bool,
+        close: bool,
     ) -> Result<RespHead, Fail> {
         let timeout = self.gw.cfg.upstream.read_timeout;
         let mut got_any = false;
@@ -728,7 +763,7 @@ impl ProxyApp {
                                 ));
                             }
                             let interim = ubuf.split_to(n);
-                            let w = fast_timeout(DOWNSTREAM_IO, async {
+                            let w = timed(DOWNSTREAM_IO, async {
                                 down.stream.write_all(&interim).await?;
                                 down.stream.flush().await
                             })
@@ -738,7 +773,10 @@ impl ProxyApp {
                             }
                             continue;
                         }
-                        return response_framing(&r, n, is_head);
+                        let mut h = response_framing(&r, n, is_head)?;
+                        h.down_close = close || h.framing == Framing::UntilClose;
+                        client_head(&r, &mut h);
+                        return Ok(h);
                     }
                     Ok(httparse::Status::Partial) if ubuf.len() <= MAX_HEAD => {}
                     Ok(httparse::Status::Partial) => {
@@ -823,7 +861,34 @@ fn response_framing(
         framing,
         keepalive,
         head_len,
+        down_close: false,
+        out: Vec::new(),
     })
+}
+
+/// The response head for the client (into `h.out`): the target's status and headers, without
+/// its hop-by-hop ones, plus `Connection: close` when the client's connection ends.
+fn client_head(r: &httparse::Response<'_, '_>, h: &mut RespHead) {
+    let out = &mut h.out;
+    out.reserve(h.head_len + 64);
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", h.status, r.reason.unwrap_or(""));
+    for hd in r.headers.iter() {
+        let n = hd.name;
+        if n.eq_ignore_ascii_case("connection")
+            || n.eq_ignore_ascii_case("keep-alive")
+            || n.eq_ignore_ascii_case("proxy-connection")
+        {
+            continue;
+        }
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(hd.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if h.down_close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Finds the end of a chunked body without changing it (sizes, extensions, trailers).
