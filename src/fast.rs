@@ -7,21 +7,28 @@
 //! (see docs/performance.md). This module serves the common case with a parse-once, copy-through
 //! loop and its own upstream pool, and hands anything unusual to Pingora unchanged.
 //!
-//! Served here (downstream HTTP/1.1 only): any method but CONNECT, requests with no body or a
-//! `Content-Length` body, responses of every framing (length, chunked, until-close, none), 1xx
-//! interim responses. The gateway logic is the same code as Pingora's path (`Gateway::rate_limit`,
-//! `Gateway::route`, `Gateway::build_peer`, `Ctx::record`), so refusals, metrics and the 424
-//! answer are identical.
+//! Served here: HTTP/1.1 and HTTP/1.0 requests, any method but CONNECT, with no body or a
+//! `Content-Length` body up to 64 KiB (read whole before it is sent, so it can be sent again);
+//! responses of every framing (length, chunked, until-close, none) passed through byte for byte;
+//! 1xx interim responses; pipelined requests. The gateway logic is the same code as Pingora's
+//! path (`Gateway::rate_limit`, `Gateway::route`, `Gateway::resolve`, `Ctx::record`,
+//! `upstream_failure`), so refusals, metrics and the 424 answer are the same on both.
 //!
 //! Handed to Pingora (`HttpProxy<Gateway>`, the bytes already read are put back with
-//! `Stream::rewind`): HTTP/1.0, `Transfer-Encoding` request bodies, `Expect`, `Upgrade` and
-//! `Connection` options other than `close`/`keep-alive`, CONNECT, heads that do not parse or are
-//! larger than 64 KiB. After such a request the connection comes back to this loop.
+//! `Stream::rewind`): bodies over 64 KiB and `Transfer-Encoding` request bodies (Pingora streams
+//! them in both directions at once), `Expect`, `Upgrade` and `Connection` options other than
+//! `close`/`keep-alive`, CONNECT, heads that do not parse or are larger than 64 KiB. After such
+//! a request the connection comes back to this loop.
 //!
-//! Upstream connections are pooled by (address, client-certificate SHA-256, SNI): two identities
-//! never share a connection, whatever their serial numbers. A pooled connection the target has
-//! closed is noticed when no byte of the answer arrives; the request is then sent once more on a
-//! new connection if its body was buffered (up to 64 KiB), as browsers and nginx do.
+//! Upstream connections (`crate::tls_client`) are pooled by (address, client-certificate
+//! SHA-256, SNI): two identities never share a connection, whatever their serial numbers. A
+//! pooled connection the target has closed is noticed when no byte of the answer arrives; the
+//! request (its body is buffered) is then sent once more on a new connection, as browsers and
+//! nginx do.
+//!
+//! Timeouts: 60 s idle on a client connection between requests (Pingora's default), 60 s for
+//! the rest of a request head or body and for handing a response to the client;
+//! `upstream.*_timeout` towards the target.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -421,6 +428,11 @@ impl ProxyApp {
             Err((Fail::Up(e), false)) => {
                 ctx.outcome = "upstream_error";
                 let url = ctx.target.as_ref().map(|t| t.url.as_str()).unwrap_or("");
+                // The host and path only: a query string may carry a caller's secret.
+                warn!(
+                    "target {} failed, answered 424: {e}",
+                    url.split('?').next().unwrap_or("")
+                );
                 let (body, extra) = upstream_failure(url, &e);
                 let _ = write_json(
                     &mut down.stream,
@@ -432,7 +444,12 @@ impl ProxyApp {
                 ctx.record(424);
                 Next::Close
             }
-            Err((Fail::Up(_), true)) => {
+            Err((Fail::Up(e), true)) => {
+                let url = ctx.target.as_ref().map(|t| t.url.as_str()).unwrap_or("");
+                warn!(
+                    "target {} failed after its response head was sent on: {e}",
+                    url.split('?').next().unwrap_or("")
+                );
                 ctx.outcome = "upstream_error";
                 ctx.record(0);
                 Next::Close
@@ -456,9 +473,11 @@ impl ProxyApp {
             Ok(httparse::Status::Partial) => return Prep::Partial,
             Err(_) => return Prep::Full,
         };
-        let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
             return Prep::Full;
         };
+        // HTTP/1.0: sent on as HTTP/1.0 (so the answer is not chunked), connection closed after.
+        let http10 = minor == 0;
         let (Ok(method), Ok(uri)) = (
             http::Method::from_bytes(method.as_bytes()),
             http::Uri::try_from(path),
@@ -469,7 +488,7 @@ impl ProxyApp {
             return Prep::Full;
         }
         let mut body_len: Option<u64> = None;
-        let mut close = false;
+        let mut close = http10;
         for h in req.headers.iter() {
             let n = h.name;
             if n.eq_ignore_ascii_case("content-length") {
@@ -528,7 +547,11 @@ impl ProxyApp {
         up_req.extend_from_slice(head.method.as_str().as_bytes());
         up_req.push(b' ');
         up_req.extend_from_slice(target.path_query.as_bytes());
-        up_req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        up_req.extend_from_slice(if http10 {
+            b" HTTP/1.0\r\nHost: "
+        } else {
+            b" HTTP/1.1\r\nHost: "
+        });
         up_req.extend_from_slice(target.authority.as_bytes());
         up_req.extend_from_slice(b"\r\n");
         let cfg = &self.gw.cfg.proxy;

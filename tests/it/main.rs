@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod common;
 mod echo;
+mod fast;
 mod file_store;
 mod ops;
 mod p12;

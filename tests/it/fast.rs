@@ -1,0 +1,209 @@
+//! The proxy listener's lean HTTP/1.1 loop (src/fast.rs) and its hand-over to Pingora: what only
+//! shows on one downstream connection (keep-alive across the two paths, pipelining, HTTP/1.0) and
+//! a pooled upstream connection that the target has closed.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::common::*;
+
+const GW_NO_LIMIT: &str = "rate_limit:\n  enabled: false\n";
+
+fn connect(gw: &Gw) -> TcpStream {
+    let s = TcpStream::connect(gw.proxy).expect("connect to the proxy");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s
+}
+
+/// Read exactly one response with a `Content-Length` body from a kept-alive connection.
+fn read_one(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("read head");
+        assert!(n > 0, "connection closed inside a response head: {buf:?}");
+        buf.push(byte[0]);
+    }
+    let (status, headers, _) = mtls_gateway::demo::parse_response(&buf).expect("head");
+    let len: usize = header(&headers, "content-length")
+        .and_then(|v| v.parse().ok())
+        .expect("a content-length response");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("body");
+    (status, headers, body)
+}
+
+/// Every complete response in `buf` (Content-Length bodies only).
+fn split_responses(mut buf: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        let (status, headers, _) =
+            mtls_gateway::demo::parse_response(&buf[..end + 4]).expect("head");
+        let len: usize = header(&headers, "content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let body = buf[end + 4..end + 4 + len].to_vec();
+        out.push((status, body));
+        buf = &buf[end + 4 + len..];
+    }
+    out
+}
+
+#[test]
+fn a_connection_keeps_working_after_a_request_pingora_served() {
+    let m = OneMapping::new("a");
+    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
+    let host = format!("localhost:{}", m.port);
+    let mut s = connect(&gw);
+    // 1: served by the lean loop.
+    s.write_all(format!("GET /bytes/3 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .expect("write");
+    let (status, _, body) = read_one(&mut s);
+    assert_eq!((status, body.len()), (200, 3));
+    // 2: a chunked request body is handed to Pingora's proxy...
+    s.write_all(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert!(
+            s.read(&mut byte).expect("read") > 0,
+            "closed after the chunked request"
+        );
+        head.push(byte[0]);
+    }
+    let (status, headers, _) = mtls_gateway::demo::parse_response(&head).expect("head");
+    assert_eq!(status, 200);
+    // (the echo streams the body back chunked; read up to its last chunk)
+    let mut rest = Vec::new();
+    if header(&headers, "transfer-encoding").is_some() {
+        while !rest.ends_with(b"0\r\n\r\n") {
+            assert!(
+                s.read(&mut byte).expect("read") > 0,
+                "closed inside the body"
+            );
+            rest.push(byte[0]);
+        }
+        assert!(String::from_utf8_lossy(&rest).contains("hello"));
+    } else {
+        let len: usize = header(&headers, "content-length")
+            .and_then(|v| v.parse().ok())
+            .expect("length");
+        rest.resize(len, 0);
+        s.read_exact(&mut rest).expect("body");
+        assert_eq!(rest, b"hello world");
+    }
+    // 3: ...and the same connection serves the next one.
+    s.write_all(
+        format!("GET /bytes/4 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    let (status, headers, body) = read_one(&mut s);
+    assert_eq!((status, body.len()), (200, 4));
+    assert_eq!(header(&headers, "connection"), Some("close"));
+    assert_eq!(
+        s.read(&mut byte).expect("eof"),
+        0,
+        "closed after Connection: close"
+    );
+    assert_eq!(m.echo.requests(), 3);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let m = OneMapping::new("a");
+    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
+    let host = format!("localhost:{}", m.port);
+    let mut s = connect(&gw);
+    s.write_all(
+        format!(
+            "GET /bytes/1 HTTP/1.1\r\nHost: {host}\r\n\r\nGET /bytes/2 HTTP/1.1\r\nHost: {host}\r\n\r\nGET /bytes/3 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read");
+    let got: Vec<(u16, usize)> = split_responses(&buf)
+        .into_iter()
+        .map(|(st, b)| (st, b.len()))
+        .collect();
+    assert_eq!(got, vec![(200, 1), (200, 2), (200, 3)]);
+}
+
+#[test]
+fn http_1_0_requests_are_served() {
+    let m = OneMapping::new("a");
+    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
+    let (status, _, body) = raw_request(
+        gw.proxy,
+        &format!("GET http://localhost:{}/bytes/7 HTTP/1.0\r\n\r\n", m.port),
+    )
+    .expect("HTTP/1.0");
+    assert_eq!(
+        (status, body.len()),
+        (200, 7),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+#[test]
+fn a_pooled_connection_the_target_closed_is_replaced_without_an_error() {
+    let m = OneMapping::new("a");
+    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
+    let url = format!("http://{}/bytes/5", gw.proxy);
+    let get = || {
+        raw_request(
+            gw.proxy,
+            &format!(
+                "GET /bytes/5 HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+                m.port
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+    };
+    assert_eq!(get().0, 200);
+    assert_eq!(
+        gw.metric("mtls_gateway_upstream_connections_total{reused=\"false\"}"),
+        1.0
+    );
+    assert_eq!(get().0, 200);
+    assert_eq!(
+        gw.metric("mtls_gateway_upstream_connections_total{reused=\"true\"}"),
+        1.0
+    );
+
+    // The target restarts on the same port: the idle pooled connection is now closed.
+    let addr = m.echo.addr;
+    m.echo.shutdown();
+    block(m.echo.stopped());
+    let echo = mtls_gateway::echo::spawn_on_thread(mtls_gateway::echo::EchoConfig {
+        listen: addr,
+        cert: m.pki.server.cert.clone(),
+        key: m.pki.server.key.clone(),
+        chain: vec![],
+        client_ca: vec![m.pki.ca.cert.clone()],
+        require_client_cert: true,
+    })
+    .expect("echo on the same port");
+    let (status, _, body) = get();
+    assert_eq!(
+        (status, body.len()),
+        (200, 5),
+        "no 424 for a stale pooled connection"
+    );
+    assert_eq!(echo.requests(), 1);
+    assert_eq!(
+        gw.metric("mtls_gateway_upstream_connections_total{reused=\"false\"}"),
+        2.0
+    );
+    assert!(!gw.logs().contains("424"));
+}
