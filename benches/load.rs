@@ -103,6 +103,8 @@ const ALL_SCENARIOS: [&str; 6] = [
 impl Settings {
     fn from_env() -> Result<Settings> {
         let scenarios = match std::env::var("LOAD_SCENARIOS") {
+            // Only the memory measurement.
+            Ok(s) if s.trim() == "none" => Vec::new(),
             Ok(s) if !s.trim().is_empty() => {
                 let list: Vec<String> = s
                     .split(',')
