@@ -449,13 +449,27 @@ async fn run(op: Op, state: AdminState, req: Request) -> Result<Response, ApiErr
 
 /// Reads the whole body, at most `limit` bytes (413 past it, checked against Content-Length
 /// first so an oversized upload is refused before it is read).
+/// The largest oversized body read to its end before the 413 (see `read_body`).
+const DRAIN_MAX: u64 = 8 * 1024 * 1024;
+
 async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        // Read (and drop) a moderately oversized body before answering: closing a connection
+        // with unread data makes the kernel send a reset, and the client may then never see
+        // the 413. Bounded in size and time; beyond that the connection just closes.
+        if n <= DRAIN_MAX {
+            let drain = async {
+                use http_body_util::BodyExt;
+                let mut body = body;
+                while let Some(Ok(_)) = body.frame().await {}
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+        }
         return Err(body_too_large(limit));
     }
     match axum::body::to_bytes(body, limit).await {
