@@ -695,24 +695,41 @@ impl ProxyApp {
             if done && !ubuf.is_empty() {
                 clean = false;
             }
-            if !out.is_empty() {
-                let w = timed(DOWNSTREAM_IO, async {
+            if done {
+                if !out.is_empty() {
+                    let w = timed(DOWNSTREAM_IO, async {
+                        down.stream.write_all(&out).await?;
+                        down.stream.flush().await
+                    })
+                    .await;
+                    if !matches!(w, Ok(Ok(()))) {
+                        return Err((Fail::Down, true));
+                    }
+                }
+                break;
+            }
+            // Not done: hand what we have to the client *while* reading the next part from the
+            // target (two buffers), so a large response costs max(write, read) per round, not
+            // their sum.
+            ubuf.clear();
+            ubuf.reserve(IO_CHUNK);
+            let read = fast_timeout(up_cfg.read_timeout, up.read_buf(&mut ubuf));
+            let r = if out.is_empty() {
+                read.await
+            } else {
+                let write = timed(DOWNSTREAM_IO, async {
                     down.stream.write_all(&out).await?;
                     down.stream.flush().await
-                })
-                .await;
+                });
+                let (w, r) = tokio::join!(write, read);
                 if !matches!(w, Ok(Ok(()))) {
                     return Err((Fail::Down, true));
                 }
                 head_sent = true;
                 out.clear();
-            }
-            if done {
-                break;
-            }
-            ubuf.clear();
-            ubuf.reserve(IO_CHUNK);
-            match fast_timeout(up_cfg.read_timeout, up.read_buf(&mut ubuf)).await {
+                r
+            };
+            match r {
                 Ok(Ok(0)) if resp.framing == Framing::UntilClose => {
                     done = true;
                     clean = false;
