@@ -228,6 +228,16 @@ async fn timed<F: std::future::Future>(d: Duration, fut: F) -> Result<F::Output,
     fast_timeout(d, fut).await.map_err(|_| ())
 }
 
+/// Write `buf` to the client and flush, within `DOWNSTREAM_IO`; `false` if that failed.
+async fn write_down(stream: &mut Stream, buf: &[u8]) -> bool {
+    let w = timed(DOWNSTREAM_IO, async {
+        stream.write_all(buf).await?;
+        stream.flush().await
+    })
+    .await;
+    matches!(w, Ok(Ok(())))
+}
+
 /// A JSON answer from the gateway itself; the connection closes after it (as on Pingora's path).
 async fn write_json(
     stream: &mut Stream,
@@ -249,12 +259,11 @@ async fn write_json(
     }
     out.extend_from_slice(b"connection: close\r\n\r\n");
     out.extend_from_slice(&body);
-    timed(DOWNSTREAM_IO, async {
-        stream.write_all(&out).await?;
-        stream.flush().await
-    })
-    .await
-    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+    if write_down(stream, &out).await {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("the client did not take the answer"))
+    }
 }
 
 /// Put bytes already read back in front of the stream (for Pingora's parser).
@@ -696,15 +705,8 @@ impl ProxyApp {
                 clean = false;
             }
             if done {
-                if !out.is_empty() {
-                    let w = timed(DOWNSTREAM_IO, async {
-                        down.stream.write_all(&out).await?;
-                        down.stream.flush().await
-                    })
-                    .await;
-                    if !matches!(w, Ok(Ok(()))) {
-                        return Err((Fail::Down, true));
-                    }
+                if !out.is_empty() && !write_down(&mut down.stream, &out).await {
+                    return Err((Fail::Down, true));
                 }
                 break;
             }
@@ -717,12 +719,8 @@ impl ProxyApp {
             let r = if out.is_empty() {
                 read.await
             } else {
-                let write = timed(DOWNSTREAM_IO, async {
-                    down.stream.write_all(&out).await?;
-                    down.stream.flush().await
-                });
-                let (w, r) = tokio::join!(write, read);
-                if !matches!(w, Ok(Ok(()))) {
+                let (written, r) = tokio::join!(write_down(&mut down.stream, &out), read);
+                if !written {
                     return Err((Fail::Down, true));
                 }
                 head_sent = true;
@@ -803,12 +801,7 @@ impl ProxyApp {
                                 ));
                             }
                             let interim = ubuf.split_to(n);
-                            let w = timed(DOWNSTREAM_IO, async {
-                                down.stream.write_all(&interim).await?;
-                                down.stream.flush().await
-                            })
-                            .await;
-                            if !matches!(w, Ok(Ok(()))) {
+                            if !write_down(&mut down.stream, &interim).await {
                                 return Err(Fail::Down);
                             }
                             continue;

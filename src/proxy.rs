@@ -789,11 +789,7 @@ impl Gateway {
         target: &UpstreamTarget,
         cert: Option<&Arc<LoadedCert>>,
     ) -> HttpPeer {
-        let sni = target
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let sni = Self::sni(target).to_string();
         let mut peer = HttpPeer::new(addr, true, sni);
         let up = &self.cfg.upstream;
         peer.options.connection_timeout = Some(up.connect_timeout);
