@@ -17,6 +17,8 @@
 //! Routes (`GET` or `HEAD`; any other method on these paths falls through to the echo):
 //! - `/bytes/{n}`: `n` bytes of [`pattern`] with a `content-length`;
 //! - `/chunked/{n}`: the same bytes, streamed with `transfer-encoding: chunked`;
+//! - `/cut/{n}`: announces `n` bytes with a `content-length`, sends the first half, then drops
+//!   the connection (a target failing in the middle of a body);
 //! - `/headers`: a JSON object of the request headers (repeated names joined with `, `);
 //! - `/slow/{ms}`: waits `ms` milliseconds (at most [`MAX_SLOW_MS`]) then answers `ok`;
 //! - `/status/{code}`: that status (200-599) with a short body;
@@ -428,7 +430,8 @@ async fn connection(
     }
 }
 
-type EchoBody = UnsyncBoxBody<Bytes, hyper::Error>;
+type EchoError = Box<dyn std::error::Error + Send + Sync>;
+type EchoBody = UnsyncBoxBody<Bytes, EchoError>;
 
 fn full(body: impl Into<Bytes>) -> EchoBody {
     Full::new(body.into())
@@ -511,6 +514,23 @@ async fn route(req: Request<Incoming>) -> Response<EchoBody> {
                 Err(_) => bad_request("/chunked/{n}: n must be a non-negative integer"),
             };
         }
+        if let Some(n) = path.strip_prefix("/cut/") {
+            return match n.parse::<u64>() {
+                Ok(n) => {
+                    let mut resp = pattern_response(n, true);
+                    *resp.body_mut() = PatternBody {
+                        pos: 0,
+                        end: n,
+                        sized: true,
+                        cut_at: Some(n / 2),
+                        cut_pause: None,
+                    }
+                    .boxed_unsync();
+                    resp
+                }
+                Err(_) => bad_request("/cut/{n}: n must be a non-negative integer"),
+            };
+        }
         if path == "/headers" {
             return headers_response(&req);
         }
@@ -570,7 +590,7 @@ fn echo_response(req: Request<Incoming>) -> Response<EchoBody> {
     let content_type = req.headers().get(CONTENT_TYPE).cloned();
     // Incoming reports the request's content-length as its exact size, so a sized request gets a
     // sized response and a chunked one a chunked response; bytes stream through as they arrive.
-    let mut resp = Response::new(req.into_body().boxed_unsync());
+    let mut resp = Response::new(req.into_body().map_err(EchoError::from).boxed_unsync());
     if let Some(ct) = content_type {
         resp.headers_mut().insert(CONTENT_TYPE, ct);
     }
@@ -583,6 +603,8 @@ fn pattern_response(n: u64, sized: bool) -> Response<EchoBody> {
             pos: 0,
             end: n,
             sized,
+            cut_at: None,
+            cut_pause: None,
         }
         .boxed_unsync(),
     );
@@ -605,20 +627,34 @@ struct PatternBody {
     pos: u64,
     end: u64,
     sized: bool,
+    /// Fail the body (hyper then drops the connection) once this many bytes are sent, after a
+    /// pause that lets hyper flush what came before.
+    cut_at: Option<u64>,
+    cut_pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Body for PatternBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = EchoError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, EchoError>>> {
         if self.pos >= self.end {
             return Poll::Ready(None);
         }
-        let len = (self.end - self.pos).min(CHUNK as u64) as usize;
+        let stop = self.cut_at.unwrap_or(self.end);
+        if self.pos >= stop {
+            let pause = self
+                .cut_pause
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(200))));
+            return match pause.as_mut().poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(()) => Poll::Ready(Some(Err("the body is cut here (/cut/{n})".into()))),
+            };
+        }
+        let len = (stop - self.pos).min(CHUNK as u64) as usize;
         let off = (self.pos % PERIOD as u64) as usize;
         self.pos += len as u64;
         Poll::Ready(Some(Ok(Frame::data(pattern_block().slice(off..off + len)))))
