@@ -67,6 +67,8 @@ const REPLAY_BODY: u64 = 64 * 1024;
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// Time allowed to receive the rest of a request, or to hand a response to the client.
 const DOWNSTREAM_IO: Duration = Duration::from_secs(60);
+/// Time allowed to read (and drop) the body of a refused request before the answer.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
 const IO_CHUNK: usize = 64 * 1024;
 /// A response body of known length up to this size is read whole, then sent with its head in
 /// one write; larger ones, and chunked or until-close bodies, are relayed as they arrive.
@@ -126,8 +128,9 @@ enum Prep {
     Partial,
     /// Not for this loop: Pingora serves it.
     Full,
-    /// Answered by the gateway itself (rate limit, routing, auth).
-    Refused(Box<(Ctx, crate::proxy::Refusal)>),
+    /// Answered by the gateway itself (rate limit, routing, auth); the request's head length,
+    /// body length and whether the client asked to close.
+    Refused(Box<(Ctx, crate::proxy::Refusal)>, usize, u64, bool),
     Go(Box<Prepared>),
 }
 
@@ -241,12 +244,34 @@ async fn write_down(stream: &mut Stream, buf: &[u8]) -> bool {
     matches!(w, Ok(Ok(())))
 }
 
-/// A JSON answer from the gateway itself; the connection closes after it (as on Pingora's path).
+/// Read and drop a request body of `len` bytes (what is buffered first); false if the client
+/// stopped sending or took longer than `DRAIN_TIME`.
+async fn drain(down: &mut Down, len: u64) -> bool {
+    let mut left = len;
+    let deadline = Instant::now() + DRAIN_TIME;
+    loop {
+        let have = (down.buf.len() as u64).min(left);
+        down.buf.advance(have as usize);
+        left -= have;
+        if left == 0 {
+            return true;
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match fast_timeout(wait, down.stream.read_buf(&mut down.buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
+}
+
+/// A JSON answer from the gateway itself; `keep`: the connection stays open after it (else
+/// `connection: close`, as on Pingora's path).
 async fn write_json(
     stream: &mut Stream,
     status: StatusCode,
     body: &serde_json::Value,
     extra: &[(&'static str, String)],
+    keep: bool,
 ) -> std::io::Result<()> {
     let body = serde_json::to_vec(body).unwrap_or_default();
     let mut out = Vec::with_capacity(256 + body.len());
@@ -260,7 +285,11 @@ async fn write_json(
     for (k, v) in extra {
         let _ = write!(out, "{k}: {}\r\n", crate::header_safe(v));
     }
-    out.extend_from_slice(b"connection: close\r\n\r\n");
+    out.extend_from_slice(if keep {
+        b"\r\n".as_slice()
+    } else {
+        b"connection: close\r\n\r\n".as_slice()
+    });
     out.extend_from_slice(&body);
     if write_down(stream, &out).await {
         Ok(())
@@ -400,13 +429,23 @@ impl ProxyApp {
             is_head,
         } = match prep {
             Prep::Go(p) => *p,
-            Prep::Refused(refused) => {
+            Prep::Refused(refused, head_len, body_len, close) => {
                 let (mut ctx, mut r) = *refused;
                 ctx.outcome = r.outcome;
+                // The request's body (at most 64 KiB here) is read and dropped first: closing
+                // with unread bytes would reset the connection, and the client could lose the
+                // answer; read whole, the connection can also stay open (as nginx does on 429).
+                down.buf.advance(head_len);
+                let drained = drain(down, body_len).await;
+                let keep = drained && !close && !*shutdown.borrow();
                 let body = r.body();
-                let _ = write_json(&mut down.stream, r.status, &body, &r.extra).await;
+                let sent = write_json(&mut down.stream, r.status, &body, &r.extra, keep).await;
                 ctx.record(r.status.as_u16());
-                return Next::Close;
+                return if keep && sent.is_ok() {
+                    Next::Again
+                } else {
+                    Next::Close
+                };
             }
             Prep::Full | Prep::Partial => return Next::Full,
         };
@@ -451,6 +490,7 @@ impl ProxyApp {
                     StatusCode::FAILED_DEPENDENCY,
                     &body,
                     &extra,
+                    false,
                 )
                 .await;
                 ctx.record(424);
@@ -547,7 +587,7 @@ impl ProxyApp {
             .rate_limit(peer, &head)
             .and_then(|()| self.gw.route(&head, &mut ctx));
         if let Err(r) = routed {
-            return Prep::Refused(Box::new((ctx, r)));
+            return Prep::Refused(Box::new((ctx, r)), head_len, body_len, close);
         }
         let (Some(mode), Some(target)) = (ctx.mode, ctx.target.as_ref()) else {
             return Prep::Full;
