@@ -70,9 +70,6 @@ const DOWNSTREAM_IO: Duration = Duration::from_secs(60);
 /// Time allowed to read (and drop) the body of a refused request before the answer.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 const IO_CHUNK: usize = 64 * 1024;
-/// A response body of known length up to this size is read whole, then sent with its head in
-/// one write; larger ones, and chunked or until-close bodies, are relayed as they arrive.
-const STORE_FORWARD: u64 = 128 * 1024;
 
 /// The listener's app: see the module documentation.
 pub struct ProxyApp {
@@ -706,49 +703,6 @@ impl ProxyApp {
         let down_close = resp.down_close;
         let mut out = std::mem::take(&mut resp.out);
         ubuf.advance(resp.head_len);
-
-        // A body of known length up to STORE_FORWARD: read whole straight behind the head and
-        // handed to the client in one write (as nginx's proxy buffers do). One write instead of
-        // one per burst of TLS records, no copy, and a target that fails mid-body gets the
-        // client a clean 424 instead of a cut response.
-        if let Framing::Length(n) = resp.framing {
-            if n > 0 && n <= STORE_FORWARD {
-                let n = n as usize;
-                let first = ubuf.len().min(n);
-                let clean = ubuf.len() == first;
-                out.reserve(n);
-                out.extend_from_slice(&ubuf[..first]);
-                let end = out.len() + (n - first);
-                while out.len() < end {
-                    let want = (end - out.len()) as u64;
-                    let mut limited = (&mut up).take(want);
-                    let read = limited.read_buf(&mut out);
-                    match fast_timeout(up_cfg.read_timeout, read).await {
-                        Ok(Ok(0)) => {
-                            return Err((
-                                up_err(
-                                    ConnectionClosed,
-                                    "the target closed during the body".into(),
-                                ),
-                                false,
-                            ))
-                        }
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Err((up_err(ReadError, e.to_string()), false)),
-                        Err(_) => {
-                            return Err((up_err(ReadTimedout, "response body".into()), false))
-                        }
-                    }
-                }
-                if !write_down(&mut down.stream, &out).await {
-                    return Err((Fail::Down, true));
-                }
-                if resp.keepalive && clean {
-                    self.pool.put(key, sni, up);
-                }
-                return Ok((resp.status, !down_close));
-            }
-        }
 
         // The body: relayed as it arrives, framing checked, bytes unchanged.
         let mut chunked = Chunked::default();
