@@ -26,6 +26,9 @@
 //! request (its body is buffered) is then sent once more on a new connection, as browsers and
 //! nginx do.
 //!
+//! A request the gateway refuses itself (rate limit, routing, auth) has its body (at most 64 KiB
+//! here) read and dropped before the answer, and the connection stays open after it.
+//!
 //! Timeouts: 60 s idle on a client connection between requests (Pingora's default), 60 s for
 //! the rest of a request head or body and for handing a response to the client;
 //! `upstream.*_timeout` towards the target.
