@@ -376,7 +376,9 @@ struct RespHead {
 
 impl ProxyApp {
     fn start_sweeper(&self) {
-        if self.sweeper.swap(true, Ordering::AcqRel) {
+        // A plain load first: after the first connection this is a read of a shared cache line,
+        // not a write that both cores fight over on every accepted connection.
+        if self.sweeper.load(Ordering::Acquire) || self.sweeper.swap(true, Ordering::AcqRel) {
             return;
         }
         let pool = Arc::downgrade(&self.pool);
