@@ -76,6 +76,8 @@ pub struct ProxyFile {
     pub allow_remote: bool,
     pub threads: Option<usize>,
     pub work_stealing: Option<bool>,
+    pub client_idle_timeout_secs: Option<u64>,
+    pub client_timeout_secs: Option<u64>,
     pub default_account: Option<String>,
     pub default_service: Option<String>,
     pub account_header: Option<String>,
@@ -184,6 +186,10 @@ pub struct ProxyConfig {
     pub listen: Vec<SocketAddr>,
     pub threads: usize,
     pub work_stealing: bool,
+    /// Idle time allowed on a client connection between requests.
+    pub client_idle_timeout: Duration,
+    /// Time allowed to receive the rest of a request, or to hand a response to the client.
+    pub client_timeout: Duration,
     pub default_account: Option<String>,
     pub default_service: Option<String>,
     pub account_header: String,
@@ -457,10 +463,22 @@ impl FileConfig {
                 ));
             }
         }
+        let secs = |field: &str, v: Option<u64>| match v.unwrap_or(60) {
+            n @ 1..=3600 => Ok(Duration::from_secs(n)),
+            n => Err(err(
+                field,
+                format!("{n} is out of range; use 1 to 3600 seconds (default 60)"),
+            )),
+        };
+        let client_idle_timeout =
+            secs("proxy.client_idle_timeout_secs", p.client_idle_timeout_secs)?;
+        let client_timeout = secs("proxy.client_timeout_secs", p.client_timeout_secs)?;
         let proxy = ProxyConfig {
             listen,
             threads,
             work_stealing: p.work_stealing.unwrap_or(true),
+            client_idle_timeout,
+            client_timeout,
             default_account: p.default_account,
             default_service,
             account_header: header_name(

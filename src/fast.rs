@@ -29,8 +29,10 @@
 //! A request the gateway refuses itself (rate limit, routing, auth) has its body (at most 64 KiB
 //! here) read and dropped before the answer, and the connection stays open after it.
 //!
-//! Timeouts: 60 s idle on a client connection between requests (Pingora's default), 60 s for
-//! the rest of a request head or body and for handing a response to the client;
+//! Timeouts: `proxy.client_idle_timeout_secs` (60 s, Pingora's default) idle on a client
+//! connection between requests, `proxy.client_timeout_secs` (60 s) for the rest of a request head
+//! or body and for handing a response (part) to the client, 5 s to read the body of a refused
+//! request;
 //! `upstream.*_timeout` towards the target.
 
 use std::collections::{BTreeMap, HashMap};
@@ -66,10 +68,6 @@ const MAX_HEADERS: usize = 96;
 const MAX_HEAD: usize = 64 * 1024;
 /// A request body up to this size is read whole before it is sent, so it can be sent again.
 const REPLAY_BODY: u64 = 64 * 1024;
-/// Idle time allowed on a downstream keep-alive connection (Pingora's default is the same).
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
-/// Time allowed to receive the rest of a request, or to hand a response to the client.
-const DOWNSTREAM_IO: Duration = Duration::from_secs(60);
 /// Time allowed to read (and drop) the body of a refused request before the answer.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 const IO_CHUNK: usize = 64 * 1024;
@@ -148,6 +146,11 @@ struct Down {
     stream: Stream,
     buf: BytesMut,
     peer: Option<IpAddr>,
+    /// `proxy.client_idle_timeout_secs`: idle time allowed between requests.
+    idle: Duration,
+    /// `proxy.client_timeout_secs`: time allowed to receive the rest of a request, or to hand a
+    /// response (part) to the client.
+    io: Duration,
 }
 
 /// The parsed request head as routing sees it (borrowed from the read buffer).
@@ -234,9 +237,9 @@ async fn timed<F: std::future::Future>(d: Duration, fut: F) -> Result<F::Output,
     fast_timeout(d, fut).await.map_err(|_| ())
 }
 
-/// Write `buf` to the client and flush, within `DOWNSTREAM_IO`; `false` if that failed.
-async fn write_down(stream: &mut Stream, buf: &[u8]) -> bool {
-    let w = timed(DOWNSTREAM_IO, async {
+/// Write `buf` to the client and flush, within `io`; `false` if that failed.
+async fn write_down(stream: &mut Stream, io: Duration, buf: &[u8]) -> bool {
+    let w = timed(io, async {
         stream.write_all(buf).await?;
         stream.flush().await
     })
@@ -267,7 +270,7 @@ async fn drain(down: &mut Down, len: u64) -> bool {
 /// A JSON answer from the gateway itself; `keep`: the connection stays open after it (else
 /// `connection: close`, as on Pingora's path).
 async fn write_json(
-    stream: &mut Stream,
+    down: &mut Down,
     status: StatusCode,
     body: &serde_json::Value,
     extra: &[(&'static str, String)],
@@ -291,7 +294,7 @@ async fn write_json(
         b"connection: close\r\n\r\n".as_slice()
     });
     out.extend_from_slice(&body);
-    if write_down(stream, &out).await {
+    if write_down(&mut down.stream, down.io, &out).await {
         Ok(())
     } else {
         Err(std::io::Error::other("the client did not take the answer"))
@@ -330,6 +333,8 @@ impl ServerApp for ProxyApp {
             stream,
             buf: BytesMut::with_capacity(4096),
             peer,
+            idle: self.gw.cfg.proxy.client_idle_timeout,
+            io: self.gw.cfg.proxy.client_timeout,
         };
         let mut shutdown = shutdown.clone();
         loop {
@@ -339,7 +344,11 @@ impl ServerApp for ProxyApp {
                 Next::Full => {
                     let stream = rewind(down.stream, &down.buf)?;
                     let mut session = ServerSession::new_http1(stream);
-                    session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+                    session.set_keepalive(if *shutdown.borrow() {
+                        None
+                    } else {
+                        Some(down.idle.as_secs())
+                    });
                     let reused = self.full.process_new_http(session, &shutdown).await?;
                     down.stream = reused.consume().0;
                     down.buf.clear();
@@ -411,11 +420,11 @@ impl ProxyApp {
                     return Next::Close;
                 }
                 tokio::select! {
-                    r = fast_timeout(KEEPALIVE_IDLE, down.stream.read_buf(&mut down.buf)) => r,
+                    r = fast_timeout(down.idle, down.stream.read_buf(&mut down.buf)) => r,
                     _ = shutdown.changed() => return Next::Close,
                 }
             } else {
-                fast_timeout(DOWNSTREAM_IO, down.stream.read_buf(&mut down.buf)).await
+                fast_timeout(down.io, down.stream.read_buf(&mut down.buf)).await
             };
             match read {
                 Ok(Ok(n)) if n > 0 => {}
@@ -441,7 +450,7 @@ impl ProxyApp {
                 let drained = drain(down, body_len).await;
                 let keep = drained && !close && !*shutdown.borrow();
                 let body = r.body();
-                let sent = write_json(&mut down.stream, r.status, &body, &r.extra, keep).await;
+                let sent = write_json(down, r.status, &body, &r.extra, keep).await;
                 ctx.record(r.status.as_u16());
                 return if keep && sent.is_ok() {
                     Next::Again
@@ -455,7 +464,7 @@ impl ProxyApp {
 
         // 5. The body (at most 64 KiB) is read whole, so that the request can be sent again.
         while (down.buf.len() as u64) < body_len {
-            match fast_timeout(DOWNSTREAM_IO, down.stream.read_buf(&mut down.buf)).await {
+            match fast_timeout(down.io, down.stream.read_buf(&mut down.buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => {
                     ctx.outcome = "error";
@@ -487,14 +496,7 @@ impl ProxyApp {
                     url.split('?').next().unwrap_or("")
                 );
                 let (body, extra) = upstream_failure(url, &e);
-                let _ = write_json(
-                    &mut down.stream,
-                    StatusCode::FAILED_DEPENDENCY,
-                    &body,
-                    &extra,
-                    false,
-                )
-                .await;
+                let _ = write_json(down, StatusCode::FAILED_DEPENDENCY, &body, &extra, false).await;
                 ctx.record(424);
                 Next::Close
             }
@@ -750,7 +752,7 @@ impl ProxyApp {
                 clean = false;
             }
             if done {
-                if !out.is_empty() && !write_down(&mut down.stream, &out).await {
+                if !out.is_empty() && !write_down(&mut down.stream, down.io, &out).await {
                     return Err((Fail::Down, true));
                 }
                 break;
@@ -764,7 +766,7 @@ impl ProxyApp {
             let r = if out.is_empty() {
                 read.await
             } else {
-                let (written, r) = tokio::join!(write_down(&mut down.stream, &out), read);
+                let (written, r) = tokio::join!(write_down(&mut down.stream, down.io, &out), read);
                 if !written {
                     return Err((Fail::Down, true));
                 }
@@ -846,7 +848,7 @@ impl ProxyApp {
                                 ));
                             }
                             let interim = ubuf.split_to(n);
-                            if !write_down(&mut down.stream, &interim).await {
+                            if !write_down(&mut down.stream, down.io, &interim).await {
                                 return Err(Fail::Down);
                             }
                             continue;

@@ -300,3 +300,35 @@ fn a_refused_request_with_a_body_is_answered_and_the_connection_stays_usable() {
         "the refused request never reached a target"
     );
 }
+
+#[test]
+fn an_idle_client_connection_is_closed_after_client_idle_timeout_secs() {
+    let m = OneMapping::new("a");
+    let gw = Gw::start(
+        m.dir.path(),
+        &m.pki.ca_path,
+        "rate_limit:\n  enabled: false\nproxy:\n  listen: [\"127.0.0.1:{proxy}\"]\n  \
+         default_account: acc\n  default_service: TEST_SERVICE\n  client_idle_timeout_secs: 1\n",
+    );
+    let mut s = connect(&gw);
+    write!(
+        s,
+        "GET /bytes/2 HTTP/1.1\r\nHost: localhost:{}\r\n\r\n",
+        m.port
+    )
+    .expect("send");
+    let (status, _, _) = read_one(&mut s);
+    assert_eq!(status, 200);
+    // Kept open after the answer, then closed by the gateway once idle for 1 s (not 60).
+    let t = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    let n = s
+        .read(&mut byte)
+        .expect("EOF from the gateway, not our 20 s read timeout");
+    assert_eq!(n, 0);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(10),
+        "closed after {waited:?}"
+    );
+}

@@ -64,6 +64,14 @@ fn each_kind_of_bad_config_gives_a_one_line_error_naming_the_key_and_exit_64() {
             "shutdown:\n  grace_period_secs: 99999\n",
             "shutdown.grace_period_secs",
         ),
+        (
+            "proxy:\n  client_idle_timeout_secs: 0\n",
+            "proxy.client_idle_timeout_secs",
+        ),
+        (
+            "proxy:\n  client_timeout_secs: 4000\n",
+            "proxy.client_timeout_secs",
+        ),
         ("proxy: [1, 2\n", "line"),
     ];
     for (yaml, needle) in cases {
