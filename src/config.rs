@@ -342,6 +342,17 @@ fn ms(key: &str, v: Option<u64>, default: u64) -> Result<Duration, ConfigError> 
     Ok(Duration::from_millis(v))
 }
 
+/// Whole seconds, 1 to 3600.
+fn secs(key: &str, v: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    match v.unwrap_or(default) {
+        n @ 1..=3600 => Ok(Duration::from_secs(n)),
+        n => Err(err(
+            key,
+            format!("{n} is out of range; use 1 to 3600 seconds (default {default})"),
+        )),
+    }
+}
+
 fn header_name(key: &str, v: Option<String>, default: &str) -> Result<String, ConfigError> {
     let v = v
         .unwrap_or_else(|| default.to_string())
@@ -463,16 +474,12 @@ impl FileConfig {
                 ));
             }
         }
-        let secs = |field: &str, v: Option<u64>| match v.unwrap_or(60) {
-            n @ 1..=3600 => Ok(Duration::from_secs(n)),
-            n => Err(err(
-                field,
-                format!("{n} is out of range; use 1 to 3600 seconds (default 60)"),
-            )),
-        };
-        let client_idle_timeout =
-            secs("proxy.client_idle_timeout_secs", p.client_idle_timeout_secs)?;
-        let client_timeout = secs("proxy.client_timeout_secs", p.client_timeout_secs)?;
+        let client_idle_timeout = secs(
+            "proxy.client_idle_timeout_secs",
+            p.client_idle_timeout_secs,
+            60,
+        )?;
+        let client_timeout = secs("proxy.client_timeout_secs", p.client_timeout_secs, 60)?;
         let proxy = ProxyConfig {
             listen,
             threads,

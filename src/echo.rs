@@ -504,30 +504,19 @@ async fn route(req: Request<Incoming>) -> Response<EchoBody> {
     if is_get {
         if let Some(n) = path.strip_prefix("/bytes/") {
             return match n.parse::<u64>() {
-                Ok(n) => pattern_response(n, true),
+                Ok(n) => pattern_response(n, true, None),
                 Err(_) => bad_request("/bytes/{n}: n must be a non-negative integer"),
             };
         }
         if let Some(n) = path.strip_prefix("/chunked/") {
             return match n.parse::<u64>() {
-                Ok(n) => pattern_response(n, false),
+                Ok(n) => pattern_response(n, false, None),
                 Err(_) => bad_request("/chunked/{n}: n must be a non-negative integer"),
             };
         }
         if let Some(n) = path.strip_prefix("/cut/") {
             return match n.parse::<u64>() {
-                Ok(n) => {
-                    let mut resp = pattern_response(n, true);
-                    *resp.body_mut() = PatternBody {
-                        pos: 0,
-                        end: n,
-                        sized: true,
-                        cut_at: Some(n / 2),
-                        cut_pause: None,
-                    }
-                    .boxed_unsync();
-                    resp
-                }
+                Ok(n) => pattern_response(n, true, Some(n / 2)),
                 Err(_) => bad_request("/cut/{n}: n must be a non-negative integer"),
             };
         }
@@ -597,13 +586,14 @@ fn echo_response(req: Request<Incoming>) -> Response<EchoBody> {
     resp
 }
 
-fn pattern_response(n: u64, sized: bool) -> Response<EchoBody> {
+/// `cut_at`: fail the body after that many bytes (see [`PatternBody`]).
+fn pattern_response(n: u64, sized: bool, cut_at: Option<u64>) -> Response<EchoBody> {
     let mut resp = Response::new(
         PatternBody {
             pos: 0,
             end: n,
             sized,
-            cut_at: None,
+            cut_at,
             cut_pause: None,
         }
         .boxed_unsync(),

@@ -126,9 +126,14 @@ enum Prep {
     Partial,
     /// Not for this loop: Pingora serves it.
     Full,
-    /// Answered by the gateway itself (rate limit, routing, auth); the request's head length,
-    /// body length and whether the client asked to close.
-    Refused(Box<(Ctx, crate::proxy::Refusal)>, usize, u64, bool),
+    /// Answered by the gateway itself (rate limit, routing, auth).
+    Refused {
+        refusal: Box<(Ctx, crate::proxy::Refusal)>,
+        head_len: usize,
+        body_len: u64,
+        /// The client asked to close.
+        close: bool,
+    },
     Go(Box<Prepared>),
 }
 
@@ -247,24 +252,16 @@ async fn write_down(stream: &mut Stream, io: Duration, buf: &[u8]) -> bool {
     matches!(w, Ok(Ok(())))
 }
 
-/// Read and drop a request body of `len` bytes (what is buffered first); false if the client
-/// stopped sending or took longer than `DRAIN_TIME`.
-async fn drain(down: &mut Down, len: u64) -> bool {
-    let mut left = len;
-    let deadline = Instant::now() + DRAIN_TIME;
-    loop {
-        let have = (down.buf.len() as u64).min(left);
-        down.buf.advance(have as usize);
-        left -= have;
-        if left == 0 {
-            return true;
-        }
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match fast_timeout(wait, down.stream.read_buf(&mut down.buf)).await {
+/// Read from the client until `down.buf` holds `len` bytes; false if the client stopped
+/// sending or a read took longer than `down.io`.
+async fn fill_to(down: &mut Down, len: usize) -> bool {
+    while down.buf.len() < len {
+        match fast_timeout(down.io, down.stream.read_buf(&mut down.buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return false,
         }
     }
+    true
 }
 
 /// A JSON answer from the gateway itself; `keep`: the connection stays open after it (else
@@ -440,14 +437,26 @@ impl ProxyApp {
             is_head,
         } = match prep {
             Prep::Go(p) => *p,
-            Prep::Refused(refused, head_len, body_len, close) => {
-                let (mut ctx, mut r) = *refused;
+            Prep::Refused {
+                refusal,
+                head_len,
+                body_len,
+                close,
+            } => {
+                let (mut ctx, mut r) = *refusal;
                 ctx.outcome = r.outcome;
                 // The request's body (at most 64 KiB here) is read and dropped first: closing
                 // with unread bytes would reset the connection, and the client could lose the
-                // answer; read whole, the connection can also stay open (as nginx does on 429).
+                // answer; read whole (within DRAIN_TIME in all), the connection can also stay
+                // open (as nginx does on 429).
                 down.buf.advance(head_len);
-                let drained = drain(down, body_len).await;
+                let drained = matches!(
+                    fast_timeout(DRAIN_TIME, fill_to(down, body_len as usize)).await,
+                    Ok(true)
+                );
+                if drained {
+                    down.buf.advance(body_len as usize);
+                }
                 let keep = drained && !close && !*shutdown.borrow();
                 let body = r.body();
                 let sent = write_json(down, r.status, &body, &r.extra, keep).await;
@@ -463,15 +472,10 @@ impl ProxyApp {
         down.buf.advance(head_len);
 
         // 5. The body (at most 64 KiB) is read whole, so that the request can be sent again.
-        while (down.buf.len() as u64) < body_len {
-            match fast_timeout(down.io, down.stream.read_buf(&mut down.buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => {
-                    ctx.outcome = "error";
-                    ctx.record(0);
-                    return Next::Close;
-                }
-            }
+        if !fill_to(down, body_len as usize).await {
+            ctx.outcome = "error";
+            ctx.record(0);
+            return Next::Close;
         }
         up_req.extend_from_slice(&down.buf[..body_len as usize]);
         down.buf.advance(body_len as usize);
@@ -591,7 +595,12 @@ impl ProxyApp {
             .rate_limit(peer, &head)
             .and_then(|()| self.gw.route(&head, &mut ctx));
         if let Err(r) = routed {
-            return Prep::Refused(Box::new((ctx, r)), head_len, body_len, close);
+            return Prep::Refused {
+                refusal: Box::new((ctx, r)),
+                head_len,
+                body_len,
+                close,
+            };
         }
         let (Some(mode), Some(target)) = (ctx.mode, ctx.target.as_ref()) else {
             return Prep::Full;
