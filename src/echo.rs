@@ -22,6 +22,10 @@
 //! - `/headers`: a JSON object of the request headers (repeated names joined with `, `);
 //! - `/slow/{ms}`: waits `ms` milliseconds (at most [`MAX_SLOW_MS`]) then answers `ok`;
 //! - `/status/{code}`: that status (200-599) with a short body;
+//! - `/collect` (any method): the whole request body read first, then sent back (status 200);
+//!   with `Expect: 100-continue` the client gets a `100 Continue` before it sends the body;
+//! - `/refuse/{code}` (any method): that status (200-599) at once, the request body never read
+//!   (and so no `100 Continue`);
 //! - anything else, any method: the request body streamed back byte for byte, status 200, the
 //!   request's `content-type` copied.
 //!
@@ -501,6 +505,22 @@ async fn handle(req: Request<Incoming>, info: &ConnInfo) -> Response<EchoBody> {
 async fn route(req: Request<Incoming>) -> Response<EchoBody> {
     let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
     let path = req.uri().path();
+    if path == "/collect" {
+        return match req.into_body().collect().await {
+            Ok(b) => plain(StatusCode::OK, b.to_bytes()),
+            Err(e) => bad_request(&format!("/collect: reading the body failed: {e}")),
+        };
+    }
+    if let Some(code) = path.strip_prefix("/refuse/") {
+        return match code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+        {
+            Some(s) if s.as_u16() >= 200 => plain(s, format!("status {}\n", s.as_u16())),
+            _ => bad_request("/refuse/{code}: code must be 200-599"),
+        };
+    }
     if is_get {
         if let Some(n) = path.strip_prefix("/bytes/") {
             return match n.parse::<u64>() {

@@ -7,18 +7,24 @@
 //! (see docs/performance.md). This module serves the common case with a parse-once, copy-through
 //! loop and its own upstream pool, and hands anything unusual to Pingora unchanged.
 //!
-//! Served here: HTTP/1.1 and HTTP/1.0 requests, any method but CONNECT, with no body or a
-//! `Content-Length` body up to 64 KiB (read whole before it is sent, so it can be sent again);
-//! responses of every framing (length, chunked, until-close, none) passed through byte for byte;
-//! 1xx interim responses; pipelined requests. The gateway logic is the same code as Pingora's
+//! Served here: HTTP/1.1 and HTTP/1.0 requests, any method but CONNECT; request bodies with a
+//! `Content-Length` up to 64 KiB are read whole before they are sent (so the request can be sent
+//! again on a new connection), larger ones, `Transfer-Encoding: chunked` ones and those after
+//! `Expect: 100-continue` are streamed: sent on as they arrive *while* the answer is relayed (a
+//! target may answer, or echo, before it has read the whole body; sending everything first
+//! stalls such an exchange once the socket buffers are full, which Pingora's HTTP/1 proxy did).
+//! Responses of every framing (length, chunked, until-close, none) are passed through byte for
+//! byte; 1xx interim responses (the target's `100 Continue`) go to the client as they come;
+//! pipelined requests are served in order.
+//! The gateway logic is the same code as Pingora's
 //! path (`Gateway::rate_limit`, `Gateway::route`, `Gateway::resolve`, `Ctx::record`,
 //! `upstream_failure`), so refusals, metrics and the 424 answer are the same on both.
 //!
 //! Handed to Pingora (`HttpProxy<Gateway>`, the bytes already read are put back with
-//! `Stream::rewind`): bodies over 64 KiB and `Transfer-Encoding` request bodies (Pingora streams
-//! them in both directions at once), `Expect`, `Upgrade` and `Connection` options other than
-//! `close`/`keep-alive`, CONNECT, heads that do not parse or are larger than 64 KiB. After such
-//! a request the connection comes back to this loop.
+//! `Stream::rewind`): transfer codings other than `chunked`, both `Content-Length` and
+//! `Transfer-Encoding`, `Expect` values other than `100-continue`, `Upgrade` and `Connection`
+//! options other than `close`/`keep-alive`, CONNECT, heads that do not parse or are larger than
+//! 64 KiB. After such a request the connection comes back to this loop.
 //!
 //! Upstream connections (`crate::tls_client`) are pooled by (address, client-certificate
 //! SHA-256, SNI): two identities never share a connection, whatever their serial numbers. A
@@ -26,8 +32,10 @@
 //! request (its body is buffered) is then sent once more on a new connection, as browsers and
 //! nginx do.
 //!
-//! A request the gateway refuses itself (rate limit, routing, auth) has its body (at most 64 KiB
-//! here) read and dropped before the answer, and the connection stays open after it.
+//! A request the gateway refuses itself (rate limit, routing, auth) has its body (at most 64 KiB)
+//! read and dropped before the answer, and the connection stays open after it; with a streamed
+//! body the answer closes the connection instead (and an `Expect: 100-continue` client never
+//! sends it).
 //!
 //! Timeouts: `proxy.client_idle_timeout_secs` (60 s, Pingora's default) idle on a client
 //! connection between requests, `proxy.client_timeout_secs` (60 s) for the rest of a request head
@@ -56,7 +64,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use pingora_timeout::fast_timeout::fast_timeout;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::metrics;
 use crate::proxy::{count_connect_failure, upstream_failure, Ctx, Gateway, Mode, ReqView};
@@ -120,6 +128,21 @@ enum Fail {
     Stale,
 }
 
+/// A request body sent on as it arrives (larger than `REPLAY_BODY`, or chunked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReqBody {
+    Length(u64),
+    Chunked,
+}
+
+/// How a streamed request body is exchanged.
+struct Streamed {
+    body: ReqBody,
+    expect: bool,
+    is_head: bool,
+    close: bool,
+}
+
 /// The outcome of looking at a buffered request head.
 enum Prep {
     /// The head is not complete yet.
@@ -139,10 +162,15 @@ enum Prep {
 
 struct Prepared {
     ctx: Ctx,
-    /// The upstream request head; the body is appended before sending.
+    /// The upstream request head; a buffered body is appended before sending.
     up_req: Vec<u8>,
     head_len: usize,
+    /// A body read whole before sending (at most `REPLAY_BODY`); 0 when it is streamed.
     body_len: u64,
+    /// A body streamed to the target while its answer is relayed.
+    streamed: Option<ReqBody>,
+    /// The client sent `Expect: 100-continue` (and waits for the target's 100 to send the body).
+    expect: bool,
     close: bool,
     is_head: bool,
 }
@@ -243,7 +271,11 @@ async fn timed<F: std::future::Future>(d: Duration, fut: F) -> Result<F::Output,
 }
 
 /// Write `buf` to the client and flush, within `io`; `false` if that failed.
-async fn write_down(stream: &mut Stream, io: Duration, buf: &[u8]) -> bool {
+async fn write_down<W: AsyncWrite + Unpin + ?Sized>(
+    stream: &mut W,
+    io: Duration,
+    buf: &[u8],
+) -> bool {
     let w = timed(io, async {
         stream.write_all(buf).await?;
         stream.flush().await
@@ -359,6 +391,69 @@ impl ServerApp for ProxyApp {
     }
 }
 
+/// Send a streamed request body to the target as it arrives: the bytes already in `buf`
+/// first, then what the client sends, up to the end of the body by its framing (bytes after
+/// it, a pipelined request, stay in `buf`). `Fail::Down`: the client stopped sending, took
+/// longer than `io` for a part, or sent a malformed chunked body.
+async fn pump_body<R, W>(
+    dr: &mut R,
+    buf: &mut BytesMut,
+    io: Duration,
+    uw: &mut W,
+    body: ReqBody,
+    wt: Duration,
+) -> Result<(), Fail>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut left = match body {
+        ReqBody::Length(n) => n,
+        ReqBody::Chunked => 0,
+    };
+    let mut chunked = Chunked::default();
+    let mut end = body == ReqBody::Length(0);
+    while !end {
+        if !buf.is_empty() {
+            let take = match body {
+                ReqBody::Length(_) => {
+                    let t = (buf.len() as u64).min(left) as usize;
+                    left -= t as u64;
+                    end = left == 0;
+                    t
+                }
+                ReqBody::Chunked => match chunked.feed(buf) {
+                    Ok(Some(n)) => {
+                        end = true;
+                        n
+                    }
+                    Ok(None) => buf.len(),
+                    Err(()) => return Err(Fail::Down),
+                },
+            };
+            match timed(wt, uw.write_all(&buf[..take])).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(up_err(WriteError, e.to_string())),
+                Err(()) => return Err(up_err(WriteTimedout, "request body".into())),
+            }
+            buf.advance(take);
+            if end {
+                break;
+            }
+        }
+        buf.reserve(IO_CHUNK);
+        match fast_timeout(io, dr.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Err(Fail::Down),
+        }
+    }
+    match timed(wt, uw.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(up_err(WriteError, e.to_string())),
+        Err(()) => Err(up_err(WriteTimedout, "request body".into())),
+    }
+}
+
 /// Framing of a response body (RFC 9112 6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -433,6 +528,8 @@ impl ProxyApp {
             mut up_req,
             head_len,
             body_len,
+            streamed,
+            expect,
             close,
             is_head,
         } = match prep {
@@ -480,8 +577,20 @@ impl ProxyApp {
         up_req.extend_from_slice(&down.buf[..body_len as usize]);
         down.buf.advance(body_len as usize);
 
-        // 6. Connect (pooled) and exchange; a stale pooled connection is replaced once.
-        let result = self.exchange(down, &mut ctx, &up_req, is_head, close).await;
+        // 6. Connect (pooled) and exchange; a stale pooled connection is replaced once. A
+        //    streamed body goes on a new connection, sent while the answer is relayed.
+        let result = match streamed {
+            None => self.exchange(down, &mut ctx, &up_req, is_head, close).await,
+            Some(body) => {
+                let how = Streamed {
+                    body,
+                    expect,
+                    is_head,
+                    close,
+                };
+                self.exchange_streamed(down, &mut ctx, &up_req, how).await
+            }
+        };
         match result {
             Ok((status, keep)) => {
                 ctx.record(status);
@@ -548,6 +657,8 @@ impl ProxyApp {
             return Prep::Full;
         }
         let mut body_len: Option<u64> = None;
+        let mut chunked = false;
+        let mut expect = false;
         let mut close = http10;
         for h in req.headers.iter() {
             let n = h.name;
@@ -557,10 +668,23 @@ impl ProxyApp {
                     (Some(v), Some(prev)) if v == prev => {}
                     _ => return Prep::Full,
                 }
-            } else if n.eq_ignore_ascii_case("transfer-encoding")
-                || n.eq_ignore_ascii_case("expect")
-                || n.eq_ignore_ascii_case("upgrade")
-            {
+            } else if n.eq_ignore_ascii_case("transfer-encoding") {
+                // `chunked` alone, once; other codings (and repeats) are Pingora's.
+                if chunked
+                    || !text(h.value).is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"))
+                {
+                    return Prep::Full;
+                }
+                chunked = true;
+            } else if n.eq_ignore_ascii_case("expect") {
+                // Sent on: the target's `100 Continue` is relayed like any interim answer.
+                if expect
+                    || !text(h.value).is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+                {
+                    return Prep::Full;
+                }
+                expect = true;
+            } else if n.eq_ignore_ascii_case("upgrade") {
                 return Prep::Full;
             } else if n.eq_ignore_ascii_case("connection") {
                 let Some(v) = text(h.value) else {
@@ -575,12 +699,23 @@ impl ProxyApp {
                 }
             }
         }
-        let body_len = body_len.unwrap_or(0);
-        if body_len > REPLAY_BODY {
-            // A large body is streamed by Pingora in both directions at once (a target may
-            // answer while it reads); this loop sends the whole request before reading.
+        if chunked && (body_len.is_some() || http10) {
+            // Both framings at once (a smuggling pattern), or chunked in HTTP/1.0: Pingora's
+            // parser decides.
             return Prep::Full;
         }
+        let body_len = body_len.unwrap_or(0);
+        // A large or chunked body is sent on as it arrives while the answer is relayed (a target
+        // may answer while it still reads), and so is one the client only sends after a `100
+        // Continue`; a small one is read whole first.
+        let streamed = if chunked {
+            Some(ReqBody::Chunked)
+        } else if body_len > REPLAY_BODY || (expect && body_len > 0) {
+            Some(ReqBody::Length(body_len))
+        } else {
+            None
+        };
+        let body_len = if streamed.is_some() { 0 } else { body_len };
         let head = Head {
             method,
             uri,
@@ -595,11 +730,12 @@ impl ProxyApp {
             .rate_limit(peer, &head)
             .and_then(|()| self.gw.route(&head, &mut ctx));
         if let Err(r) = routed {
+            // A streamed body is not read for a refusal: the answer closes the connection.
             return Prep::Refused {
                 refusal: Box::new((ctx, r)),
                 head_len,
                 body_len,
-                close,
+                close: close || streamed.is_some(),
             };
         }
         let (Some(mode), Some(target)) = (ctx.mode, ctx.target.as_ref()) else {
@@ -643,6 +779,8 @@ impl ProxyApp {
             up_req,
             head_len,
             body_len,
+            streamed,
+            expect,
             close,
             is_head,
         }))
@@ -658,21 +796,8 @@ impl ProxyApp {
         is_head: bool,
         close: bool,
     ) -> Result<(u16, bool), (Fail, bool)> {
-        let target = ctx
-            .target
-            .as_ref()
-            .ok_or((up_err(InternalError, "no target".into()), false))?;
-        let addr = self
-            .gw
-            .resolve(target)
-            .await
-            .map_err(|e| (Fail::Up(e), false))?;
-        let key = PoolKey {
-            addr,
-            identity: ctx.cert.as_ref().map(|c| c.leaf_sha256).unwrap_or([0; 32]),
-        };
-        let sni = Gateway::sni(target);
-        let up_cfg = &self.gw.cfg.upstream;
+        let (key, sni) = self.upstream_of(ctx).await?;
+        let addr = key.addr;
         let mut ubuf = BytesMut::with_capacity(16 * 1024);
         let mut retried = false;
         let (mut up, mut resp) = loop {
@@ -690,8 +815,15 @@ impl ProxyApp {
             ubuf.clear();
             let got = match self.send(&mut up, up_req).await {
                 Ok(()) => {
-                    self.read_head(down, &mut up, &mut ubuf, is_head, close)
-                        .await
+                    self.read_head(
+                        &mut down.stream,
+                        down.io,
+                        &mut up,
+                        &mut ubuf,
+                        is_head,
+                        close,
+                    )
+                    .await
                 }
                 Err(Fail::Up(e)) if reused && e.etype() == &WriteError => Err(Fail::Stale),
                 Err(f) => Err(f),
@@ -715,8 +847,128 @@ impl ProxyApp {
             }
         };
 
-        // The response head for the client: the target's, with hop-by-hop headers replaced.
         let down_close = resp.down_close;
+        let clean = self
+            .relay_body(&mut down.stream, down.io, &mut up, &mut ubuf, &mut resp)
+            .await?;
+        if resp.keepalive && clean {
+            self.pool.put(key, sni, up);
+        }
+        Ok((resp.status, !down_close))
+    }
+
+    /// The target's pool key (resolved address, client identity) and TLS server name.
+    async fn upstream_of<'c>(&self, ctx: &'c Ctx) -> Result<(PoolKey, &'c str), (Fail, bool)> {
+        let target = ctx
+            .target
+            .as_ref()
+            .ok_or((up_err(InternalError, "no target".into()), false))?;
+        let addr = self
+            .gw
+            .resolve(target)
+            .await
+            .map_err(|e| (Fail::Up(e), false))?;
+        let key = PoolKey {
+            addr,
+            identity: ctx.cert.as_ref().map(|c| c.leaf_sha256).unwrap_or([0; 32]),
+        };
+        Ok((key, Gateway::sni(target)))
+    }
+
+    /// The exchange for a streamed request body (over `REPLAY_BODY`, or chunked). A new
+    /// connection: the body cannot be sent twice, so a pooled one the target may have closed
+    /// is not risked. After the head, the body is sent on as it arrives *while* the answer is
+    /// relayed, in one task: a target may answer, or echo, before it has read the whole body,
+    /// and a proxy that only reads once it has written everything stalls such an exchange as
+    /// soon as the socket buffers on both sides are full.
+    async fn exchange_streamed(
+        &self,
+        down: &mut Down,
+        ctx: &mut Ctx,
+        up_head: &[u8],
+        how: Streamed,
+    ) -> Result<(u16, bool), (Fail, bool)> {
+        let Streamed {
+            body,
+            expect,
+            is_head,
+            close,
+        } = how;
+        let (key, sni) = self.upstream_of(ctx).await?;
+        let mut up = match self.tls.connect(key.addr, sni, ctx.cert.as_ref()).await {
+            Ok(s) => s,
+            Err(e) => {
+                count_connect_failure(&e);
+                return Err((Fail::Up(e), false));
+            }
+        };
+        metrics::upstream_connection(false);
+        self.send(&mut up, up_head).await.map_err(|f| (f, false))?;
+        let wt = self.gw.cfg.upstream.write_timeout;
+        let io = down.io;
+        let (resp, clean, body_sent) = {
+            let (mut ur, mut uw) = tokio::io::split(&mut up);
+            let (mut dr, mut dw) = tokio::io::split(&mut down.stream);
+            let mut pump = std::pin::pin!(pump_body(&mut dr, &mut down.buf, io, &mut uw, body, wt));
+            let mut relay = std::pin::pin!(async {
+                let mut ubuf = BytesMut::with_capacity(16 * 1024);
+                let mut resp = self
+                    .read_head(&mut dw, io, &mut ur, &mut ubuf, is_head, close)
+                    .await
+                    .map_err(|f| (f, false))?;
+                let clean = self
+                    .relay_body(&mut dw, io, &mut ur, &mut ubuf, &mut resp)
+                    .await?;
+                Ok::<_, (Fail, bool)>((resp, clean))
+            });
+            let mut pumped: Option<Result<(), Fail>> = None;
+            let (resp, clean) = loop {
+                tokio::select! {
+                    r = &mut pump, if pumped.is_none() => {
+                        // The client stopped sending: nothing can be completed.
+                        if let Err(Fail::Down) = r {
+                            return Err((Fail::Down, true));
+                        }
+                        // A write to the target failed: it may still answer (say, a 413 and
+                        // close), so the relay goes on.
+                        pumped = Some(r);
+                    }
+                    r = &mut relay => break r?,
+                }
+            };
+            // The answer is complete; the rest of the body (a target may answer before it has
+            // read it all) is still sent, within the client and upstream timeouts.
+            let body_sent = match pumped {
+                Some(r) => r.is_ok(),
+                // After a final answer to `Expect: 100-continue` the client may never send the
+                // body (RFC 9110 10.1.1): the connection closes instead of waiting for it.
+                None if expect => false,
+                None => pump.await.is_ok(),
+            };
+            (resp, clean, body_sent)
+        };
+        if resp.keepalive && clean && body_sent {
+            self.pool.put(key, sni, up);
+        }
+        Ok((resp.status, body_sent && !resp.down_close))
+    }
+
+    /// Relay the response body after `resp` (its head, already parsed, goes first) from the
+    /// target to the client as it arrives, framing checked, bytes unchanged. `Ok(clean)`: the
+    /// target sent nothing after the end of the body; `Err((why, whether the head was sent))`.
+    async fn relay_body<R, W>(
+        &self,
+        dw: &mut W,
+        io: Duration,
+        up: &mut R,
+        ubuf: &mut BytesMut,
+        resp: &mut RespHead,
+    ) -> Result<bool, (Fail, bool)>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        let up_cfg = &self.gw.cfg.upstream;
         let mut out = std::mem::take(&mut resp.out);
         ubuf.advance(resp.head_len);
 
@@ -739,7 +991,7 @@ impl ProxyApp {
                         done = left == 0;
                         t
                     }
-                    Framing::Chunked => match chunked.feed(&ubuf) {
+                    Framing::Chunked => match chunked.feed(ubuf) {
                         Ok(Some(end)) => {
                             done = true;
                             end
@@ -761,7 +1013,7 @@ impl ProxyApp {
                 clean = false;
             }
             if done {
-                if !out.is_empty() && !write_down(&mut down.stream, down.io, &out).await {
+                if !out.is_empty() && !write_down(dw, io, &out).await {
                     return Err((Fail::Down, true));
                 }
                 break;
@@ -771,11 +1023,11 @@ impl ProxyApp {
             // their sum.
             ubuf.clear();
             ubuf.reserve(IO_CHUNK);
-            let read = fast_timeout(up_cfg.read_timeout, up.read_buf(&mut ubuf));
+            let read = fast_timeout(up_cfg.read_timeout, up.read_buf(ubuf));
             let r = if out.is_empty() {
                 read.await
             } else {
-                let (written, r) = tokio::join!(write_down(&mut down.stream, down.io, &out), read);
+                let (written, r) = tokio::join!(write_down(dw, io, &out), read);
                 if !written {
                     return Err((Fail::Down, true));
                 }
@@ -800,7 +1052,7 @@ impl ProxyApp {
                     while ubuf.len() < 2 * IO_CHUNK
                         && !matches!(resp.framing, Framing::Length(_) if ubuf.len() as u64 >= left)
                     {
-                        match up.read_buf(&mut ubuf).now_or_never() {
+                        match up.read_buf(ubuf).now_or_never() {
                             Some(Ok(n)) if n > 0 => {}
                             _ => break,
                         }
@@ -810,10 +1062,7 @@ impl ProxyApp {
                 Err(_) => return Err((up_err(ReadTimedout, "response body".into()), true)),
             }
         }
-        if resp.keepalive && clean {
-            self.pool.put(key, sni, up);
-        }
-        Ok((resp.status, !down_close))
+        Ok(clean)
     }
 
     /// Write the whole request (head and buffered body).
@@ -832,14 +1081,19 @@ impl ProxyApp {
 
     /// Read up to the end of the final response head; 1xx interim heads go to the client as
     /// they come. `ubuf` keeps the head (and any body bytes after it).
-    async fn read_head(
+    async fn read_head<R, W>(
         &self,
-        down: &mut Down,
-        up: &mut UpConn,
+        dw: &mut W,
+        io: Duration,
+        up: &mut R,
         ubuf: &mut BytesMut,
         is_head: bool,
         close: bool,
-    ) -> Result<RespHead, Fail> {
+    ) -> Result<RespHead, Fail>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
         let timeout = self.gw.cfg.upstream.read_timeout;
         let mut got_any = false;
         loop {
@@ -857,7 +1111,7 @@ impl ProxyApp {
                                 ));
                             }
                             let interim = ubuf.split_to(n);
-                            if !write_down(&mut down.stream, down.io, &interim).await {
+                            if !write_down(dw, io, &interim).await {
                                 return Err(Fail::Down);
                             }
                             continue;

@@ -457,6 +457,42 @@ async fn bodies_pass_through_byte_for_byte_both_ways() {
     assert_eq!(r.bytes().await.expect("body").len(), 0);
 }
 
+/// A target that answers while it still reads (the echo sends the body back as it arrives):
+/// a proxy that reads the answer only once it has sent the whole body stalls as soon as the
+/// socket buffers on both sides are full. 48 MiB each way is far beyond loopback's buffers.
+#[tokio::test]
+async fn a_large_body_to_a_target_that_answers_while_it_reads_does_not_stall() {
+    let OneMapping {
+        pki,
+        echo: _echo,
+        cert: _,
+        dir,
+        seed: _,
+        port,
+    } = OneMapping::new("a");
+    let gw = Gw::start(dir.path(), &pki.ca_path, "rate_limit:\n  enabled: false\n");
+    let c = proxied_client(&gw);
+    let big = mtls_gateway::echo::pattern(48 * 1024 * 1024);
+    for chunked in [false, true] {
+        let body = if chunked {
+            let parts: Vec<Result<Vec<u8>, std::io::Error>> =
+                big.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
+            reqwest::Body::wrap_stream(futures::stream::iter(parts))
+        } else {
+            reqwest::Body::from(big.clone())
+        };
+        let r = c
+            .post(format!("http://localhost:{port}/echo"))
+            .body(body)
+            .send()
+            .await
+            .expect("48 MiB sent");
+        assert_eq!(r.status(), 200);
+        let got = r.bytes().await.expect("48 MiB echoed without a stall");
+        assert!(got[..] == big[..], "echo differs (chunked: {chunked})");
+    }
+}
+
 #[tokio::test]
 async fn past_the_rate_limit_a_client_gets_429_and_recovers_while_others_are_unaffected() {
     let OneMapping {
