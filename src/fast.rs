@@ -32,10 +32,10 @@
 //! request (its body is buffered) is then sent once more on a new connection, as browsers and
 //! nginx do.
 //!
-//! A request the gateway refuses itself (rate limit, routing, auth) has its body (at most 64 KiB)
-//! read and dropped before the answer, and the connection stays open after it; with a streamed
-//! body the answer closes the connection instead (and an `Expect: 100-continue` client never
-//! sends it).
+//! A request the gateway refuses itself (rate limit, routing, auth) has its `Content-Length` body
+//! (up to 1 MiB) read and dropped before the answer, and the connection stays open after it; after
+//! a larger or chunked body the answer closes the connection instead (and an `Expect:
+//! 100-continue` client is answered before it sends the body).
 //!
 //! Timeouts: `proxy.client_idle_timeout_secs` (60 s, Pingora's default) idle on a client
 //! connection between requests, `proxy.client_timeout_secs` (60 s) for the rest of a request head
@@ -78,6 +78,9 @@ const MAX_HEAD: usize = 64 * 1024;
 const REPLAY_BODY: u64 = 64 * 1024;
 /// Time allowed to read (and drop) the body of a refused request before the answer.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
+/// The largest body of a refused request read and dropped (so that the connection stays usable);
+/// after a larger one the answer closes the connection.
+const DRAIN_BODY: u64 = 1024 * 1024;
 const IO_CHUNK: usize = 64 * 1024;
 
 /// The listener's app: see the module documentation.
@@ -153,7 +156,9 @@ enum Prep {
     Refused {
         refusal: Box<(Ctx, crate::proxy::Refusal)>,
         head_len: usize,
-        body_len: u64,
+        /// The body to read and drop before the answer; `None`: not read, the answer closes
+        /// the connection (chunked, over `DRAIN_BODY`, or held back for a `100 Continue`).
+        drain: Option<u64>,
         /// The client asked to close.
         close: bool,
     },
@@ -294,6 +299,24 @@ async fn fill_to(down: &mut Down, len: usize) -> bool {
         }
     }
     true
+}
+
+/// Read and drop the next `n` bytes from the client (bytes after them stay in `down.buf`);
+/// false if the client stopped sending or a read took longer than `down.io`.
+async fn discard(down: &mut Down, mut n: u64) -> bool {
+    loop {
+        let t = (down.buf.len() as u64).min(n) as usize;
+        down.buf.advance(t);
+        n -= t as u64;
+        if n == 0 {
+            return true;
+        }
+        down.buf.reserve(IO_CHUNK);
+        match fast_timeout(down.io, down.stream.read_buf(&mut down.buf)).await {
+            Ok(Ok(r)) if r > 0 => {}
+            _ => return false,
+        }
+    }
 }
 
 /// A JSON answer from the gateway itself; `keep`: the connection stays open after it (else
@@ -537,23 +560,20 @@ impl ProxyApp {
             Prep::Refused {
                 refusal,
                 head_len,
-                body_len,
+                drain,
                 close,
             } => {
                 let (mut ctx, mut r) = *refusal;
                 ctx.outcome = r.outcome;
-                // The request's body (at most 64 KiB here) is read and dropped first: closing
-                // with unread bytes would reset the connection, and the client could lose the
+                // The request's body (up to DRAIN_BODY) is read and dropped first: closing with
+                // unread bytes would reset the connection, and the client could lose the
                 // answer; read whole (within DRAIN_TIME in all), the connection can also stay
                 // open (as nginx does on 429).
                 down.buf.advance(head_len);
-                let drained = matches!(
-                    fast_timeout(DRAIN_TIME, fill_to(down, body_len as usize)).await,
-                    Ok(true)
-                );
-                if drained {
-                    down.buf.advance(body_len as usize);
-                }
+                let drained = match drain {
+                    Some(n) => matches!(fast_timeout(DRAIN_TIME, discard(down, n)).await, Ok(true)),
+                    None => false,
+                };
                 let keep = drained && !close && !*shutdown.borrow();
                 let body = r.body();
                 let sent = write_json(down, r.status, &body, &r.extra, keep).await;
@@ -730,12 +750,16 @@ impl ProxyApp {
             .rate_limit(peer, &head)
             .and_then(|()| self.gw.route(&head, &mut ctx));
         if let Err(r) = routed {
-            // A streamed body is not read for a refusal: the answer closes the connection.
+            let drain = match streamed {
+                None => Some(body_len),
+                Some(ReqBody::Length(n)) if !expect && n <= DRAIN_BODY => Some(n),
+                Some(_) => None,
+            };
             return Prep::Refused {
                 refusal: Box::new((ctx, r)),
                 head_len,
-                body_len,
-                close: close || streamed.is_some(),
+                drain,
+                close,
             };
         }
         let (Some(mode), Some(target)) = (ctx.mode, ctx.target.as_ref()) else {
