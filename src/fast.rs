@@ -138,6 +138,17 @@ enum ReqBody {
     Chunked,
 }
 
+/// How to read a response head, besides the streams.
+#[derive(Clone, Copy)]
+struct HeadWant<'a> {
+    /// The request was HEAD (no body follows the answer).
+    is_head: bool,
+    /// The client's connection closes after this exchange.
+    close: bool,
+    /// Set while a streamed request body is still being sent.
+    sending: Option<&'a AtomicBool>,
+}
+
 /// How a streamed request body is exchanged.
 struct Streamed {
     body: ReqBody,
@@ -839,15 +850,13 @@ impl ProxyApp {
             ubuf.clear();
             let got = match self.send(&mut up, up_req).await {
                 Ok(()) => {
-                    self.read_head(
-                        &mut down.stream,
-                        down.io,
-                        &mut up,
-                        &mut ubuf,
+                    let want = HeadWant {
                         is_head,
                         close,
-                    )
-                    .await
+                        sending: None,
+                    };
+                    self.read_head(&mut down.stream, down.io, &mut up, &mut ubuf, want)
+                        .await
                 }
                 Err(Fail::Up(e)) if reused && e.etype() == &WriteError => Err(Fail::Stale),
                 Err(f) => Err(f),
@@ -930,14 +939,26 @@ impl ProxyApp {
         self.send(&mut up, up_head).await.map_err(|f| (f, false))?;
         let wt = self.gw.cfg.upstream.write_timeout;
         let io = down.io;
+        // While the body is still being sent, a target that has not answered yet is not late
+        // (most answer only after the whole body): the head's read timeout counts from then.
+        let sending = AtomicBool::new(true);
         let (resp, clean, body_sent) = {
             let (mut ur, mut uw) = tokio::io::split(&mut up);
             let (mut dr, mut dw) = tokio::io::split(&mut down.stream);
-            let mut pump = std::pin::pin!(pump_body(&mut dr, &mut down.buf, io, &mut uw, body, wt));
+            let mut pump = std::pin::pin!(async {
+                let r = pump_body(&mut dr, &mut down.buf, io, &mut uw, body, wt).await;
+                sending.store(false, Ordering::Relaxed);
+                r
+            });
             let mut relay = std::pin::pin!(async {
                 let mut ubuf = BytesMut::with_capacity(16 * 1024);
+                let want = HeadWant {
+                    is_head,
+                    close,
+                    sending: Some(&sending),
+                };
                 let mut resp = self
-                    .read_head(&mut dw, io, &mut ur, &mut ubuf, is_head, close)
+                    .read_head(&mut dw, io, &mut ur, &mut ubuf, want)
                     .await
                     .map_err(|f| (f, false))?;
                 let clean = self
@@ -1111,8 +1132,7 @@ impl ProxyApp {
         io: Duration,
         up: &mut R,
         ubuf: &mut BytesMut,
-        is_head: bool,
-        close: bool,
+        want: HeadWant<'_>,
     ) -> Result<RespHead, Fail>
     where
         R: AsyncRead + Unpin,
@@ -1140,8 +1160,8 @@ impl ProxyApp {
                             }
                             continue;
                         }
-                        let mut h = response_framing(&r, n, is_head)?;
-                        h.down_close = close || h.framing == Framing::UntilClose;
+                        let mut h = response_framing(&r, n, want.is_head)?;
+                        h.down_close = want.close || h.framing == Framing::UntilClose;
                         client_head(&r, &mut h);
                         return Ok(h);
                     }
@@ -1172,6 +1192,7 @@ impl ProxyApp {
                     return Err(up_err(ReadError, e.to_string()));
                 }
                 Ok(Err(e)) => return Err(up_err(ReadError, e.to_string())),
+                Err(_) if want.sending.is_some_and(|s| s.load(Ordering::Relaxed)) => {}
                 Err(_) => return Err(up_err(ReadTimedout, "response head".into())),
             }
         }

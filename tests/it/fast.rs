@@ -456,3 +456,39 @@ fn read_head_only(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let (status, headers, _) = mtls_gateway::demo::parse_response(&head).expect("head");
     (status, headers, Vec::new())
 }
+
+#[test]
+fn a_slow_upload_is_not_cut_by_the_upstream_read_timeout_while_it_is_still_sent() {
+    let m = OneMapping::new("a");
+    // The target answers /collect only once it has the whole body; the body takes about 2.4 s
+    // to arrive, twice the read timeout. The timeout counts from the end of the body.
+    let extra = format!(
+        "rate_limit:\n  enabled: false\nupstream:\n  ca_files: [\"{}\"]\n  read_timeout_ms: 1200\n",
+        m.pki.ca_path.display()
+    );
+    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, &extra);
+    let host = format!("localhost:{}", m.port);
+    let mut s = connect(&gw);
+    let part = vec![b'y'; 100_000];
+    s.write_all(
+        format!(
+            "POST /collect HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+            part.len() * 5
+        )
+        .as_bytes(),
+    )
+    .expect("head");
+    for _ in 0..5 {
+        if let Err(e) = s.write_all(&part) {
+            panic!("part: {e}; gateway log:\n{}", gw.logs());
+        }
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let (status, _, body) = read_framed(&mut s);
+    assert_eq!(
+        (status, body.len()),
+        (200, part.len() * 5),
+        "{}",
+        String::from_utf8_lossy(&body[..body.len().min(300)])
+    );
+}
