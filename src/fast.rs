@@ -908,9 +908,9 @@ impl ProxyApp {
         Ok((key, Gateway::sni(target)))
     }
 
-    /// The exchange for a streamed request body (over `REPLAY_BODY`, or chunked). A new
-    /// connection: the body cannot be sent twice, so a pooled one the target may have closed
-    /// is not risked. After the head, the body is sent on as it arrives *while* the answer is
+    /// The exchange for a streamed request body (over `REPLAY_BODY`, chunked, or after
+    /// `Expect: 100-continue`), on a pooled connection that is still open or a new one; it is not
+    /// sent twice (as nginx does not for a non-idempotent request). After the head, the body is sent on as it arrives *while* the answer is
     /// relayed, in one task: a target may answer, or echo, before it has read the whole body,
     /// and a proxy that only reads once it has written everything stalls such an exchange as
     /// soon as the socket buffers on both sides are full.
@@ -928,14 +928,28 @@ impl ProxyApp {
             close,
         } = how;
         let (key, sni) = self.upstream_of(ctx).await?;
-        let mut up = match self.tls.connect(key.addr, sni, ctx.cert.as_ref()).await {
-            Ok(s) => s,
-            Err(e) => {
-                count_connect_failure(&e);
-                return Err((Fail::Up(e), false));
+        let (mut up, reused) = loop {
+            match self.pool.take(&key, sni) {
+                Some(mut s) => {
+                    // The body cannot be sent twice, so a pooled connection the target has
+                    // already closed (end of stream or a reset waiting to be read) is dropped
+                    // here rather than found out after the body went; one that has nothing to
+                    // read is used.
+                    let mut probe = [0u8; 1];
+                    if s.read(&mut probe).now_or_never().is_none() {
+                        break (s, true);
+                    }
+                }
+                None => match self.tls.connect(key.addr, sni, ctx.cert.as_ref()).await {
+                    Ok(s) => break (s, false),
+                    Err(e) => {
+                        count_connect_failure(&e);
+                        return Err((Fail::Up(e), false));
+                    }
+                },
             }
         };
-        metrics::upstream_connection(false);
+        metrics::upstream_connection(reused);
         self.send(&mut up, up_head).await.map_err(|f| (f, false))?;
         let wt = self.gw.cfg.upstream.write_timeout;
         let io = down.io;
@@ -960,7 +974,17 @@ impl ProxyApp {
                 let mut resp = self
                     .read_head(&mut dw, io, &mut ur, &mut ubuf, want)
                     .await
-                    .map_err(|f| (f, false))?;
+                    .map_err(|f| match f {
+                        // Nothing to send again with: the client gets the 424.
+                        Fail::Stale => (
+                            up_err(
+                                ConnectionClosed,
+                                "the target closed the connection before answering".into(),
+                            ),
+                            false,
+                        ),
+                        f => (f, false),
+                    })?;
                 let clean = self
                     .relay_body(&mut dw, io, &mut ur, &mut ubuf, &mut resp)
                     .await?;

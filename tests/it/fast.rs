@@ -492,3 +492,102 @@ fn a_slow_upload_is_not_cut_by_the_upstream_read_timeout_while_it_is_still_sent(
         String::from_utf8_lossy(&body[..body.len().min(300)])
     );
 }
+
+#[test]
+fn streamed_bodies_go_on_the_pooled_upstream_connection() {
+    let m = OneMapping::new("a");
+    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
+    let host = format!("localhost:{}", m.port);
+    let mut s = connect(&gw);
+    let big = mtls_gateway::echo::pattern(100_000);
+    let mut ids = Vec::new();
+    let mut req = format!("GET /bytes/1 HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
+    for chunked in [false, true, false] {
+        s.write_all(&req).expect("send");
+        let (status, headers, _) = read_framed(&mut s);
+        assert_eq!(status, 200);
+        ids.push(
+            header(&headers, mtls_gateway::echo::HDR_CONNECTION_ID)
+                .expect("the echo's connection id")
+                .to_string(),
+        );
+        req = if chunked {
+            format!(
+                "POST /echo HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+                big.len()
+            )
+        } else {
+            format!(
+                "POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+                big.len()
+            )
+        }
+        .into_bytes();
+        req.extend_from_slice(&big);
+        if chunked {
+            req.extend_from_slice(b"\r\n0\r\n\r\n");
+        }
+    }
+    s.write_all(&req).expect("send");
+    let (status, headers, body) = read_framed(&mut s);
+    assert_eq!(status, 200);
+    assert!(body == big, "echoed unchanged");
+    ids.push(
+        header(&headers, mtls_gateway::echo::HDR_CONNECTION_ID)
+            .expect("id")
+            .to_string(),
+    );
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "one upstream connection for a GET and three streamed bodies: {ids:?}"
+    );
+    assert_eq!(
+        gw.metric("mtls_gateway_upstream_connections_total{reused=\"false\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn a_streamed_body_skips_a_pooled_connection_the_target_closed() {
+    let m = OneMapping::new("a");
+    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
+    let host = format!("localhost:{}", m.port);
+    let (status, _, _) = raw_request(
+        gw.proxy,
+        &format!("GET /bytes/5 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+    .expect("first request");
+    assert_eq!(status, 200);
+
+    // The target restarts on the same port: the idle pooled connection is now closed. A
+    // streamed body cannot be sent twice, so that must be noticed before it is sent.
+    let addr = m.echo.addr;
+    m.echo.shutdown();
+    block(m.echo.stopped());
+    let echo = mtls_gateway::echo::spawn_on_thread(mtls_gateway::echo::EchoConfig {
+        listen: addr,
+        cert: m.pki.server.cert.clone(),
+        key: m.pki.server.key.clone(),
+        chain: vec![],
+        client_ca: vec![m.pki.ca.cert.clone()],
+        require_client_cert: true,
+    })
+    .expect("echo on the same port");
+    let big = mtls_gateway::echo::pattern(200_000);
+    let mut s = connect(&gw);
+    let mut req = format!(
+        "POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&big);
+    s.write_all(&req).expect("send");
+    let (status, _, body) = read_framed(&mut s);
+    assert_eq!(status, 200, "no 424 for a stale pooled connection");
+    assert!(body == big, "echoed unchanged");
+    assert_eq!(echo.requests(), 1);
+    assert_eq!(
+        gw.metric("mtls_gateway_upstream_connections_total{reused=\"false\"}"),
+        2.0
+    );
+}
