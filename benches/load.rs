@@ -15,7 +15,7 @@
 //! Environment: `LOAD_THREADS` (2; gateway threads = nginx workers), `LOAD_SECS` (8 per run),
 //! `LOAD_WARMUP_SECS` (3 per side; 4x that in the certs1000 scenarios), `LOAD_ROUNDS` (3),
 //! `LOAD_CONNECTIONS` (32), `LOAD_SCENARIOS` (comma list of keepalive,64k,close,certs1000,
-//! certs1000-pools,ratelimit; default all), `LOAD_SKIP_MEMORY=1`, `LOAD_MEM_CERTS` (10000),
+//! certs1000-pools,ratelimit,upload; default all), `LOAD_SKIP_MEMORY=1`, `LOAD_MEM_CERTS` (10000),
 //! `LOAD_MEM_MAPPINGS` (100000), `LOAD_IP_POOL` (10000), `LOAD_NGINX_BURST` (9),
 //! `LOAD_GW_POOL_SIZE` (gateway `upstream.keepalive_pool_size`; default: the gateway's default),
 //! `LOAD_KEEP_DIR=1` (keep the temp dir).
@@ -45,6 +45,9 @@ const UPSTREAM_CONF: &str = include_str!("load/upstream.conf");
 const PEER_CONF: &str = include_str!("load/peer.conf");
 const SPREAD_LUA: &str = include_str!("load/spread.lua");
 const XFF_LUA: &str = include_str!("load/xff.lua");
+const UPLOAD_LUA: &str = include_str!("load/upload.lua");
+/// Body size of the upload scenario: twice the gateway's read-whole limit.
+const UPLOAD_BYTES: usize = 128 * 1024;
 
 const ACCOUNT: &str = "bench";
 const SERVICE: &str = "TEST_SERVICE";
@@ -91,13 +94,14 @@ fn env_flag(name: &str) -> bool {
     )
 }
 
-const ALL_SCENARIOS: [&str; 6] = [
+const ALL_SCENARIOS: [&str; 7] = [
     "keepalive",
     "64k",
     "close",
     "certs1000",
     "certs1000-pools",
     "ratelimit",
+    "upload",
 ];
 
 impl Settings {
@@ -491,7 +495,7 @@ fn mapping(account: &str, id: u64, url: String, certificate_id: u64) -> Mapping 
     }
 }
 
-/// Certificate ids in the load store: 1 for `/small` and `/64k`, 1000 + i for `/c/{i}`.
+/// Certificate ids in the load store: 1 for `/small`, `/64k` and `/upload`, 1000 + i for `/c/{i}`.
 fn spread_cert_id(i: usize) -> u64 {
     1000 + i as u64
 }
@@ -512,6 +516,7 @@ fn seed_load_store(store_dir: &Path, pki: &Pki, upstream: u16) -> Result<()> {
         let mut maps = vec![
             mapping(ACCOUNT, 1, format!("{base}/small"), 1),
             mapping(ACCOUNT, 2, format!("{base}/64k"), 1),
+            mapping(ACCOUNT, 3, format!("{base}/upload"), 1),
         ];
         for i in 0..SPREAD {
             maps.push(mapping(
@@ -996,6 +1001,15 @@ fn scenario(name: &str, s: &Settings) -> Result<Scenario> {
             script: Some((XFF_LUA, "xff.lua", s.ip_pool.to_string())),
             peer: PeerKind::RateLimit,
             rate_limited: true,
+        },
+        "upload" => Scenario {
+            name: "upload",
+            what: "keep-alive, 128 KiB POST bodies, 100-byte responses",
+            path: "/upload",
+            close: false,
+            script: Some((UPLOAD_LUA, "upload.lua", UPLOAD_BYTES.to_string())),
+            peer: PeerKind::Static,
+            rate_limited: false,
         },
         other => bail!("unknown scenario {other}"),
     };
