@@ -196,10 +196,26 @@ pub struct Gw {
 impl Gw {
     /// Write a config (store in `dir/store`, the PKI's CA trusted) with `extra` YAML appended
     /// (sections given there replace the defaults below) and start the binary.
+    ///
+    /// `free_port` releases the port it found before the gateway binds it, so a test running
+    /// at the same time can take it first; the gateway then fails to bind, and requests meant
+    /// for it reach the other test's server. So once ready, every port of this config that is
+    /// listening must be this process's (from `/proc`), else it starts again on new ports.
     pub fn start(dir: &Path, ca_path: &Path, extra: &str) -> Gw {
-        let gw = Gw::spawn(dir, ca_path, extra);
-        gw.wait_ready();
-        gw
+        for attempt in 1..=3 {
+            let gw = Gw::spawn(dir, ca_path, extra);
+            gw.wait_ready();
+            let yaml = std::fs::read_to_string(&gw.config).unwrap_or_default();
+            let foreign: Vec<u16> = [gw.proxy.port(), gw.ops.port(), gw.admin.port()]
+                .into_iter()
+                .filter(|p| names_port(&yaml, *p) && !listened_by(gw.pid(), *p))
+                .collect();
+            if foreign.is_empty() {
+                return gw;
+            }
+            eprintln!("attempt {attempt}: ports {foreign:?} are another process's; new ports");
+        }
+        panic!("the gateway could not get ports of its own in 3 attempts");
     }
 
     pub fn spawn(dir: &Path, ca_path: &Path, extra: &str) -> Gw {
@@ -321,6 +337,48 @@ impl Gw {
     }
 }
 
+/// Whether the config text has `:port` not followed by another digit.
+fn names_port(yaml: &str, port: u16) -> bool {
+    let pat = format!(":{port}");
+    yaml.match_indices(&pat).any(|(i, _)| {
+        !yaml[i + pat.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// Whether `port` on loopback is not listening, or listening on a socket of process `pid`.
+fn listened_by(pid: u32, port: u16) -> bool {
+    let ours: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut listening = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is ADDR:PORT in hex, st 0A is LISTEN, inode is the tenth column.
+            let port_hex = f.get(1).and_then(|a| a.rsplit(':').next());
+            if f.get(3) == Some(&"0A")
+                && port_hex.and_then(|h| u16::from_str_radix(h, 16).ok()) == Some(port)
+            {
+                if let Some(inode) = f.get(9) {
+                    listening.push(inode.to_string());
+                }
+            }
+        }
+    }
+    listening.is_empty() || listening.iter().any(|i| ours.contains(i))
+}
+
 impl Drop for Gw {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -420,4 +478,17 @@ impl OneMapping {
             port,
         }
     }
+}
+
+#[test]
+fn the_port_ownership_check_tells_this_process_from_another() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    assert!(listened_by(std::process::id(), port), "ours");
+    // pid 1 (init) does not hold this test's listener.
+    assert!(!listened_by(1, port), "not init's");
+    drop(l);
+    assert!(listened_by(1, port), "nobody listens any more");
+    assert!(names_port("listen: \"127.0.0.1:8080\"\n", 8080));
+    assert!(!names_port("listen: \"127.0.0.1:80801\"\n", 8080));
 }

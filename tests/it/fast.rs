@@ -318,7 +318,12 @@ fn a_refused_request_with_a_body_is_answered_and_the_connection_stays_usable() {
         )
         .as_bytes(),
     )
-    .expect("a request on the same connection");
+    .unwrap_or_else(|e| {
+        panic!(
+            "a request on the same connection: {e}; gateway log:\n{}",
+            gw.logs()
+        )
+    });
     let (status, _, body) = read_one(&mut s);
     assert_eq!((status, body.len()), (200, 3));
     assert_eq!(
