@@ -10,6 +10,33 @@ use crate::common::*;
 
 const GW_NO_LIMIT: &str = "rate_limit:\n  enabled: false\n";
 
+/// Stop the mapping's echo target and start a new one on the same port (idle connections to the
+/// old one are closed).
+fn restart_echo(m: &OneMapping) -> mtls_gateway::echo::EchoServer {
+    let addr = m.echo.addr;
+    m.echo.shutdown();
+    block(m.echo.stopped());
+    mtls_gateway::echo::spawn_on_thread(mtls_gateway::echo::EchoConfig {
+        listen: addr,
+        cert: m.pki.server.cert.clone(),
+        key: m.pki.server.key.clone(),
+        chain: vec![],
+        client_ca: vec![m.pki.ca.cert.clone()],
+        require_client_cert: true,
+    })
+    .expect("echo on the same port")
+}
+
+/// One mapping to an echo target, a gateway without rate limit, the target's `Host` value and
+/// a client connection to the proxy.
+fn lean() -> (OneMapping, Gw, String, TcpStream) {
+    let m = OneMapping::new("a");
+    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
+    let host = format!("localhost:{}", m.port);
+    let s = connect(&gw);
+    (m, gw, host, s)
+}
+
 fn connect(gw: &Gw) -> TcpStream {
     let s = TcpStream::connect(gw.proxy).expect("connect to the proxy");
     s.set_read_timeout(Some(Duration::from_secs(20)))
@@ -17,8 +44,8 @@ fn connect(gw: &Gw) -> TcpStream {
     s
 }
 
-/// Read exactly one response with a `Content-Length` body from a kept-alive connection.
-fn read_one(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
+/// Read one response head (up to its blank line): status and headers.
+fn read_head(s: &mut TcpStream) -> (u16, Vec<(String, String)>) {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -27,6 +54,12 @@ fn read_one(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
         buf.push(byte[0]);
     }
     let (status, headers, _) = mtls_gateway::demo::parse_response(&buf).expect("head");
+    (status, headers)
+}
+
+/// Read exactly one response with a `Content-Length` body from a kept-alive connection.
+fn read_one(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let (status, headers) = read_head(s);
     let len: usize = header(&headers, "content-length")
         .and_then(|v| v.parse().ok())
         .expect("a content-length response");
@@ -38,16 +71,8 @@ fn read_one(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
 /// Read one response head, then its body by its framing (`Content-Length` or chunked, which is
 /// decoded).
 fn read_framed(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut head = Vec::new();
+    let (status, headers) = read_head(s);
     let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert!(
-            s.read(&mut byte).expect("read head") > 0,
-            "closed in a head"
-        );
-        head.push(byte[0]);
-    }
-    let (status, headers, _) = mtls_gateway::demo::parse_response(&head).expect("head");
     if let Some(len) = header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
         let mut body = vec![0u8; len];
         s.read_exact(&mut body).expect("body");
@@ -100,10 +125,7 @@ fn split_responses(mut buf: &[u8]) -> Vec<(u16, Vec<u8>)> {
 
 #[test]
 fn a_connection_keeps_working_after_a_request_pingora_served() {
-    let m = OneMapping::new("a");
-    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
-    let host = format!("localhost:{}", m.port);
-    let mut s = connect(&gw);
+    let (m, _gw, host, mut s) = lean();
     // 1: served by the lean loop.
     s.write_all(format!("GET /bytes/3 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
         .expect("write");
@@ -138,10 +160,7 @@ fn a_connection_keeps_working_after_a_request_pingora_served() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let m = OneMapping::new("a");
-    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
-    let host = format!("localhost:{}", m.port);
-    let mut s = connect(&gw);
+    let (_m, _gw, host, mut s) = lean();
     s.write_all(
         format!(
             "GET /bytes/1 HTTP/1.1\r\nHost: {host}\r\n\r\nGET /bytes/2 HTTP/1.1\r\nHost: {host}\r\n\r\nGET /bytes/3 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
@@ -202,18 +221,7 @@ fn a_pooled_connection_the_target_closed_is_replaced_without_an_error() {
     );
 
     // The target restarts on the same port: the idle pooled connection is now closed.
-    let addr = m.echo.addr;
-    m.echo.shutdown();
-    block(m.echo.stopped());
-    let echo = mtls_gateway::echo::spawn_on_thread(mtls_gateway::echo::EchoConfig {
-        listen: addr,
-        cert: m.pki.server.cert.clone(),
-        key: m.pki.server.key.clone(),
-        chain: vec![],
-        client_ca: vec![m.pki.ca.cert.clone()],
-        require_client_cert: true,
-    })
-    .expect("echo on the same port");
+    let echo = restart_echo(&m);
     let (status, _, body) = get();
     assert_eq!(
         (status, body.len()),
@@ -368,10 +376,7 @@ fn an_idle_client_connection_is_closed_after_client_idle_timeout_secs() {
 
 #[test]
 fn a_chunked_request_body_is_streamed_and_a_pipelined_request_after_it_is_served() {
-    let m = OneMapping::new("a");
-    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
-    let host = format!("localhost:{}", m.port);
-    let mut s = connect(&gw);
+    let (m, _gw, host, mut s) = lean();
     // The body's end is found by its chunked framing, so the request after it (sent in the same
     // write) is not taken for body bytes.
     s.write_all(
@@ -390,10 +395,7 @@ fn a_chunked_request_body_is_streamed_and_a_pipelined_request_after_it_is_served
 
 #[test]
 fn expect_100_continue_gets_the_targets_100_before_the_body_is_sent() {
-    let m = OneMapping::new("a");
-    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
-    let host = format!("localhost:{}", m.port);
-    let mut s = connect(&gw);
+    let (_m, _gw, host, mut s) = lean();
     let body = mtls_gateway::echo::pattern(100_000);
     s.write_all(
         format!(
@@ -406,8 +408,8 @@ fn expect_100_continue_gets_the_targets_100_before_the_body_is_sent() {
     // The client holds its body back until the target's 100 arrives through the gateway.
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let (status, _, interim) = read_head_only(&mut s);
-    assert_eq!((status, interim.len()), (100, 0), "a 100 Continue first");
+    let (status, _) = read_head(&mut s);
+    assert_eq!(status, 100, "a 100 Continue first");
     s.write_all(&body).expect("write body");
     let (status, _, echoed) = read_framed(&mut s);
     assert_eq!(status, 200);
@@ -421,10 +423,7 @@ fn expect_100_continue_gets_the_targets_100_before_the_body_is_sent() {
 
 #[test]
 fn a_final_answer_to_expect_100_continue_ends_the_exchange_without_the_body() {
-    let m = OneMapping::new("a");
-    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
-    let host = format!("localhost:{}", m.port);
-    let mut s = connect(&gw);
+    let (_m, _gw, host, mut s) = lean();
     // The target answers /refuse/413 without reading the body: the client gets the answer at
     // once, not after a timeout waiting for a body it will never send.
     s.write_all(
@@ -446,21 +445,6 @@ fn a_final_answer_to_expect_100_continue_ends_the_exchange_without_the_body() {
         0,
         "closed: the body was never sent"
     );
-}
-
-/// Read one response head (no body).
-fn read_head_only(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert!(
-            s.read(&mut byte).expect("read head") > 0,
-            "closed in a head"
-        );
-        head.push(byte[0]);
-    }
-    let (status, headers, _) = mtls_gateway::demo::parse_response(&head).expect("head");
-    (status, headers, Vec::new())
 }
 
 #[test]
@@ -501,10 +485,7 @@ fn a_slow_upload_is_not_cut_by_the_upstream_read_timeout_while_it_is_still_sent(
 
 #[test]
 fn streamed_bodies_go_on_the_pooled_upstream_connection() {
-    let m = OneMapping::new("a");
-    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
-    let host = format!("localhost:{}", m.port);
-    let mut s = connect(&gw);
+    let (_m, gw, host, mut s) = lean();
     let big = mtls_gateway::echo::pattern(100_000);
     let mut ids = Vec::new();
     let mut req = format!("GET /bytes/1 HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
@@ -567,18 +548,7 @@ fn a_streamed_body_skips_a_pooled_connection_the_target_closed() {
 
     // The target restarts on the same port: the idle pooled connection is now closed. A
     // streamed body cannot be sent twice, so that must be noticed before it is sent.
-    let addr = m.echo.addr;
-    m.echo.shutdown();
-    block(m.echo.stopped());
-    let echo = mtls_gateway::echo::spawn_on_thread(mtls_gateway::echo::EchoConfig {
-        listen: addr,
-        cert: m.pki.server.cert.clone(),
-        key: m.pki.server.key.clone(),
-        chain: vec![],
-        client_ca: vec![m.pki.ca.cert.clone()],
-        require_client_cert: true,
-    })
-    .expect("echo on the same port");
+    let echo = restart_echo(&m);
     let big = mtls_gateway::echo::pattern(200_000);
     let mut s = connect(&gw);
     let mut req = format!(

@@ -462,15 +462,13 @@ async fn bodies_pass_through_byte_for_byte_both_ways() {
 /// socket buffers on both sides are full. 48 MiB each way is far beyond loopback's buffers.
 #[tokio::test]
 async fn a_large_body_to_a_target_that_answers_while_it_reads_does_not_stall() {
-    let OneMapping {
-        pki,
-        echo: _echo,
-        cert: _,
-        dir,
-        seed: _,
-        port,
-    } = OneMapping::new("a");
-    let gw = Gw::start(dir.path(), &pki.ca_path, "rate_limit:\n  enabled: false\n");
+    let m = OneMapping::new("a");
+    let port = m.port;
+    let gw = Gw::start(
+        m.dir.path(),
+        &m.pki.ca_path,
+        "rate_limit:\n  enabled: false\n",
+    );
     let c = proxied_client(&gw);
     let big = mtls_gateway::echo::pattern(48 * 1024 * 1024);
     for chunked in [false, true] {
