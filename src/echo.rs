@@ -512,13 +512,9 @@ async fn route(req: Request<Incoming>) -> Response<EchoBody> {
         };
     }
     if let Some(code) = path.strip_prefix("/refuse/") {
-        return match code
-            .parse::<u16>()
-            .ok()
-            .and_then(|c| StatusCode::from_u16(c).ok())
-        {
-            Some(s) if s.as_u16() >= 200 => plain(s, format!("status {}\n", s.as_u16())),
-            _ => bad_request("/refuse/{code}: code must be 200-599"),
+        return match final_status(code) {
+            Some(s) => plain(s, format!("status {}\n", s.as_u16())),
+            None => bad_request("/refuse/{code}: code must be 200-599"),
         };
     }
     if is_get {
@@ -553,12 +549,8 @@ async fn route(req: Request<Incoming>) -> Response<EchoBody> {
             };
         }
         if let Some(code) = path.strip_prefix("/status/") {
-            return match code
-                .parse::<u16>()
-                .ok()
-                .and_then(|c| StatusCode::from_u16(c).ok())
-            {
-                Some(s) if s.as_u16() >= 200 => {
+            return match final_status(code) {
+                Some(s) => {
                     let body = if s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED {
                         String::new()
                     } else {
@@ -566,11 +558,19 @@ async fn route(req: Request<Incoming>) -> Response<EchoBody> {
                     };
                     plain(s, body)
                 }
-                _ => bad_request("/status/{code}: code must be 200-599"),
+                None => bad_request("/status/{code}: code must be 200-599"),
             };
         }
     }
     echo_response(req)
+}
+
+/// A final status (200-599) from a path segment.
+fn final_status(code: &str) -> Option<StatusCode> {
+    code.parse::<u16>()
+        .ok()
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .filter(|s| s.as_u16() >= 200)
 }
 
 fn headers_response(req: &Request<Incoming>) -> Response<EchoBody> {

@@ -131,13 +131,6 @@ enum Fail {
     Stale,
 }
 
-/// A request body sent on as it arrives (larger than `REPLAY_BODY`, or chunked).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReqBody {
-    Length(u64),
-    Chunked,
-}
-
 /// How to read a response head, besides the streams.
 #[derive(Clone, Copy)]
 struct HeadWant<'a> {
@@ -151,7 +144,8 @@ struct HeadWant<'a> {
 
 /// How a streamed request body is exchanged.
 struct Streamed {
-    body: ReqBody,
+    /// `Length` (over `REPLAY_BODY`, or after `Expect`) or `Chunked`.
+    body: Framing,
     expect: bool,
     is_head: bool,
     close: bool,
@@ -184,7 +178,7 @@ struct Prepared {
     /// A body read whole before sending (at most `REPLAY_BODY`); 0 when it is streamed.
     body_len: u64,
     /// A body streamed to the target while its answer is relayed.
-    streamed: Option<ReqBody>,
+    streamed: Option<Framing>,
     /// The client sent `Expect: 100-continue` (and waits for the target's 100 to send the body).
     expect: bool,
     close: bool,
@@ -304,12 +298,19 @@ async fn write_down<W: AsyncWrite + Unpin + ?Sized>(
 /// sending or a read took longer than `down.io`.
 async fn fill_to(down: &mut Down, len: usize) -> bool {
     while down.buf.len() < len {
-        match fast_timeout(down.io, down.stream.read_buf(&mut down.buf)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return false,
+        if !read_more(down).await {
+            return false;
         }
     }
     true
+}
+
+/// One read from the client into `down.buf`, within `down.io`; false at its end or on an error.
+async fn read_more(down: &mut Down) -> bool {
+    matches!(
+        fast_timeout(down.io, down.stream.read_buf(&mut down.buf)).await,
+        Ok(Ok(n)) if n > 0
+    )
 }
 
 /// Read and drop the next `n` bytes from the client (bytes after them stay in `down.buf`);
@@ -323,9 +324,8 @@ async fn discard(down: &mut Down, mut n: u64) -> bool {
             return true;
         }
         down.buf.reserve(IO_CHUNK);
-        match fast_timeout(down.io, down.stream.read_buf(&mut down.buf)).await {
-            Ok(Ok(r)) if r > 0 => {}
-            _ => return false,
+        if !read_more(down).await {
+            return false;
         }
     }
 }
@@ -434,37 +434,19 @@ async fn pump_body<R, W>(
     buf: &mut BytesMut,
     io: Duration,
     uw: &mut W,
-    body: ReqBody,
+    body: Framing,
     wt: Duration,
 ) -> Result<(), Fail>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut left = match body {
-        ReqBody::Length(n) => n,
-        ReqBody::Chunked => 0,
-    };
-    let mut chunked = Chunked::default();
-    let mut end = body == ReqBody::Length(0);
+    let mut body = BodyEnd::new(body);
+    let mut end = body.empty();
     while !end {
         if !buf.is_empty() {
-            let take = match body {
-                ReqBody::Length(_) => {
-                    let t = (buf.len() as u64).min(left) as usize;
-                    left -= t as u64;
-                    end = left == 0;
-                    t
-                }
-                ReqBody::Chunked => match chunked.feed(buf) {
-                    Ok(Some(n)) => {
-                        end = true;
-                        n
-                    }
-                    Ok(None) => buf.len(),
-                    Err(()) => return Err(Fail::Down),
-                },
-            };
+            let take;
+            (take, end) = body.take(buf).map_err(|()| Fail::Down)?;
             match timed(wt, uw.write_all(&buf[..take])).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(up_err(WriteError, e.to_string())),
@@ -488,13 +470,58 @@ where
     }
 }
 
-/// Framing of a response body (RFC 9112 6.3).
+/// Framing of a message body (RFC 9112 6.3 for responses; a streamed request body is `Length`
+/// or `Chunked`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
     None,
     Length(u64),
     Chunked,
     UntilClose,
+}
+
+/// Where a body ends, found from the bytes as they come, by its framing.
+struct BodyEnd {
+    framing: Framing,
+    /// `Length`: bytes still to come.
+    left: u64,
+    chunked: Chunked,
+}
+
+impl BodyEnd {
+    fn new(framing: Framing) -> BodyEnd {
+        BodyEnd {
+            framing,
+            left: match framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            chunked: Chunked::default(),
+        }
+    }
+
+    /// No body at all.
+    fn empty(&self) -> bool {
+        matches!(self.framing, Framing::None | Framing::Length(0))
+    }
+
+    /// How many bytes at the start of `buf` are body, and whether the body ends with them;
+    /// `Err`: a malformed chunked body.
+    fn take(&mut self, buf: &[u8]) -> Result<(usize, bool), ()> {
+        Ok(match self.framing {
+            Framing::None => (0, true),
+            Framing::Length(_) => {
+                let t = (buf.len() as u64).min(self.left) as usize;
+                self.left -= t as u64;
+                (t, self.left == 0)
+            }
+            Framing::Chunked => match self.chunked.feed(buf)? {
+                Some(end) => (end, true),
+                None => (buf.len(), false),
+            },
+            Framing::UntilClose => (buf.len(), false),
+        })
+    }
 }
 
 /// What the response head said, and the head to send downstream.
@@ -740,9 +767,9 @@ impl ProxyApp {
         // may answer while it still reads), and so is one the client only sends after a `100
         // Continue`; a small one is read whole first.
         let streamed = if chunked {
-            Some(ReqBody::Chunked)
+            Some(Framing::Chunked)
         } else if body_len > REPLAY_BODY || (expect && body_len > 0) {
-            Some(ReqBody::Length(body_len))
+            Some(Framing::Length(body_len))
         } else {
             None
         };
@@ -763,7 +790,7 @@ impl ProxyApp {
         if let Err(r) = routed {
             let drain = match streamed {
                 None => Some(body_len),
-                Some(ReqBody::Length(n)) if !expect && n <= DRAIN_BODY => Some(n),
+                Some(Framing::Length(n)) if !expect && n <= DRAIN_BODY => Some(n),
                 Some(_) => None,
             };
             return Prep::Refused {
@@ -1042,39 +1069,19 @@ impl ProxyApp {
         ubuf.advance(resp.head_len);
 
         // The body: relayed as it arrives, framing checked, bytes unchanged.
-        let mut chunked = Chunked::default();
-        let mut left = match resp.framing {
-            Framing::Length(n) => n,
-            _ => 0,
-        };
-        let mut done = matches!(resp.framing, Framing::None | Framing::Length(0));
+        let mut body = BodyEnd::new(resp.framing);
+        let mut done = body.empty();
         let mut clean = true; // nothing after the end of the body
         let mut head_sent = false;
         loop {
             if !done {
-                let take = match resp.framing {
-                    Framing::None => 0,
-                    Framing::Length(_) => {
-                        let t = (ubuf.len() as u64).min(left) as usize;
-                        left -= t as u64;
-                        done = left == 0;
-                        t
-                    }
-                    Framing::Chunked => match chunked.feed(ubuf) {
-                        Ok(Some(end)) => {
-                            done = true;
-                            end
-                        }
-                        Ok(None) => ubuf.len(),
-                        Err(()) => {
-                            return Err((
-                                up_err(InvalidHTTPHeader, "malformed chunked body".into()),
-                                head_sent,
-                            ))
-                        }
-                    },
-                    Framing::UntilClose => ubuf.len(),
-                };
+                let take;
+                (take, done) = body.take(ubuf).map_err(|()| {
+                    (
+                        up_err(InvalidHTTPHeader, "malformed chunked body".into()),
+                        head_sent,
+                    )
+                })?;
                 out.extend_from_slice(&ubuf[..take]);
                 ubuf.advance(take);
             }
@@ -1119,7 +1126,7 @@ impl ProxyApp {
                     // Take what has already arrived too (no waiting): fewer, larger writes to
                     // the client.
                     while ubuf.len() < 2 * IO_CHUNK
-                        && !matches!(resp.framing, Framing::Length(_) if ubuf.len() as u64 >= left)
+                        && !matches!(resp.framing, Framing::Length(_) if ubuf.len() as u64 >= body.left)
                     {
                         match up.read_buf(ubuf).now_or_never() {
                             Some(Ok(n)) if n > 0 => {}
