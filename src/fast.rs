@@ -129,6 +129,8 @@ enum Fail {
     Up(Box<Error>),
     /// A pooled connection was closed by the target before any answer: try a new one.
     Stale,
+    /// The client's chunked request body does not follow the chunked framing.
+    BadChunked,
 }
 
 /// How to read a response head, besides the streams.
@@ -427,8 +429,8 @@ impl ServerApp for ProxyApp {
 
 /// Send a streamed request body to the target as it arrives: the bytes already in `buf`
 /// first, then what the client sends, up to the end of the body by its framing (bytes after
-/// it, a pipelined request, stay in `buf`). `Fail::Down`: the client stopped sending, took
-/// longer than `io` for a part, or sent a malformed chunked body.
+/// it, a pipelined request, stay in `buf`). `Fail::Down`: the client stopped sending or took
+/// longer than `io` for a part; `Fail::BadChunked`: a malformed chunked body.
 async fn pump_body<R, W>(
     dr: &mut R,
     buf: &mut BytesMut,
@@ -446,7 +448,7 @@ where
     while !end {
         if !buf.is_empty() {
             let take;
-            (take, end) = body.take(buf).map_err(|()| Fail::Down)?;
+            (take, end) = body.take(buf).map_err(|()| Fail::BadChunked)?;
             match timed(wt, uw.write_all(&buf[..take])).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(up_err(WriteError, e.to_string())),
@@ -679,6 +681,17 @@ impl ProxyApp {
                 );
                 ctx.outcome = "upstream_error";
                 ctx.record(0);
+                Next::Close
+            }
+            Err((Fail::BadChunked, false)) => {
+                // Nothing of the target's answer went to the client yet: say what was wrong.
+                ctx.outcome = "bad_request";
+                let body = serde_json::json!({
+                    "error": "malformed_chunked_body",
+                    "message": "the request body does not follow Transfer-Encoding: chunked (RFC 9112 7.1): each chunk is a hex size line, the data and CRLF, the last is 0"
+                });
+                let _ = write_json(down, StatusCode::BAD_REQUEST, &body, &[], false).await;
+                ctx.record(400);
                 Next::Close
             }
             Err((_, _)) => {
@@ -983,6 +996,8 @@ impl ProxyApp {
         // While the body is still being sent, a target that has not answered yet is not late
         // (most answer only after the whole body): the head's read timeout counts from then.
         let sending = AtomicBool::new(true);
+        // Set once the target's final answer starts (after it, the client cannot get a 400).
+        let answered = AtomicBool::new(false);
         let (resp, clean, body_sent) = {
             let (mut ur, mut uw) = tokio::io::split(&mut up);
             let (mut dr, mut dw) = tokio::io::split(&mut down.stream);
@@ -1012,6 +1027,7 @@ impl ProxyApp {
                         ),
                         f => (f, false),
                     })?;
+                answered.store(true, Ordering::Relaxed);
                 let clean = self
                     .relay_body(&mut dw, io, &mut ur, &mut ubuf, &mut resp)
                     .await?;
@@ -1021,9 +1037,13 @@ impl ProxyApp {
             let (resp, clean) = loop {
                 tokio::select! {
                     r = &mut pump, if pumped.is_none() => {
-                        // The client stopped sending: nothing can be completed.
-                        if let Err(Fail::Down) = r {
-                            return Err((Fail::Down, true));
+                        match r {
+                            // The client stopped sending: nothing can be completed.
+                            Err(Fail::Down) => return Err((Fail::Down, true)),
+                            Err(Fail::BadChunked) => {
+                                return Err((Fail::BadChunked, answered.load(Ordering::Relaxed)))
+                            }
+                            _ => {}
                         }
                         // A write to the target failed: it may still answer (say, a 413 and
                         // close), so the relay goes on.

@@ -567,3 +567,25 @@ fn a_streamed_body_skips_a_pooled_connection_the_target_closed() {
         2.0
     );
 }
+
+#[test]
+fn a_malformed_chunked_request_body_gets_a_400_naming_the_framing() {
+    let (_m, _gw, host, mut s) = lean();
+    // The target reads the whole body before it answers, so nothing of its answer has gone to
+    // the client when the bad chunk size arrives.
+    s.write_all(
+        format!(
+            "POST /collect HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("write");
+    let (status, headers, body) = read_one(&mut s);
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("malformed_chunked_body"), "{text}");
+    assert!(text.contains("Transfer-Encoding: chunked"), "{text}");
+    assert_eq!(header(&headers, "connection"), Some("close"));
+    let mut rest = [0u8; 8];
+    assert_eq!(s.read(&mut rest).expect("closed"), 0);
+}
