@@ -15,7 +15,7 @@
 //! Environment: `LOAD_THREADS` (2; gateway threads = nginx workers), `LOAD_SECS` (8 per run),
 //! `LOAD_WARMUP_SECS` (3 per side; 4x that in the certs1000 scenarios), `LOAD_ROUNDS` (3),
 //! `LOAD_CONNECTIONS` (32), `LOAD_SCENARIOS` (comma list of keepalive,64k,close,certs1000,
-//! certs1000-pools,ratelimit,upload; default all), `LOAD_SKIP_MEMORY=1`, `LOAD_MEM_CERTS` (10000),
+//! certs1000-pools,ratelimit,upload,http10; default all), `LOAD_SKIP_MEMORY=1`, `LOAD_MEM_CERTS` (10000),
 //! `LOAD_MEM_MAPPINGS` (100000), `LOAD_IP_POOL` (10000), `LOAD_NGINX_BURST` (9),
 //! `LOAD_GW_POOL_SIZE` (gateway `upstream.keepalive_pool_size`; default: the gateway's default),
 //! `LOAD_KEEP_DIR=1` (keep the temp dir).
@@ -46,6 +46,7 @@ const PEER_CONF: &str = include_str!("load/peer.conf");
 const SPREAD_LUA: &str = include_str!("load/spread.lua");
 const XFF_LUA: &str = include_str!("load/xff.lua");
 const UPLOAD_LUA: &str = include_str!("load/upload.lua");
+const HTTP10_LUA: &str = include_str!("load/http10.lua");
 /// Body size of the upload scenario: twice the gateway's read-whole limit.
 const UPLOAD_BYTES: usize = 128 * 1024;
 
@@ -94,7 +95,7 @@ fn env_flag(name: &str) -> bool {
     )
 }
 
-const ALL_SCENARIOS: [&str; 7] = [
+const ALL_SCENARIOS: [&str; 8] = [
     "keepalive",
     "64k",
     "close",
@@ -102,6 +103,7 @@ const ALL_SCENARIOS: [&str; 7] = [
     "certs1000-pools",
     "ratelimit",
     "upload",
+    "http10",
 ];
 
 impl Settings {
@@ -1011,6 +1013,15 @@ fn scenario(name: &str, s: &Settings) -> Result<Scenario> {
             peer: PeerKind::Static,
             rate_limited: false,
         },
+        "http10" => Scenario {
+            name: "http10",
+            what: "HTTP/1.0 requests without keep-alive (as `ab` sends them), 100-byte responses",
+            path: "/small",
+            close: false,
+            script: Some((HTTP10_LUA, "http10.lua", String::new())),
+            peer: PeerKind::Static,
+            rate_limited: false,
+        },
         other => bail!("unknown scenario {other}"),
     };
     Ok(sc)
@@ -1073,6 +1084,7 @@ fn peer_conf(sc: &Scenario, dir: &Path, s: &Settings, port: u16, upstream: u16) 
         &[
             ("USER", nginx_user()),
             ("WORKERS", s.threads.to_string()),
+            ("KEEPALIVE", s.connections.max(64).to_string()),
             ("DIR", d.clone()),
             ("NAME", format!("peer-{}", sc.name)),
             ("UPSTREAM_PORT", upstream.to_string()),

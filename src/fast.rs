@@ -140,6 +140,9 @@ struct HeadWant<'a> {
     is_head: bool,
     /// The client's connection closes after this exchange.
     close: bool,
+    /// The client spoke HTTP/1.0: no interim answers, no chunked body (it is decoded for it),
+    /// and `Connection: keep-alive` on an answer after which its connection stays open.
+    http10: bool,
     /// Set while a streamed request body is still being sent.
     sending: Option<&'a AtomicBool>,
 }
@@ -151,6 +154,7 @@ struct Streamed {
     expect: bool,
     is_head: bool,
     close: bool,
+    http10: bool,
 }
 
 /// The outcome of looking at a buffered request head.
@@ -166,8 +170,9 @@ enum Prep {
         /// The body to read and drop before the answer; `None`: not read, the answer closes
         /// the connection (chunked, over `DRAIN_BODY`, or held back for a `100 Continue`).
         drain: Option<u64>,
-        /// The client asked to close.
+        /// The client asked to close (or spoke HTTP/1.0 without `Connection: keep-alive`).
         close: bool,
+        http10: bool,
     },
     Go(Box<Prepared>),
 }
@@ -185,6 +190,7 @@ struct Prepared {
     expect: bool,
     close: bool,
     is_head: bool,
+    http10: bool,
 }
 
 struct Down {
@@ -333,13 +339,14 @@ async fn discard(down: &mut Down, mut n: u64) -> bool {
 }
 
 /// A JSON answer from the gateway itself; `keep`: the connection stays open after it (else
-/// `connection: close`, as on Pingora's path).
+/// `connection: close`, as on Pingora's path; an HTTP/1.0 client is told `keep-alive`).
 async fn write_json(
     down: &mut Down,
     status: StatusCode,
     body: &serde_json::Value,
     extra: &[(&'static str, String)],
     keep: bool,
+    http10: bool,
 ) -> std::io::Result<()> {
     let body = serde_json::to_vec(body).unwrap_or_default();
     let mut out = Vec::with_capacity(256 + body.len());
@@ -353,7 +360,9 @@ async fn write_json(
     for (k, v) in extra {
         let _ = write!(out, "{k}: {}\r\n", crate::header_safe(v));
     }
-    out.extend_from_slice(if keep {
+    out.extend_from_slice(if keep && http10 {
+        b"connection: keep-alive\r\n\r\n".as_slice()
+    } else if keep {
         b"\r\n".as_slice()
     } else {
         b"connection: close\r\n\r\n".as_slice()
@@ -448,7 +457,7 @@ where
     while !end {
         if !buf.is_empty() {
             let take;
-            (take, end) = body.take(buf).map_err(|()| Fail::BadChunked)?;
+            (take, end) = body.take(buf, None).map_err(|()| Fail::BadChunked)?;
             match timed(wt, uw.write_all(&buf[..take])).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(up_err(WriteError, e.to_string())),
@@ -508,8 +517,8 @@ impl BodyEnd {
     }
 
     /// How many bytes at the start of `buf` are body, and whether the body ends with them;
-    /// `Err`: a malformed chunked body.
-    fn take(&mut self, buf: &[u8]) -> Result<(usize, bool), ()> {
+    /// `Err`: a malformed chunked body. With `data`, a chunked body's data is decoded into it.
+    fn take(&mut self, buf: &[u8], data: Option<&mut Vec<u8>>) -> Result<(usize, bool), ()> {
         Ok(match self.framing {
             Framing::None => (0, true),
             Framing::Length(_) => {
@@ -517,7 +526,7 @@ impl BodyEnd {
                 self.left -= t as u64;
                 (t, self.left == 0)
             }
-            Framing::Chunked => match self.chunked.feed(buf)? {
+            Framing::Chunked => match self.chunked.feed(buf, data)? {
                 Some(end) => (end, true),
                 None => (buf.len(), false),
             },
@@ -534,6 +543,10 @@ struct RespHead {
     head_len: usize,
     /// The client's connection closes after this response.
     down_close: bool,
+    /// The client spoke HTTP/1.0.
+    http10: bool,
+    /// A chunked body decoded for an HTTP/1.0 client (which then reads it to the close).
+    dechunk: bool,
     /// The head for the client: the target's, with hop-by-hop headers replaced.
     out: Vec<u8>,
 }
@@ -595,6 +608,7 @@ impl ProxyApp {
             expect,
             close,
             is_head,
+            http10,
         } = match prep {
             Prep::Go(p) => *p,
             Prep::Refused {
@@ -602,6 +616,7 @@ impl ProxyApp {
                 head_len,
                 drain,
                 close,
+                http10,
             } => {
                 let (mut ctx, mut r) = *refusal;
                 ctx.outcome = r.outcome;
@@ -616,7 +631,7 @@ impl ProxyApp {
                 };
                 let keep = drained && !close && !*shutdown.borrow();
                 let body = r.body();
-                let sent = write_json(down, r.status, &body, &r.extra, keep).await;
+                let sent = write_json(down, r.status, &body, &r.extra, keep, http10).await;
                 ctx.record(r.status.as_u16());
                 return if keep && sent.is_ok() {
                     Next::Again
@@ -640,13 +655,22 @@ impl ProxyApp {
         // 6. Connect (pooled) and exchange; a stale pooled connection is replaced once. A
         //    streamed body goes on a new connection, sent while the answer is relayed.
         let result = match streamed {
-            None => self.exchange(down, &mut ctx, &up_req, is_head, close).await,
+            None => {
+                let want = HeadWant {
+                    is_head,
+                    close,
+                    http10,
+                    sending: None,
+                };
+                self.exchange(down, &mut ctx, &up_req, want).await
+            }
             Some(body) => {
                 let how = Streamed {
                     body,
                     expect,
                     is_head,
                     close,
+                    http10,
                 };
                 self.exchange_streamed(down, &mut ctx, &up_req, how).await
             }
@@ -669,7 +693,15 @@ impl ProxyApp {
                     url.split('?').next().unwrap_or("")
                 );
                 let (body, extra) = upstream_failure(url, &e);
-                let _ = write_json(down, StatusCode::FAILED_DEPENDENCY, &body, &extra, false).await;
+                let _ = write_json(
+                    down,
+                    StatusCode::FAILED_DEPENDENCY,
+                    &body,
+                    &extra,
+                    false,
+                    http10,
+                )
+                .await;
                 ctx.record(424);
                 Next::Close
             }
@@ -690,7 +722,7 @@ impl ProxyApp {
                     "error": "malformed_chunked_body",
                     "message": "the request body does not follow Transfer-Encoding: chunked (RFC 9112 7.1): each chunk is a hex size line, the data and CRLF, the last is 0"
                 });
-                let _ = write_json(down, StatusCode::BAD_REQUEST, &body, &[], false).await;
+                let _ = write_json(down, StatusCode::BAD_REQUEST, &body, &[], false, http10).await;
                 ctx.record(400);
                 Next::Close
             }
@@ -716,8 +748,13 @@ impl ProxyApp {
         let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
             return Prep::Full;
         };
-        // HTTP/1.0: sent on as HTTP/1.0 (so the answer is not chunked), connection closed after.
+        // HTTP/1.0: sent on as HTTP/1.1, as nginx's `proxy_http_version 1.1` does, so that the
+        // target's connection is kept and pooled (sent on as HTTP/1.0, every request would cost
+        // a new TLS handshake). The client's connection closes after the answer unless it asked
+        // for `Connection: keep-alive`; a chunked answer is decoded for it (HTTP/1.0 has no
+        // chunked framing), interim answers are not sent to it.
         let http10 = minor == 0;
+        let mut keep_alive = false;
         let (Ok(method), Ok(uri)) = (
             http::Method::from_bytes(method.as_bytes()),
             http::Uri::try_from(path),
@@ -730,7 +767,7 @@ impl ProxyApp {
         let mut body_len: Option<u64> = None;
         let mut chunked = false;
         let mut expect = false;
-        let mut close = http10;
+        let mut close = false;
         for h in req.headers.iter() {
             let n = h.name;
             if n.eq_ignore_ascii_case("content-length") {
@@ -764,16 +801,21 @@ impl ProxyApp {
                 for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
                     if t.eq_ignore_ascii_case("close") {
                         close = true;
-                    } else if !t.eq_ignore_ascii_case("keep-alive") {
+                    } else if t.eq_ignore_ascii_case("keep-alive") {
+                        keep_alive = true;
+                    } else {
                         return Prep::Full;
                     }
                 }
             }
         }
-        if chunked && (body_len.is_some() || http10) {
-            // Both framings at once (a smuggling pattern), or chunked in HTTP/1.0: Pingora's
-            // parser decides.
+        if chunked && (body_len.is_some() || http10) || expect && http10 {
+            // Both framings at once (a smuggling pattern), chunked or `Expect` (RFC 9110
+            // 10.1.1: to be ignored) in HTTP/1.0: Pingora's parser decides.
             return Prep::Full;
+        }
+        if http10 && !keep_alive {
+            close = true;
         }
         let body_len = body_len.unwrap_or(0);
         // A large or chunked body is sent on as it arrives while the answer is relayed (a target
@@ -811,6 +853,7 @@ impl ProxyApp {
                 head_len,
                 drain,
                 close,
+                http10,
             };
         }
         let (Some(mode), Some(target)) = (ctx.mode, ctx.target.as_ref()) else {
@@ -823,11 +866,7 @@ impl ProxyApp {
         up_req.extend_from_slice(head.method.as_str().as_bytes());
         up_req.push(b' ');
         up_req.extend_from_slice(target.path_query.as_bytes());
-        up_req.extend_from_slice(if http10 {
-            b" HTTP/1.0\r\nHost: "
-        } else {
-            b" HTTP/1.1\r\nHost: "
-        });
+        up_req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         up_req.extend_from_slice(target.authority.as_bytes());
         up_req.extend_from_slice(b"\r\n");
         let cfg = &self.gw.cfg.proxy;
@@ -858,6 +897,7 @@ impl ProxyApp {
             expect,
             close,
             is_head,
+            http10,
         }))
     }
 
@@ -868,8 +908,7 @@ impl ProxyApp {
         down: &mut Down,
         ctx: &mut Ctx,
         up_req: &[u8],
-        is_head: bool,
-        close: bool,
+        want: HeadWant<'_>,
     ) -> Result<(u16, bool), (Fail, bool)> {
         let (key, sni) = self.upstream_of(ctx).await?;
         let addr = key.addr;
@@ -890,11 +929,6 @@ impl ProxyApp {
             ubuf.clear();
             let got = match self.send(&mut up, up_req).await {
                 Ok(()) => {
-                    let want = HeadWant {
-                        is_head,
-                        close,
-                        sending: None,
-                    };
                     self.read_head(&mut down.stream, down.io, &mut up, &mut ubuf, want)
                         .await
                 }
@@ -966,6 +1000,7 @@ impl ProxyApp {
             expect,
             is_head,
             close,
+            http10,
         } = how;
         let (key, sni) = self.upstream_of(ctx).await?;
         let (mut up, reused) = loop {
@@ -1011,6 +1046,7 @@ impl ProxyApp {
                 let want = HeadWant {
                     is_head,
                     close,
+                    http10,
                     sending: Some(&sending),
                 };
                 let mut resp = self
@@ -1088,7 +1124,8 @@ impl ProxyApp {
         let mut out = std::mem::take(&mut resp.out);
         ubuf.advance(resp.head_len);
 
-        // The body: relayed as it arrives, framing checked, bytes unchanged.
+        // The body: relayed as it arrives, framing checked, bytes unchanged (a chunked body for
+        // an HTTP/1.0 client: its data only).
         let mut body = BodyEnd::new(resp.framing);
         let mut done = body.empty();
         let mut clean = true; // nothing after the end of the body
@@ -1096,13 +1133,16 @@ impl ProxyApp {
         loop {
             if !done {
                 let take;
-                (take, done) = body.take(ubuf).map_err(|()| {
+                let data = if resp.dechunk { Some(&mut out) } else { None };
+                (take, done) = body.take(ubuf, data).map_err(|()| {
                     (
                         up_err(InvalidHTTPHeader, "malformed chunked body".into()),
                         head_sent,
                     )
                 })?;
-                out.extend_from_slice(&ubuf[..take]);
+                if !resp.dechunk {
+                    out.extend_from_slice(&ubuf[..take]);
+                }
                 ubuf.advance(take);
             }
             if done && !ubuf.is_empty() {
@@ -1206,13 +1246,16 @@ impl ProxyApp {
                                 ));
                             }
                             let interim = ubuf.split_to(n);
-                            if !write_down(dw, io, &interim).await {
+                            // RFC 9110 15.2: no 1xx to an HTTP/1.0 client.
+                            if !want.http10 && !write_down(dw, io, &interim).await {
                                 return Err(Fail::Down);
                             }
                             continue;
                         }
                         let mut h = response_framing(&r, n, want.is_head)?;
-                        h.down_close = want.close || h.framing == Framing::UntilClose;
+                        h.dechunk = want.http10 && h.framing == Framing::Chunked;
+                        h.down_close = want.close || h.framing == Framing::UntilClose || h.dechunk;
+                        h.http10 = want.http10;
                         client_head(&r, &mut h);
                         return Ok(h);
                     }
@@ -1301,6 +1344,8 @@ fn response_framing(
         keepalive,
         head_len,
         down_close: false,
+        http10: false,
+        dechunk: false,
         out: Vec::new(),
     })
 }
@@ -1316,6 +1361,7 @@ fn client_head(r: &httparse::Response<'_, '_>, h: &mut RespHead) {
         if n.eq_ignore_ascii_case("connection")
             || n.eq_ignore_ascii_case("keep-alive")
             || n.eq_ignore_ascii_case("proxy-connection")
+            || h.dechunk && n.eq_ignore_ascii_case("transfer-encoding")
         {
             continue;
         }
@@ -1326,6 +1372,8 @@ fn client_head(r: &httparse::Response<'_, '_>, h: &mut RespHead) {
     }
     if h.down_close {
         out.extend_from_slice(b"Connection: close\r\n");
+    } else if h.http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -1352,8 +1400,9 @@ enum ChunkState {
 }
 
 impl Chunked {
-    /// Feed the next bytes; `Ok(Some(n))`: the body ends after `n` bytes of `buf`.
-    fn feed(&mut self, buf: &[u8]) -> Result<Option<usize>, ()> {
+    /// Feed the next bytes; `Ok(Some(n))`: the body ends after `n` bytes of `buf`. With
+    /// `data`, the chunks' data (without sizes, extensions and trailers) is appended to it.
+    fn feed(&mut self, buf: &[u8], mut data: Option<&mut Vec<u8>>) -> Result<Option<usize>, ()> {
         let mut i = 0;
         while i < buf.len() {
             let b = buf[i];
@@ -1379,6 +1428,9 @@ impl Chunked {
                 }
                 ChunkState::Data => {
                     let n = ((buf.len() - i) as u64).min(self.size) as usize;
+                    if let Some(d) = data.as_deref_mut() {
+                        d.extend_from_slice(&buf[i..i + n]);
+                    }
                     self.size -= n as u64;
                     i += n;
                     if self.size == 0 {
@@ -1601,15 +1653,38 @@ mod tests {
     use super::*;
 
     fn scan(parts: &[&[u8]]) -> Result<Option<usize>, ()> {
+        decode(parts).map(|(end, _)| end)
+    }
+
+    /// Where the chunked body ends, and its data.
+    fn decode(parts: &[&[u8]]) -> Result<(Option<usize>, Vec<u8>), ()> {
         let mut c = Chunked::default();
+        let mut data = Vec::new();
         let mut offset = 0;
         for p in parts {
-            if let Some(end) = c.feed(p)? {
-                return Ok(Some(offset + end));
+            if let Some(end) = c.feed(p, Some(&mut data))? {
+                return Ok((Some(offset + end), data));
             }
             offset += p.len();
         }
-        Ok(None)
+        Ok((None, data))
+    }
+
+    #[test]
+    fn chunked_data_decoded_across_splits() {
+        let body =
+            b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-t: 1\r\n\r\nNEXT";
+        let want = b"helloabcdefghijklmnopqrstuvwxyz".to_vec();
+        for cut in 1..body.len() {
+            for cut2 in cut..body.len() {
+                let got = decode(&[&body[..cut], &body[cut..cut2], &body[cut2..]]);
+                assert_eq!(
+                    got,
+                    Ok((Some(body.len() - 4), want.clone())),
+                    "cuts {cut} {cut2}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -178,20 +178,97 @@ fn pipelined_requests_are_answered_in_order() {
 }
 
 #[test]
-fn http_1_0_requests_are_served() {
+fn http_1_0_requests_are_served_on_a_pooled_target_connection() {
     let m = OneMapping::new("a");
     let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
+    for i in 1..=3 {
+        // read to the end: the client's connection closes after an HTTP/1.0 answer
+        let (status, headers, body) = raw_request(
+            gw.proxy,
+            &format!("GET http://localhost:{}/bytes/7 HTTP/1.0\r\n\r\n", m.port),
+        )
+        .expect("HTTP/1.0");
+        assert_eq!((status, body.len()), (200, 7), "request {i}: {headers:?}");
+        assert_eq!(header(&headers, "connection"), Some("close"), "request {i}");
+    }
+    // ...but the target's connection is kept: one handshake for the three (sent on as
+    // HTTP/1.0, each request cost a new TLS connection).
+    assert_eq!(
+        (
+            gw.metric("mtls_gateway_upstream_connections_total{reused=\"false\"}"),
+            gw.metric("mtls_gateway_upstream_connections_total{reused=\"true\"}")
+        ),
+        (1.0, 2.0)
+    );
+}
+
+#[test]
+fn http_1_0_keep_alive_is_honoured() {
+    let (m, _gw, host, mut s) = lean();
+    for i in 1..=2 {
+        write!(
+            s,
+            "GET /bytes/{i} HTTP/1.0\r\nHost: {host}\r\nConnection: keep-alive\r\n\r\n"
+        )
+        .expect("write");
+        let (status, headers, body) = read_one(&mut s);
+        assert_eq!((status, body.len()), (200, i), "request {i}: {headers:?}");
+        assert_eq!(
+            header(&headers, "connection"),
+            Some("keep-alive"),
+            "{headers:?}"
+        );
+        assert_eq!(header(&headers, "transfer-encoding"), None);
+    }
+    // A 1.0 request without keep-alive on the same connection: answered, then closed.
+    write!(s, "GET /bytes/3 HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("write");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("read to the close");
+    let got = split_responses(&rest);
+    assert_eq!(got.len(), 1, "{}", String::from_utf8_lossy(&rest));
+    assert_eq!((got[0].0, got[0].1.len()), (200, 3));
+    drop(m);
+}
+
+#[test]
+fn a_chunked_answer_reaches_an_http_1_0_client_decoded_and_then_the_connection_closes() {
+    let (m, gw, host, mut s) = lean();
+    let n = 300_000;
+    // keep-alive asked for, but a body without a length can only end with the connection
+    write!(
+        s,
+        "GET /chunked/{n} HTTP/1.0\r\nHost: {host}\r\nConnection: keep-alive\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read to the close");
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let (status, headers, _) = mtls_gateway::demo::parse_response(&raw[..end]).expect("head");
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "transfer-encoding"), None, "{headers:?}");
+    assert_eq!(header(&headers, "connection"), Some("close"), "{headers:?}");
+    assert!(
+        raw[end..] == mtls_gateway::echo::pattern(n)[..],
+        "the body must be the chunks' data only: {} bytes, starting {:?}",
+        raw.len() - end,
+        String::from_utf8_lossy(&raw[end..(end + 16).min(raw.len())])
+    );
+    // The target's connection went back to the pool after its chunked body ended.
     let (status, _, body) = raw_request(
         gw.proxy,
-        &format!("GET http://localhost:{}/bytes/7 HTTP/1.0\r\n\r\n", m.port),
+        &format!("GET /bytes/5 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
     )
-    .expect("HTTP/1.0");
+    .expect("next request");
+    assert_eq!((status, body.len()), (200, 5));
     assert_eq!(
-        (status, body.len()),
-        (200, 7),
-        "{}",
-        String::from_utf8_lossy(&body)
+        gw.metric("mtls_gateway_upstream_connections_total{reused=\"true\"}"),
+        1.0
     );
+    drop(m);
 }
 
 #[test]
