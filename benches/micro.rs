@@ -159,6 +159,11 @@ fn bench_ratelimit(c: &mut Criterion) {
             rl.allow(black_box(&ips[i]))
         })
     });
+    // Once per second the request that crosses into a new window clears the previous window's
+    // sketch (pingora_limits::rate::Rate::maybe_reset): 4 rows x 2 x expected_clients counters.
+    let slots = (100_000usize * 2).next_power_of_two();
+    let est = pingora_limits::estimator::Estimator::new(4, slots);
+    g.bench_function("window_reset_100k_clients", |b| b.iter(|| est.reset()));
     g.finish();
 }
 
