@@ -22,9 +22,11 @@
 //!
 //! Handed to Pingora (`HttpProxy<Gateway>`, the bytes already read are put back with
 //! `Stream::rewind`): transfer codings other than `chunked`, both `Content-Length` and
-//! `Transfer-Encoding`, `Expect` values other than `100-continue`, `Upgrade` and `Connection`
-//! options other than `close`/`keep-alive`, CONNECT, heads that do not parse or are larger than
-//! 64 KiB. After such a request the connection comes back to this loop.
+//! `Transfer-Encoding`, `Expect` values other than `100-continue`, `Upgrade` other than an `h2c`
+//! offer (which is ignored, as RFC 9113 3.1 allows: the answer is HTTP/1.1), `Connection`
+//! options other than `close`/`keep-alive` (and `upgrade`/`http2-settings` with that offer),
+//! CONNECT, heads that do not parse or are larger than 64 KiB. After such a request the
+//! connection comes back to this loop.
 //!
 //! Upstream connections (`crate::tls_client`) are pooled by (address, client-certificate
 //! SHA-256, SNI): two identities never share a connection, whatever their serial numbers. A
@@ -243,7 +245,7 @@ impl ReqView for Head<'_> {
 
 /// Hop-by-hop request headers (RFC 9110 7.6.1) and the ones the gateway consumes itself.
 fn drop_request_header(name: &str, mode: Mode, account_header: &str, service_header: &str) -> bool {
-    const HOP: [&str; 8] = [
+    const HOP: [&str; 9] = [
         "host",
         "connection",
         "keep-alive",
@@ -251,6 +253,7 @@ fn drop_request_header(name: &str, mode: Mode, account_header: &str, service_hea
         "te",
         "trailer",
         "upgrade",
+        "http2-settings",
         "proxy-authorization",
     ];
     HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
@@ -768,6 +771,11 @@ impl ProxyApp {
         let mut chunked = false;
         let mut expect = false;
         let mut close = false;
+        // An `Upgrade: h2c` offer (Java's HttpClient sends one with every plain-http request by
+        // default): answered over HTTP/1.1 as though it were absent (RFC 7540 3.2, RFC 9113
+        // 3.1), its `Connection: Upgrade, HTTP2-Settings` tokens with it.
+        let mut h2c = false;
+        let mut upgrade_tokens = false;
         for h in req.headers.iter() {
             let n = h.name;
             if n.eq_ignore_ascii_case("content-length") {
@@ -793,7 +801,10 @@ impl ProxyApp {
                 }
                 expect = true;
             } else if n.eq_ignore_ascii_case("upgrade") {
-                return Prep::Full;
+                if h2c || !text(h.value).is_some_and(|v| v.trim().eq_ignore_ascii_case("h2c")) {
+                    return Prep::Full;
+                }
+                h2c = true;
             } else if n.eq_ignore_ascii_case("connection") {
                 let Some(v) = text(h.value) else {
                     return Prep::Full;
@@ -803,6 +814,10 @@ impl ProxyApp {
                         close = true;
                     } else if t.eq_ignore_ascii_case("keep-alive") {
                         keep_alive = true;
+                    } else if t.eq_ignore_ascii_case("upgrade")
+                        || t.eq_ignore_ascii_case("http2-settings")
+                    {
+                        upgrade_tokens = true;
                     } else {
                         return Prep::Full;
                     }
@@ -812,6 +827,10 @@ impl ProxyApp {
         if chunked && (body_len.is_some() || http10) || expect && http10 {
             // Both framings at once (a smuggling pattern), chunked or `Expect` (RFC 9110
             // 10.1.1: to be ignored) in HTTP/1.0: Pingora's parser decides.
+            return Prep::Full;
+        }
+        if upgrade_tokens && !h2c {
+            // `Connection: upgrade` without an h2c offer (a WebSocket-like upgrade is Pingora's).
             return Prep::Full;
         }
         if http10 && !keep_alive {
@@ -1778,7 +1797,7 @@ mod tests {
     fn request_headers_dropped_upstream() {
         let d = |n| drop_request_header(n, Mode::Transparent, "x-mtls-account", "x-mtls-service");
         assert!(d("Host") && d("Connection") && d("LP-forward-url") && d("X-MTLS-Account"));
-        assert!(d("Proxy-Authorization") && d("te"));
+        assert!(d("Proxy-Authorization") && d("te") && d("HTTP2-Settings"));
         assert!(!d("Authorization") && !d("Content-Length") && !d("lp"));
         assert!(drop_request_header(
             "Authorization",

@@ -159,6 +159,51 @@ fn a_connection_keeps_working_after_a_request_pingora_served() {
 }
 
 #[test]
+fn an_h2c_upgrade_offer_is_answered_over_http_1_1_by_the_lean_loop() {
+    // What Java's HttpClient sends for a plain-http URL by default.
+    let (m, _gw, host, mut s) = lean();
+    s.write_all(format!("GET /bytes/3 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .expect("write");
+    let (status, first, _) = read_one(&mut s);
+    assert_eq!(status, 200);
+    s.write_all(
+        format!(
+            "GET /headers HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nx-app: 1\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("write");
+    let (status, headers, body) = read_one(&mut s);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let seen: serde_json::Value = serde_json::from_slice(&body).expect("the echo's JSON");
+    for hop in ["upgrade", "http2-settings", "connection"] {
+        assert!(seen.get(hop).is_none(), "{hop} reached the target: {seen}");
+    }
+    assert_eq!(seen["x-app"], "1", "{seen}");
+    // Served by the lean loop: the same pooled target connection as the first request
+    // (Pingora's proxy has a pool of its own and would have opened a new one).
+    assert_eq!(
+        header(&headers, "x-connection-id"),
+        header(&first, "x-connection-id")
+    );
+    // An upgrade to something else is still Pingora's (and still answered).
+    s.write_all(
+        format!(
+            "GET /bytes/2 HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("write");
+    let (status, ws, body) = read_one(&mut s);
+    assert_eq!((status, body.len()), (200, 2));
+    assert_ne!(
+        header(&ws, "x-connection-id"),
+        header(&first, "x-connection-id")
+    );
+    drop(m);
+}
+
+#[test]
 fn pipelined_requests_are_answered_in_order() {
     let (_m, _gw, host, mut s) = lean();
     s.write_all(
