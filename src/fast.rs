@@ -26,7 +26,8 @@
 //! offer (which is ignored, as RFC 9113 3.1 allows: the answer is HTTP/1.1), `Connection`
 //! options other than `close`/`keep-alive` (and `upgrade`/`http2-settings` with that offer),
 //! CONNECT, heads that do not parse or are larger than 64 KiB. After such a request the
-//! connection comes back to this loop.
+//! connection comes back to this loop. HTTP/2 with prior knowledge (h2c) is not served: such a
+//! client gets a GOAWAY frame with `HTTP_1_1_REQUIRED` and the reason.
 //!
 //! Upstream connections (`crate::tls_client`) are pooled by (address, client-certificate
 //! SHA-256, SNI): two identities never share a connection, whatever their serial numbers. A
@@ -378,6 +379,27 @@ async fn write_json(
     }
 }
 
+/// How an HTTP/2 connection with prior knowledge starts (RFC 9113 3.4: the first line of the
+/// client's preface; a head that ends after it does not parse as HTTP/1).
+const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// The answer to an h2c client: the server's connection preface (an empty SETTINGS frame) and a
+/// GOAWAY frame with `HTTP_1_1_REQUIRED` (RFC 9113 6.8, 7) and the reason as debug data.
+fn h2c_refusal() -> Vec<u8> {
+    const WHY: &[u8] = b"mtls-gateway: the proxy listener speaks HTTP/1.1 (and 1.0), not HTTP/2 without TLS (h2c); send HTTP/1.1";
+    let mut out = Vec::with_capacity(9 + 9 + 8 + WHY.len());
+    // SETTINGS: length 0, type 0x4, no flags, stream 0
+    out.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    // GOAWAY: length, type 0x7, no flags, stream 0; last stream 0, error 0xd, debug data
+    let len = (8 + WHY.len()) as u32;
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.extend_from_slice(&[0x7, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&0xdu32.to_be_bytes());
+    out.extend_from_slice(WHY);
+    out
+}
+
 /// Put bytes already read back in front of the stream (for Pingora's parser).
 fn rewind(stream: Stream, data: &[u8]) -> Option<Stream> {
     if data.is_empty() {
@@ -641,6 +663,12 @@ impl ProxyApp {
                 } else {
                     Next::Close
                 };
+            }
+            Prep::Full | Prep::Partial if down.buf.starts_with(H2_PREFACE_LINE) => {
+                // HTTP/2 with prior knowledge (h2c): not served. Say so in HTTP/2's own terms,
+                // so that the client reports a reason instead of an empty reply.
+                let _ = write_down(&mut down.stream, down.io, &h2c_refusal()).await;
+                return Next::Close;
             }
             Prep::Full | Prep::Partial => return Next::Full,
         };

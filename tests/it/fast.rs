@@ -204,6 +204,26 @@ fn an_h2c_upgrade_offer_is_answered_over_http_1_1_by_the_lean_loop() {
 }
 
 #[test]
+fn an_h2c_prior_knowledge_client_gets_a_goaway_naming_http_1_1() {
+    let (_m, _gw, _host, mut s) = lean();
+    // the client connection preface and an empty SETTINGS frame (RFC 9113 3.4)
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .expect("write");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("read to the close");
+    // SETTINGS (type 4) first, then GOAWAY (type 7) on stream 0 with HTTP_1_1_REQUIRED (0xd)
+    assert!(got.len() > 26, "{got:?}");
+    assert_eq!(got[3], 0x4, "{got:?}");
+    let goaway = &got[9..];
+    let len = u32::from_be_bytes([0, goaway[0], goaway[1], goaway[2]]) as usize;
+    assert_eq!(goaway[3], 0x7, "{got:?}");
+    assert_eq!(goaway.len(), 9 + len, "one GOAWAY frame, then the close");
+    assert_eq!(&goaway[13..17], &0xdu32.to_be_bytes());
+    let why = String::from_utf8_lossy(&goaway[17..]);
+    assert!(why.contains("HTTP/1.1"), "{why}");
+}
+
+#[test]
 fn pipelined_requests_are_answered_in_order() {
     let (_m, _gw, host, mut s) = lean();
     s.write_all(
