@@ -155,9 +155,8 @@ struct Streamed {
     /// `Length` (over `REPLAY_BODY`, or after `Expect`) or `Chunked`.
     body: Framing,
     expect: bool,
-    is_head: bool,
-    close: bool,
-    http10: bool,
+    /// How to read the answer (`sending` is set by the exchange).
+    want: HeadWant<'static>,
 }
 
 /// The outcome of looking at a buffered request head.
@@ -364,13 +363,8 @@ async fn write_json(
     for (k, v) in extra {
         let _ = write!(out, "{k}: {}\r\n", crate::header_safe(v));
     }
-    out.extend_from_slice(if keep && http10 {
-        b"connection: keep-alive\r\n\r\n".as_slice()
-    } else if keep {
-        b"\r\n".as_slice()
-    } else {
-        b"connection: close\r\n\r\n".as_slice()
-    });
+    out.extend_from_slice(connection_header(!keep, http10));
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
     if write_down(&mut down.stream, down.io, &out).await {
         Ok(())
@@ -685,24 +679,16 @@ impl ProxyApp {
 
         // 6. Connect (pooled) and exchange; a stale pooled connection is replaced once. A
         //    streamed body goes on a new connection, sent while the answer is relayed.
+        let want = HeadWant {
+            is_head,
+            close,
+            http10,
+            sending: None,
+        };
         let result = match streamed {
-            None => {
-                let want = HeadWant {
-                    is_head,
-                    close,
-                    http10,
-                    sending: None,
-                };
-                self.exchange(down, &mut ctx, &up_req, want).await
-            }
+            None => self.exchange(down, &mut ctx, &up_req, want).await,
             Some(body) => {
-                let how = Streamed {
-                    body,
-                    expect,
-                    is_head,
-                    close,
-                    http10,
-                };
+                let how = Streamed { body, expect, want };
                 self.exchange_streamed(down, &mut ctx, &up_req, how).await
             }
         };
@@ -1042,13 +1028,7 @@ impl ProxyApp {
         up_head: &[u8],
         how: Streamed,
     ) -> Result<(u16, bool), (Fail, bool)> {
-        let Streamed {
-            body,
-            expect,
-            is_head,
-            close,
-            http10,
-        } = how;
+        let Streamed { body, expect, want } = how;
         let (key, sni) = self.upstream_of(ctx).await?;
         let (mut up, reused) = loop {
             match self.pool.take(&key, sni) {
@@ -1091,10 +1071,8 @@ impl ProxyApp {
             let mut relay = std::pin::pin!(async {
                 let mut ubuf = BytesMut::with_capacity(16 * 1024);
                 let want = HeadWant {
-                    is_head,
-                    close,
-                    http10,
                     sending: Some(&sending),
+                    ..want
                 };
                 let mut resp = self
                     .read_head(&mut dw, io, &mut ur, &mut ubuf, want)
@@ -1417,12 +1395,21 @@ fn client_head(r: &httparse::Response<'_, '_>, h: &mut RespHead) {
         out.extend_from_slice(hd.value);
         out.extend_from_slice(b"\r\n");
     }
-    if h.down_close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else if h.http10 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
-    }
+    out.extend_from_slice(connection_header(h.down_close, h.http10));
     out.extend_from_slice(b"\r\n");
+}
+
+/// The `Connection` header of an answer to the client: `close` when its connection ends after
+/// it, `keep-alive` when it stays open for an HTTP/1.0 client (which would otherwise assume the
+/// close), none for HTTP/1.1 (persistent by default).
+fn connection_header(close: bool, http10: bool) -> &'static [u8] {
+    if close {
+        b"Connection: close\r\n"
+    } else if http10 {
+        b"Connection: keep-alive\r\n"
+    } else {
+        b""
+    }
 }
 
 /// Finds the end of a chunked body without changing it (sizes, extensions, trailers).
