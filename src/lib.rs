@@ -260,7 +260,39 @@ impl Assembled {
 
 /// Build the Pingora server from a validated config: refresher (background, the proxy depends on
 /// it), proxy listener(s), ops listener, admin listener.
+/// Every proxied client connection holds two descriptors (the client's and the target's) and the
+/// pool keeps idle ones, so a soft open-file limit of 1024 (a common default) would make
+/// `accept()` fail with EMFILE near 500 concurrent clients, and Pingora then stops accepting for
+/// a second at a time. Lift the soft limit to the hard one, as Go's runtime does at start; the
+/// hard limit stays the operator's choice.
+pub fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+    // Linux refuses an unlimited soft limit for descriptors (it is capped by fs.nr_open,
+    // 1,048,576 by default).
+    const CAP: u64 = 1 << 20;
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!("could not read the open-file limit: {e}");
+            return;
+        }
+    };
+    let want = if hard == RLIM_INFINITY { CAP } else { hard };
+    if soft >= want {
+        return;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+        Ok(()) => info!("open-file limit raised from {soft} to {want}"),
+        Err(e) => warn!(
+            "open-file limit is {soft} and could not be raised to {want} ({e}): \
+             at most about {} concurrent client connections",
+            soft / 2
+        ),
+    }
+}
+
 pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
+    raise_open_file_limit();
     let cfg = Arc::new(cfg);
     metrics::init();
     let store = open_store(&cfg).map_err(|e| anyhow::anyhow!("store: {e}"))?;

@@ -202,8 +202,13 @@ impl Gw {
     /// for it reach the other test's server. So once ready, every port of this config that is
     /// listening must be this process's (from `/proc`), else it starts again on new ports.
     pub fn start(dir: &Path, ca_path: &Path, extra: &str) -> Gw {
+        Gw::start_with(dir, ca_path, extra, None)
+    }
+
+    /// [`Gw::start`], the binary started under a soft open-file limit of `soft_nofile` if given.
+    pub fn start_with(dir: &Path, ca_path: &Path, extra: &str, soft_nofile: Option<u64>) -> Gw {
         for attempt in 1..=3 {
-            let gw = Gw::spawn(dir, ca_path, extra);
+            let gw = Gw::spawn_with(dir, ca_path, extra, soft_nofile);
             gw.wait_ready();
             let yaml = std::fs::read_to_string(&gw.config).unwrap_or_default();
             let foreign: Vec<u16> = [gw.proxy.port(), gw.ops.port(), gw.admin.port()]
@@ -219,6 +224,10 @@ impl Gw {
     }
 
     pub fn spawn(dir: &Path, ca_path: &Path, extra: &str) -> Gw {
+        Gw::spawn_with(dir, ca_path, extra, None)
+    }
+
+    fn spawn_with(dir: &Path, ca_path: &Path, extra: &str, soft_nofile: Option<u64>) -> Gw {
         let (proxy, ops, admin) = (free_port(), free_port(), free_port());
         let has = |section: &str| extra.lines().any(|l| l.starts_with(&format!("{section}:")));
         let mut yaml = String::new();
@@ -257,7 +266,18 @@ impl Gw {
         std::fs::write(&config, yaml).expect("write config");
         let log = dir.join("gateway.log");
         let logf = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_mtls-gateway"))
+        let bin = env!("CARGO_BIN_EXE_mtls-gateway");
+        let mut cmd = match soft_nofile {
+            None => Command::new(bin),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -Sn {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                c
+            }
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")
@@ -491,4 +511,19 @@ fn the_port_ownership_check_tells_this_process_from_another() {
     assert!(listened_by(1, port), "nobody listens any more");
     assert!(names_port("listen: \"127.0.0.1:8080\"\n", 8080));
     assert!(!names_port("listen: \"127.0.0.1:80801\"\n", 8080));
+}
+
+/// The open-file limits (soft, hard) in a `/proc/<pid>/limits` file.
+pub fn nofile_limits(pid: &str) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(n.len() >= 2, "{line}");
+    (n[0], n[1])
 }

@@ -242,6 +242,38 @@ fn pipelined_requests_are_answered_in_order() {
     assert_eq!(got, vec![(200, 1), (200, 2), (200, 3)]);
 }
 
+/// Started under a soft open-file limit of 256 (the hard limit higher), the gateway serves 300
+/// clients held open at once: it lifts its soft limit to the hard one at start. Before, accept()
+/// failed with EMFILE near 240 connections and Pingora paused accepting, so the rest waited.
+#[test]
+fn three_hundred_open_clients_are_served_when_started_under_a_soft_limit_of_256() {
+    let (_, hard) = nofile_limits("self");
+    if hard < 1024 {
+        eprintln!("SKIPPED: this process's hard open-file limit is {hard}, under 1024");
+        return;
+    }
+    let m = OneMapping::new("a");
+    let gw = Gw::start_with(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT, Some(256));
+    let (soft, _) = nofile_limits(&gw.pid().to_string());
+    assert!(soft >= 1024, "the gateway runs with a soft limit of {soft}");
+    assert!(
+        gw.logs().contains("open-file limit raised from 256"),
+        "{}",
+        gw.logs()
+    );
+    let host = format!("localhost:{}", m.port);
+    let mut open = Vec::new();
+    for i in 0..300 {
+        let mut s = TcpStream::connect(gw.proxy).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(s, "GET /bytes/3 HTTP/1.1\r\nHost: {host}\r\n\r\n").expect("write");
+        let (status, _, body) = read_one(&mut s);
+        assert_eq!((status, body.len()), (200, 3), "client {i}");
+        open.push(s);
+    }
+}
+
 #[test]
 fn http_1_0_requests_are_served_on_a_pooled_target_connection() {
     let m = OneMapping::new("a");
