@@ -18,7 +18,9 @@
 //! certs1000-pools,ratelimit,upload,http10; default all), `LOAD_SKIP_MEMORY=1`, `LOAD_MEM_CERTS` (10000),
 //! `LOAD_MEM_MAPPINGS` (100000), `LOAD_IP_POOL` (10000), `LOAD_NGINX_BURST` (9),
 //! `LOAD_GW_POOL_SIZE` (gateway `upstream.keepalive_pool_size`; default: the gateway's default),
-//! `LOAD_KEEP_DIR=1` (keep the temp dir).
+//! `LOAD_KEEP_DIR=1` (keep the temp dir), `LOAD_SCHED` (`separate`: every process in a session,
+//! so a scheduling group, of its own, as separate containers would be; `shared`: all in the
+//! harness's session; see [`program`]).
 //!
 //! Output: a markdown table on stdout, also written to `target/load-report.md`; the logs of every
 //! gateway and nginx process are copied to `target/load-logs/`. Method: docs/performance.md.
@@ -106,8 +108,38 @@ const ALL_SCENARIOS: [&str; 8] = [
     "http10",
 ];
 
+/// Whether every process of a run (upstream, both proxies, wrk) starts in a session of its own
+/// (`LOAD_SCHED=separate`, the default) or shares the harness's (`LOAD_SCHED=shared`).
+static SEPARATE_SESSIONS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// A command for `name`, started through `setsid` when processes run in sessions of their own.
+///
+/// Why it matters: with the kernel's autogroup scheduling (`/proc/sys/kernel/sched_autogroup_enabled`,
+/// on by default in Debian), CPU is shared fairly between sessions first, then between the
+/// threads of a session. Started from one shell, wrk, the upstream and the proxy under test
+/// share one group; a daemonised nginx (`daemon on`, the default) gets a group of its own. The
+/// split of two cores between load tool, proxy and upstream, and so the ratio, depends on it
+/// (docs/performance.md, "Scheduling groups"). In production each is a container of its own
+/// (a cgroup each), which `separate` models. `setsid` does not fork here: a spawned child is
+/// not a process-group leader, so the pid stays the program's.
+fn program(name: &str) -> Command {
+    if *SEPARATE_SESSIONS.get().unwrap_or(&true) {
+        let mut c = Command::new("setsid");
+        c.arg(name);
+        c
+    } else {
+        Command::new(name)
+    }
+}
+
 impl Settings {
     fn from_env() -> Result<Settings> {
+        let separate = match std::env::var("LOAD_SCHED").as_deref().map(str::trim) {
+            Err(_) | Ok("") | Ok("separate") => true,
+            Ok("shared") => false,
+            Ok(v) => bail!("LOAD_SCHED: {v:?} is not a mode; use separate or shared"),
+        };
+        let _ = SEPARATE_SESSIONS.set(separate);
         let scenarios = match std::env::var("LOAD_SCENARIOS") {
             // Only the memory measurement.
             Ok(s) if s.trim() == "none" => Vec::new(),
@@ -593,7 +625,7 @@ impl Nginx {
                 String::from_utf8_lossy(&t.stderr)
             );
         }
-        let mut cmd = Command::new("nginx");
+        let mut cmd = program("nginx");
         cmd.arg("-p")
             .arg(dir)
             .arg("-c")
@@ -689,7 +721,7 @@ upstream:
         );
         let conf = dir.join(format!("{name}.yaml"));
         write_file(&conf, yaml.as_bytes())?;
-        let mut cmd = Command::new(GATEWAY_BIN);
+        let mut cmd = program(GATEWAY_BIN);
         cmd.arg("run")
             .arg("--config")
             .arg(&conf)
@@ -883,7 +915,7 @@ impl Bench<'_> {
     /// One wrk run against `port`; `cpu_of` is the proxy whose CPU time is accounted.
     fn wrk(&self, port: u16, load: &Load, secs: u64, cpu_of: &Proc, tag: &str) -> Result<WrkRun> {
         let host = format!("Host: localhost:{}", self.upstream.port);
-        let mut cmd = Command::new("wrk");
+        let mut cmd = program("wrk");
         cmd.arg("-t1")
             .arg(format!("-c{}", self.s.connections))
             .arg(format!("-d{secs}s"))
@@ -1628,6 +1660,18 @@ fn report(
         r,
         "- wrk -t1 -c{} -d{}s --latency (warm-up {} s per side, 4x in certs1000*), {} alternating rounds per scenario; gateway proxy.threads = nginx worker_processes = {}",
         s.connections, s.secs, s.warmup_secs, s.rounds, s.threads
+    );
+    let _ = writeln!(
+        r,
+        "- scheduling: {} (LOAD_SCHED); kernel autogroup {}",
+        if *SEPARATE_SESSIONS.get().unwrap_or(&true) {
+            "separate, every process in a session of its own"
+        } else {
+            "shared, every process in the harness's session"
+        },
+        std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled")
+            .map(|v| if v.trim() == "1" { "on" } else { "off" })
+            .unwrap_or("unknown")
     );
     let _ = writeln!(
         r,
