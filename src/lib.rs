@@ -258,8 +258,6 @@ impl Assembled {
     }
 }
 
-/// Build the Pingora server from a validated config: refresher (background, the proxy depends on
-/// it), proxy listener(s), ops listener, admin listener.
 /// Every proxied client connection holds two descriptors (the client's and the target's) and the
 /// pool keeps idle ones, so a soft open-file limit of 1024 (a common default) would make
 /// `accept()` fail with EMFILE near 500 concurrent clients, and Pingora then stops accepting for
@@ -291,6 +289,8 @@ pub fn raise_open_file_limit() {
     }
 }
 
+/// Build the Pingora server from a validated config: refresher (background, the proxy depends on
+/// it), proxy listener(s), ops listener, admin listener.
 pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
     raise_open_file_limit();
     let cfg = Arc::new(cfg);
