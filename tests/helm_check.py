@@ -552,6 +552,8 @@ NEGATIVE_CASES: list[tuple[str, Callable[[dict], None]]] = [
     ("proxy.bindAddress localhost (not an IP literal)", _set("proxy.bindAddress", "localhost")),
     ("auth.oauth1 key with an inline secret", _set("auth.oauth1.keys", [{"key": "k", "secret": "s3cr3t"}])),
     ("auth.jwt enabled without a Secret name", _set("auth.jwt.enabled", True)),
+    ("auth.jwt enabled with a key Secret but no issuer or audience",
+     lambda v: v["auth"]["jwt"].update(enabled=True, keySecretRef={"name": "idp", "key": "jwt-key"})),
     ("unmapped.policy forward", _set("unmapped.policy", "forward")),
     ("store.file.dir (the gateway's key is path)", _set("store.file.dir", "/data")),
 ]

@@ -9,6 +9,9 @@ answers discovery, accepts every object and records nothing else. It also runs H
 Nothing here talks to a real cluster.
 
 Run:    python3 tests/helm_render.py --fetch          (pip-downloads the wheel into a cache dir)
+        python3 tests/helm_render.py --fetch --gateway target/debug/mtls-gateway
+                                                      (also runs `mtls-gateway check` on each
+                                                      rendered config, with stand-in files)
         python3 tests/helm_render.py --lib PATH/libhelm_sdkpy.so
         HELM_SDKPY_LIB=PATH python3 tests/helm_render.py
 Needs:  pip install pyyaml; the helm-sdkpy wheel (--fetch runs: pip download helm-sdkpy==0.1.32
@@ -570,12 +573,114 @@ FAILURES: list[tuple[str, dict, bool, str]] = [
      "set podMonitor.selector"),
     ("template: proxy.auth none on 0.0.0.0", {"proxy": {"auth": "none"}}, False, "set proxy.auth: required"),
     ("template: JWKS with HS256", {"auth": {"jwt": {"enabled": True, "algorithm": "HS256", "jwks": True,
-                                                     "keySecretRef": {"name": "k"}}}}, False, "set auth.jwt.jwks: false"),
+                                                     "keySecretRef": {"name": "k"}, "issuer": "https://i",
+                                                     "audience": "a"}}}, False, "set auth.jwt.jwks: false"),
     ("template: refuse with plain-TLS hosts", {"unmapped": {"plainTlsHosts": ["a.example"]}}, False, "set policy: plain_tls"),
     ("template: plain_tls without hosts", {"unmapped": {"policy": "plain_tls"}}, False, "unmapped.plainTlsHosts"),
     ("template: no system roots and no CA", {"upstream": {"useSystemRoots": False}}, False, "no partner server could be verified"),
     ("schema: JWT without a key Secret", {"auth": {"jwt": {"enabled": True}}}, False, "/auth/jwt/keySecretRef/name"),
+    ("schema: JWT without an issuer", {"auth": {"jwt": {"enabled": True, "keySecretRef": {"name": "k"},
+                                                        "audience": "a"}}}, False, "/auth/jwt/issuer"),
+    ("template: JWT without an audience", {"auth": {"jwt": {"enabled": True, "keySecretRef": {"name": "k"},
+                                                            "issuer": "https://i"}}}, True, "set auth.jwt.issuer"),
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# `mtls-gateway check` on every rendered config. The config names files the pod gets from
+# Secrets, a PVC and the service-account token; `check` reads them (it parses CA and key files),
+# so each absolute path is moved under a scratch root and a stand-in file of the right kind is
+# written there: a CA certificate, a public key or JWKS of the configured algorithm, a secret.
+
+MOUNT_ROOTS = ("/etc/mtls-gateway/", "/var/run/secrets/", "/var/lib/mtls-gateway")
+
+
+def _b64url(b: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def standin_material() -> dict[str, bytes]:
+    """A CA certificate, RSA and P-256 public keys as PEM and as JWKS (made with `cryptography`)."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+
+    eck = ec.generate_private_key(ec.SECP256R1())
+    rsak = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "helm_render stand-in CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(eck.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(eck, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    rn = rsak.public_key().public_numbers()
+    en = eck.public_key().public_numbers()
+    return {
+        "ca": ca.public_bytes(pem),
+        "RS256.pem": rsak.public_key().public_bytes(pem, spki),
+        "ES256.pem": eck.public_key().public_bytes(pem, spki),
+        "RS256.jwks": json.dumps({"keys": [{"kty": "RSA", "kid": "standin", "alg": "RS256", "use": "sig",
+                                            "n": _b64url(rn.n.to_bytes((rn.n.bit_length() + 7) // 8, "big")),
+                                            "e": _b64url(rn.e.to_bytes(3, "big"))}]}).encode(),
+        "ES256.jwks": json.dumps({"keys": [{"kty": "EC", "kid": "standin", "alg": "ES256", "use": "sig", "crv": "P-256",
+                                            "x": _b64url(en.x.to_bytes(32, "big")),
+                                            "y": _b64url(en.y.to_bytes(32, "big"))}]}).encode(),
+        "secret": b"helm-render-stand-in-secret-0123456789abcdef\n",
+    }
+
+
+def with_standins(cfg: dict, root: Path, material: dict[str, bytes]) -> dict:
+    """A copy of `cfg` whose mounted paths point under `root`, each with a stand-in written."""
+    algorithm = ((cfg.get("auth") or {}).get("jwt") or {}).get("algorithm", "RS256")
+
+    def place(key: str, value: str) -> str:
+        target = root / value.lstrip("/")
+        if key == "path":  # the file store's directory
+            target.mkdir(parents=True, exist_ok=True)
+            target.chmod(0o700)
+            return str(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        content = {"ca_files": material["ca"], "ca_file": material["ca"],
+                   "public_key_file": material.get(f"{algorithm}.pem", b""),
+                   "jwks_file": material.get(f"{algorithm}.jwks", b"")}.get(key, material["secret"])
+        target.write_bytes(content)
+        target.chmod(0o600)
+        return str(target)
+
+    def walk(node: Any, key: str) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, k) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, key) for v in node]
+        if isinstance(node, str) and node.startswith(MOUNT_ROOTS):
+            return place(key, node)
+        return node
+
+    return walk(cfg, "")
+
+
+def gateway_check_problems(gateway: Path) -> list[str]:
+    if not RENDERED_CONFIGS:
+        return ["no config was rendered"]
+    material = standin_material()
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="helm_render_check_") as tmp:
+        for name, cfg in RENDERED_CONFIGS:
+            root = Path(tmp) / name
+            path = root / "config.yaml"
+            root.mkdir(parents=True)
+            path.write_text(yaml.safe_dump(with_standins(cfg, root / "mnt", material)))
+            out = subprocess.run([str(gateway), "check", "--config", str(path)], capture_output=True, text=True,
+                                 timeout=60)
+            if out.returncode != 0:
+                problems.append(f"{name}: exit {out.returncode}: {(out.stderr or out.stdout).strip()}")
+    return problems
 
 
 def main() -> int:
@@ -583,6 +688,7 @@ def main() -> int:
     ap.add_argument("--lib", help="path to libhelm_sdkpy.so")
     ap.add_argument("--fetch", action="store_true", help=f"pip download helm-sdkpy {SDK_VERSION} into the cache if missing")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "mtls-gateway"), help="cache directory for the library")
+    ap.add_argument("--gateway", help="an mtls-gateway binary: run `check` on every rendered config (stand-in files)")
     args = ap.parse_args()
 
     lib = find_library(args, Path(args.cache))
@@ -597,6 +703,8 @@ def main() -> int:
         env = dict(os.environ, HELM_DRIVER="memory", HELM_CACHE_HOME=str(homes / "cache"),
                    HELM_CONFIG_HOME=str(homes / "config"), HELM_DATA_HOME=str(homes / "data"))
         argv = [sys.executable, str(Path(__file__).resolve()), "--lib", str(lib), "--cache", args.cache]
+        if args.gateway:
+            argv += ["--gateway", str(Path(args.gateway).resolve())]
         os.execve(sys.executable, argv, env)
 
     results: list[tuple[str, list[str]]] = []
@@ -634,6 +742,9 @@ def main() -> int:
             return ["no config was rendered"]
         return [f"{name}: {p}" for name, cfg in RENDERED_CONFIGS for p in config_key_problems(cfg, fields)]
     run(f"rendered configs ({len(RENDERED_CONFIGS)}) use only keys the gateway's config structs declare", keys_known)
+    if args.gateway:
+        run(f"rendered configs ({len(RENDERED_CONFIGS)}) pass `mtls-gateway check` (stand-in files for mounts)",
+            lambda: gateway_check_problems(Path(args.gateway)))
 
     for name, problems in results:
         print(f"{'PASS' if not problems else 'FAIL'} {name}" + ("" if not problems else ": " + "; ".join(problems)))

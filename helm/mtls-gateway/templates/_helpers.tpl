@@ -135,6 +135,9 @@ these are the cross-field rules.
 {{- if and .Values.auth.jwt.enabled (not .Values.auth.jwt.keySecretRef.name) -}}
 {{- fail "auth.jwt.enabled: set auth.jwt.keySecretRef.name to an existing Secret holding the key" -}}
 {{- end -}}
+{{- if and .Values.auth.jwt.enabled (not (and .Values.auth.jwt.issuer .Values.auth.jwt.audience)) -}}
+{{- fail "auth.jwt.enabled: set auth.jwt.issuer (the iss your token issuer writes) and auth.jwt.audience (the aud your tokens carry for this gateway); the gateway refuses JWT settings without them" -}}
+{{- end -}}
 {{- if and .Values.auth.jwt.enabled .Values.auth.jwt.jwks (eq .Values.auth.jwt.algorithm "HS256") -}}
 {{- fail "auth.jwt.jwks is true but HS256 uses a shared secret: set auth.jwt.jwks: false or use RS256/ES256" -}}
 {{- end -}}
@@ -258,12 +261,8 @@ snake_case names; optional keys are left out when their value is empty.
       "roles_claim" .Values.auth.jwt.rolesClaim
       "admin_role" .Values.auth.jwt.adminRole
       "leeway_secs" (int .Values.auth.jwt.leewaySecs) -}}
-{{- if .Values.auth.jwt.issuer -}}
 {{- $_ := set $jwt "issuer" .Values.auth.jwt.issuer -}}
-{{- end -}}
-{{- if .Values.auth.jwt.audience -}}
 {{- $_ := set $jwt "audience" .Values.auth.jwt.audience -}}
-{{- end -}}
 {{- $_ := set $authCfg "jwt" $jwt -}}
 {{- end -}}
 {{- $_ := set $cfg "auth" $authCfg -}}
