@@ -256,6 +256,8 @@ fn three_hundred_open_clients_are_served_when_started_under_a_soft_limit_of_256(
     let gw = Gw::start_with(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT, Some(256));
     let (soft, _) = nofile_limits(&gw.pid().to_string());
     assert!(soft >= 1024, "the gateway runs with a soft limit of {soft}");
+    // ...and the metrics page says so (the standard process collector).
+    assert_eq!(gw.metric("process_max_fds"), soft as f64);
     assert!(
         gw.logs().contains("open-file limit raised from 256"),
         "{}",
@@ -272,6 +274,8 @@ fn three_hundred_open_clients_are_served_when_started_under_a_soft_limit_of_256(
         assert_eq!((status, body.len()), (200, 3), "client {i}");
         open.push(s);
     }
+    let fds = gw.metric("process_open_fds");
+    assert!(fds >= 300.0, "process_open_fds {fds} with 300 clients open");
 }
 
 #[test]
