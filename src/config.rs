@@ -549,6 +549,11 @@ impl FileConfig {
             self.ops.listen.as_deref().unwrap_or("127.0.0.1:9100"),
             self.ops.allow_remote,
         )?;
+        distinct_listeners(
+            &proxy.listen,
+            admin.enabled.then_some(admin.listen),
+            ops_listen,
+        )?;
 
         // store
         let s = self.store;
@@ -727,4 +732,35 @@ impl FileConfig {
             auth: std::sync::Arc::new(auth),
         })
     }
+}
+
+/// Two listeners on one port would not both bind: Pingora retries for 30 s, then that service
+/// stops while the process runs on without it. Refuse the config instead, naming both keys.
+fn distinct_listeners(
+    proxy: &[SocketAddr],
+    admin: Option<SocketAddr>,
+    ops: SocketAddr,
+) -> Result<(), ConfigError> {
+    let mut all: Vec<(String, SocketAddr)> = proxy
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("proxy.listen[{i}]"), *a))
+        .collect();
+    if let Some(a) = admin {
+        all.push(("admin.listen".into(), a));
+    }
+    all.push(("ops.listen".into(), ops));
+    for (i, (ka, a)) in all.iter().enumerate() {
+        for (kb, b) in &all[i + 1..] {
+            let overlap = a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified());
+            if overlap {
+                return Err(err(
+                    kb,
+                    format!("{b} overlaps {ka} ({a}); give each listener a port of its own"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -289,10 +289,37 @@ pub fn raise_open_file_limit() {
     }
 }
 
+/// Fail at start, naming the key, when a listener's address is taken by another process.
+/// Otherwise Pingora retries a taken port for 30 s, then that service's thread panics and the
+/// process runs on without it (a gateway with no proxy listener that a supervisor sees running).
+/// The probe is released before Pingora binds; Pingora's own retries cover that short window.
+fn ports_free(cfg: &Config) -> anyhow::Result<()> {
+    let mut all: Vec<(String, std::net::SocketAddr)> = cfg
+        .proxy
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("proxy.listen[{i}]"), *a))
+        .collect();
+    if cfg.admin.enabled {
+        all.push(("admin.listen".into(), cfg.admin.listen));
+    }
+    all.push(("ops.listen".into(), cfg.ops_listen));
+    for (key, addr) in all {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            anyhow::bail!(
+                "{key}: cannot listen on {addr} ({e}); stop what holds the port or choose another"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Build the Pingora server from a validated config: refresher (background, the proxy depends on
 /// it), proxy listener(s), ops listener, admin listener.
 pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
     raise_open_file_limit();
+    ports_free(&cfg)?;
     let cfg = Arc::new(cfg);
     metrics::init();
     let store = open_store(&cfg).map_err(|e| anyhow::anyhow!("store: {e}"))?;

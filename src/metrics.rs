@@ -160,17 +160,11 @@ pub fn upstream_connection(reused: bool) {
 
 /// Touch every metric so that it appears on the page from the start (a scrape before the first
 /// request still shows the series with zero values).
+///
 /// The standard `process_*` series (CPU seconds, resident and virtual memory, open and maximum
-/// file descriptors, threads, start time), read from `/proc` at each scrape.
-static PROCESS: LazyLock<()> = LazyLock::new(|| {
-    let collector = prometheus::process_collector::ProcessCollector::for_self();
-    if let Err(e) = prometheus::register(Box::new(collector)) {
-        log::warn!("process metrics not registered: {e}");
-    }
-});
-
+/// file descriptors, threads, start time) come from the default registry itself: with the
+/// `prometheus` crate's `process` feature it registers a process collector when first used.
 pub fn init() {
-    LazyLock::force(&PROCESS);
     for mode in ["forward", "transparent"] {
         LATENCY.with_label_values(&[mode]);
     }

@@ -17,11 +17,22 @@ use mtls_gateway::store::{
     CertificateMeta, CertificateSecret, Mapping, MappingDocument, Store, StoredCertificate,
 };
 
+/// A loopback port that was free just now, never the same twice in this process (two
+/// `bind(0)` calls in a row can return the same port, which once gave a gateway one port for
+/// its proxy and ops listeners).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Poll `f` until it returns Some or the deadline passes.
@@ -208,8 +219,14 @@ impl Gw {
     /// [`Gw::start`], the binary started under a soft open-file limit of `soft_nofile` if given.
     pub fn start_with(dir: &Path, ca_path: &Path, extra: &str, soft_nofile: Option<u64>) -> Gw {
         for attempt in 1..=3 {
-            let gw = Gw::spawn_with(dir, ca_path, extra, soft_nofile);
-            gw.wait_ready();
+            let mut gw = Gw::spawn_with(dir, ca_path, extra, soft_nofile);
+            if !gw.wait_ready_or_exit() {
+                // Another test took one of the ports between free_port() and the bind.
+                let logs = gw.logs();
+                assert!(logs.contains("cannot listen on"), "gateway exited:\n{logs}");
+                eprintln!("attempt {attempt}: a port was taken ({logs}); new ports");
+                continue;
+            }
             let yaml = std::fs::read_to_string(&gw.config).unwrap_or_default();
             let foreign: Vec<u16> = [gw.proxy.port(), gw.ops.port(), gw.admin.port()]
                 .into_iter()
@@ -300,11 +317,29 @@ impl Gw {
     }
 
     pub fn wait_ready(&self) {
+        assert!(self.wait_ready_inner(None));
+    }
+
+    /// Wait until ready; false if the process exited first.
+    fn wait_ready_or_exit(&mut self) -> bool {
+        let child = self.child.take();
+        let mut child = child.expect("a started gateway");
+        let ready = self.wait_ready_inner(Some(&mut child));
+        self.child = Some(child);
+        ready
+    }
+
+    fn wait_ready_inner(&self, mut child: Option<&mut Child>) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if let Some(c) = child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return false;
+                }
+            }
             if let Ok(r) = blocking_get(&format!("http://{}/ready", self.ops)) {
                 if r.0 == 200 && std::net::TcpStream::connect(self.proxy).is_ok() {
-                    return;
+                    return true;
                 }
             }
             assert!(

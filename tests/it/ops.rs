@@ -73,6 +73,14 @@ fn each_kind_of_bad_config_gives_a_one_line_error_naming_the_key_and_exit_64() {
             "proxy.client_timeout_secs",
         ),
         ("proxy: [1, 2\n", "line"),
+        (
+            "proxy:\n  listen: [\"127.0.0.1:18080\"]\nops:\n  listen: \"127.0.0.1:18080\"\n",
+            "ops.listen: 127.0.0.1:18080 overlaps proxy.listen[0]",
+        ),
+        (
+            "proxy:\n  listen: [\"127.0.0.1:18080\"]\nadmin:\n  listen: \"0.0.0.0:18080\"\n  allow_remote: true\n",
+            "admin.listen: 0.0.0.0:18080 overlaps proxy.listen[0]",
+        ),
     ];
     for (yaml, needle) in cases {
         let (code, err) = check(yaml);
@@ -89,6 +97,46 @@ fn each_kind_of_bad_config_gives_a_one_line_error_naming_the_key_and_exit_64() {
     }
     let (code, err) = check("proxy:\n  default_account: \"42\"\n");
     assert_eq!(code, 0, "{err}");
+}
+
+/// A proxy port another process holds: the gateway exits at once with the key and the address,
+/// where Pingora alone retried for 30 s and then ran on without a proxy listener.
+#[test]
+fn a_proxy_port_held_by_another_process_stops_the_start_with_the_key_named() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let port = holder.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).expect("store dir");
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "proxy:\n  listen: [\"127.0.0.1:{port}\"]\nops:\n  listen: \"127.0.0.1:0\"\nadmin:\n  enabled: false\nstore:\n  kind: file\n  path: {}\n",
+            store.display()
+        ),
+    )
+    .expect("write");
+    let start = Instant::now();
+    let out = Command::new("timeout")
+        .args(["20", env!("CARGO_BIN_EXE_mtls-gateway"), "run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "proxy.listen[0]: cannot listen on 127.0.0.1:{port}"
+        )),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(holder);
 }
 
 #[test]
