@@ -112,6 +112,10 @@ const ALL_SCENARIOS: [&str; 8] = [
 /// (`LOAD_SCHED=separate`, the default) or shares the harness's (`LOAD_SCHED=shared`).
 static SEPARATE_SESSIONS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
+fn separate_sessions() -> bool {
+    *SEPARATE_SESSIONS.get().unwrap_or(&true)
+}
+
 /// A command for `name`, started through `setsid` when processes run in sessions of their own.
 ///
 /// Why it matters: with the kernel's autogroup scheduling (`/proc/sys/kernel/sched_autogroup_enabled`,
@@ -123,7 +127,7 @@ static SEPARATE_SESSIONS: std::sync::OnceLock<bool> = std::sync::OnceLock::new()
 /// (a cgroup each), which `separate` models. `setsid` does not fork here: a spawned child is
 /// not a process-group leader, so the pid stays the program's.
 fn program(name: &str) -> Command {
-    if *SEPARATE_SESSIONS.get().unwrap_or(&true) {
+    if separate_sessions() {
         let mut c = Command::new("setsid");
         c.arg(name);
         c
@@ -1664,7 +1668,7 @@ fn report(
     let _ = writeln!(
         r,
         "- scheduling: {} (LOAD_SCHED); kernel autogroup {}",
-        if *SEPARATE_SESSIONS.get().unwrap_or(&true) {
+        if separate_sessions() {
             "separate, every process in a session of its own"
         } else {
             "shared, every process in the harness's session"

@@ -549,11 +549,7 @@ impl FileConfig {
             self.ops.listen.as_deref().unwrap_or("127.0.0.1:9100"),
             self.ops.allow_remote,
         )?;
-        distinct_listeners(
-            &proxy.listen,
-            admin.enabled.then_some(admin.listen),
-            ops_listen,
-        )?;
+        distinct_listeners(&named_listeners(&proxy.listen, &admin, ops_listen))?;
 
         // store
         let s = self.store;
@@ -734,22 +730,35 @@ impl FileConfig {
     }
 }
 
-/// Two listeners on one port would not both bind: Pingora retries for 30 s, then that service
-/// stops while the process runs on without it. Refuse the config instead, naming both keys.
-fn distinct_listeners(
+/// Every listener of the gateway with the config key that names it (the admin API only when
+/// enabled).
+fn named_listeners(
     proxy: &[SocketAddr],
-    admin: Option<SocketAddr>,
+    admin: &AdminConfig,
     ops: SocketAddr,
-) -> Result<(), ConfigError> {
+) -> Vec<(String, SocketAddr)> {
     let mut all: Vec<(String, SocketAddr)> = proxy
         .iter()
         .enumerate()
         .map(|(i, a)| (format!("proxy.listen[{i}]"), *a))
         .collect();
-    if let Some(a) = admin {
-        all.push(("admin.listen".into(), a));
+    if admin.enabled {
+        all.push(("admin.listen".into(), admin.listen));
     }
     all.push(("ops.listen".into(), ops));
+    all
+}
+
+impl Config {
+    /// Every listener with the config key that names it.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        named_listeners(&self.proxy.listen, &self.admin, self.ops_listen)
+    }
+}
+
+/// Two listeners on one port would not both bind: Pingora retries for 30 s, then that service
+/// stops while the process runs on without it. Refuse the config instead, naming both keys.
+fn distinct_listeners(all: &[(String, SocketAddr)]) -> Result<(), ConfigError> {
     for (i, (ka, a)) in all.iter().enumerate() {
         for (kb, b) in &all[i + 1..] {
             let overlap = a.port() == b.port()

@@ -294,18 +294,7 @@ pub fn raise_open_file_limit() {
 /// process runs on without it (a gateway with no proxy listener that a supervisor sees running).
 /// The probe is released before Pingora binds; Pingora's own retries cover that short window.
 fn ports_free(cfg: &Config) -> anyhow::Result<()> {
-    let mut all: Vec<(String, std::net::SocketAddr)> = cfg
-        .proxy
-        .listen
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (format!("proxy.listen[{i}]"), *a))
-        .collect();
-    if cfg.admin.enabled {
-        all.push(("admin.listen".into(), cfg.admin.listen));
-    }
-    all.push(("ops.listen".into(), cfg.ops_listen));
-    for (key, addr) in all {
+    for (key, addr) in cfg.listeners() {
         if let Err(e) = std::net::TcpListener::bind(addr) {
             anyhow::bail!(
                 "{key}: cannot listen on {addr} ({e}); stop what holds the port or choose another"

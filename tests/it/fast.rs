@@ -57,6 +57,12 @@ fn read_head(s: &mut TcpStream) -> (u16, Vec<(String, String)>) {
     (status, headers)
 }
 
+/// Send one request on a kept-alive connection and read its `Content-Length` answer.
+fn ask(s: &mut TcpStream, request: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    s.write_all(request.as_bytes()).expect("write");
+    read_one(s)
+}
+
 /// Read exactly one response with a `Content-Length` body from a kept-alive connection.
 fn read_one(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let (status, headers) = read_head(s);
@@ -127,26 +133,19 @@ fn split_responses(mut buf: &[u8]) -> Vec<(u16, Vec<u8>)> {
 fn a_connection_keeps_working_after_a_request_pingora_served() {
     let (m, _gw, host, mut s) = lean();
     // 1: served by the lean loop.
-    s.write_all(format!("GET /bytes/3 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
-        .expect("write");
-    let (status, _, body) = read_one(&mut s);
+    let (status, _, body) = ask(
+        &mut s,
+        &format!("GET /bytes/3 HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    );
     assert_eq!((status, body.len()), (200, 3));
     // 2: a `Connection` option the loop does not know hands the request to Pingora's proxy...
-    s.write_all(
-        format!(
-            "GET /bytes/5 HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive, x-hop\r\nx-hop: 1\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .expect("write");
-    let (status, _, body) = read_one(&mut s);
+    let (status, _, body) = ask(&mut s, &format!("GET /bytes/5 HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive, x-hop\r\nx-hop: 1\r\n\r\n"));
     assert_eq!((status, body.len()), (200, 5));
     // 3: ...and the same connection serves the next one.
-    s.write_all(
-        format!("GET /bytes/4 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .expect("write");
-    let (status, headers, body) = read_one(&mut s);
+    let (status, headers, body) = ask(
+        &mut s,
+        &format!("GET /bytes/4 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    );
     assert_eq!((status, body.len()), (200, 4));
     assert_eq!(header(&headers, "connection"), Some("close"));
     let mut byte = [0u8; 1];
@@ -162,18 +161,12 @@ fn a_connection_keeps_working_after_a_request_pingora_served() {
 fn an_h2c_upgrade_offer_is_answered_over_http_1_1_by_the_lean_loop() {
     // What Java's HttpClient sends for a plain-http URL by default.
     let (m, _gw, host, mut s) = lean();
-    s.write_all(format!("GET /bytes/3 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
-        .expect("write");
-    let (status, first, _) = read_one(&mut s);
+    let (status, first, _) = ask(
+        &mut s,
+        &format!("GET /bytes/3 HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    );
     assert_eq!(status, 200);
-    s.write_all(
-        format!(
-            "GET /headers HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nx-app: 1\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .expect("write");
-    let (status, headers, body) = read_one(&mut s);
+    let (status, headers, body) = ask(&mut s, &format!("GET /headers HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nx-app: 1\r\n\r\n"));
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let seen: serde_json::Value = serde_json::from_slice(&body).expect("the echo's JSON");
     for hop in ["upgrade", "http2-settings", "connection"] {
@@ -187,14 +180,7 @@ fn an_h2c_upgrade_offer_is_answered_over_http_1_1_by_the_lean_loop() {
         header(&first, "x-connection-id")
     );
     // An upgrade to something else is still Pingora's (and still answered).
-    s.write_all(
-        format!(
-            "GET /bytes/2 HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .expect("write");
-    let (status, ws, body) = read_one(&mut s);
+    let (status, ws, body) = ask(&mut s, &format!("GET /bytes/2 HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"));
     assert_eq!((status, body.len()), (200, 2));
     assert_ne!(
         header(&ws, "x-connection-id"),
@@ -751,14 +737,7 @@ fn a_malformed_chunked_request_body_gets_a_400_naming_the_framing() {
     let (_m, _gw, host, mut s) = lean();
     // The target reads the whole body before it answers, so nothing of its answer has gone to
     // the client when the bad chunk size arrives.
-    s.write_all(
-        format!(
-            "POST /collect HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"
-        )
-        .as_bytes(),
-    )
-    .expect("write");
-    let (status, headers, body) = read_one(&mut s);
+    let (status, headers, body) = ask(&mut s, &format!("POST /collect HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"));
     let text = String::from_utf8_lossy(&body);
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("malformed_chunked_body"), "{text}");
