@@ -63,7 +63,8 @@ EOF
 fi
 
 echo "== podman build -f Containerfile (a clean checkout of HEAD, so a local target/ is not sent)"
-git -C "$repo" archive --format=tar HEAD | tar -C "$work" --one-top-level=src -x
+mkdir "$work/src"
+git -C "$repo" archive --format=tar HEAD | tar -C "$work/src" -x
 podman build "${build_opts[@]}" -t "$image" -f "$work/src/Containerfile" "$work/src"
 
 # The chart's securityContext, as podman options.
