@@ -2,7 +2,9 @@
 # Build the image from ./Containerfile with podman and run it the way the Helm chart does
 # (user 65532, read-only root filesystem, all capabilities dropped, no privilege escalation,
 # a tmpfs at /tmp): `mtls-gateway check` on a config mounted read-only, then the demo
-# (`demo --once`), which must print that the target received the client certificate.
+# (`demo --once`), which must print that the target received the client certificate, then
+# the chart's rendered file-store pod (tests/helm_render.py --podman; needs python3 with
+# pyyaml and cryptography, and fetches Helm's Go library from PyPI).
 #
 # Not part of .ci/run: the image build compiles the gateway again inside the builder (about
 # 15 minutes on 2 cores), and it needs podman. Run it by hand:
@@ -89,4 +91,7 @@ out=$(podman run --rm "${run_opts[@]}" "${hardened[@]}" "$image" demo --port 0 -
 echo "$out"
 grep -q '^OK: the target received the demo client certificate' <<<"$out" || {
   echo "FAIL: the demo did not report the client certificate" >&2; exit 1; }
+echo "== the chart's file-store pod under podman (tests/helm_render.py --podman): its securityContext,"
+echo "   mounts (ConfigMap, Secret with a stand-in JWKS, PVC and /tmp owned by fsGroup), probes, SIGTERM"
+python3 "$repo/tests/helm_render.py" --fetch --podman "$image"
 echo "container_check: passed"

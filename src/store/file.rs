@@ -93,13 +93,27 @@ impl FileStore {
                 )));
             }
             Ok(m) => {
-                if m.permissions().mode() & 0o077 != 0 {
-                    log::warn!(
-                        "file store directory {} is accessible to group/others (mode {:o}); \
-                         chmod 700 it",
-                        root.display(),
-                        m.permissions().mode() & 0o777
-                    );
+                let mode = m.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    let me = nix::unistd::geteuid().as_raw();
+                    if m.uid() == me {
+                        log::warn!(
+                            "file store directory {} is accessible to group/others (mode {mode:o}); \
+                             chmod 700 it",
+                            root.display()
+                        );
+                    } else {
+                        // A mounted volume's root (Kubernetes: root-owned, group fsGroup, 2775):
+                        // this process cannot chmod it.
+                        log::warn!(
+                            "file store directory {} is accessible to group/others (mode {mode:o}) \
+                             and owned by uid {}, not by this process (uid {me}), so it cannot be \
+                             made private; point store.path at a subdirectory of it, which the \
+                             gateway creates with mode 0700",
+                            root.display(),
+                            m.uid()
+                        );
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

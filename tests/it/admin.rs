@@ -79,7 +79,7 @@ impl log::Log for Capture {
 }
 
 /// Installs the capturing logger (once per process); false when another logger was first.
-fn capture_logs() -> bool {
+pub(crate) fn capture_logs() -> bool {
     *CAPTURING.get_or_init(|| {
         let ok = log::set_logger(&CAPTURE).is_ok();
         if ok {
@@ -89,7 +89,7 @@ fn capture_logs() -> bool {
     })
 }
 
-fn log_lines() -> Vec<String> {
+pub(crate) fn log_lines() -> Vec<String> {
     LINES.lock().map(|l| l.clone()).unwrap_or_default()
 }
 

@@ -384,3 +384,44 @@ fn open_refuses_a_symlink_or_a_file() {
     let err = FileStore::open(&file).expect_err("file");
     assert!(err.to_string().contains("not a directory"), "{err}");
 }
+
+/// A group-writable store directory this process does not own (a Kubernetes volume's root:
+/// root-owned, group fsGroup, mode 2775) cannot be made private by the gateway: the warning
+/// says to use a subdirectory, as the Helm chart does, not "chmod 700". The subdirectory, made
+/// by the gateway with mode 0700, draws no warning. Needs root (to give the directory another
+/// owner); skipped otherwise.
+#[test]
+fn a_store_directory_owned_by_another_user_gets_a_warning_naming_the_subdirectory_fix() {
+    if !crate::admin::capture_logs() {
+        eprintln!("skipped: another logger was installed first");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let volume = tmp.path().join("volume");
+    fs::create_dir(&volume).expect("mkdir");
+    fs::set_permissions(&volume, fs::Permissions::from_mode(0o2775)).expect("chmod");
+    let other = nix::unistd::Uid::from_raw(4242);
+    if nix::unistd::chown(&volume, Some(other), None).is_err() {
+        eprintln!("skipped: giving the directory another owner needs root");
+        return;
+    }
+    FileStore::open(&volume).expect("open the volume root");
+    let at = |dir: &Path| -> Vec<String> {
+        let name = format!("directory {} ", dir.display());
+        crate::admin::log_lines()
+            .into_iter()
+            .filter(|l| l.starts_with("WARN") && l.contains(&name))
+            .collect()
+    };
+    let warned = at(&volume);
+    assert!(
+        warned.len() == 1
+            && warned[0].contains("owned by uid 4242")
+            && warned[0].contains("point store.path at a subdirectory"),
+        "{warned:?}"
+    );
+    let store = volume.join("store");
+    FileStore::open(&store).expect("open the subdirectory");
+    assert_eq!(mode(&store), 0o700);
+    assert!(at(&store).is_empty(), "{:?}", at(&store));
+}

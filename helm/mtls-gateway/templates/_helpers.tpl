@@ -212,7 +212,9 @@ snake_case names; optional keys are left out when their value is empty.
 {{- end -}}
 {{- $_ := set $store "vault" $vault -}}
 {{- else -}}
-{{- $_ := set $store "path" .Values.store.file.path -}}
+{{- /* The store lives in a subdirectory the gateway creates with mode 0700: the volume's own
+       root belongs to root and fsGroup (2775 on most volume types), too open for keys. */ -}}
+{{- $_ := set $store "path" (printf "%s/store" (trimSuffix "/" .Values.store.file.path)) -}}
 {{- end -}}
 {{- $caFiles := list -}}
 {{- range $i, $ref := .Values.upstream.caSecrets -}}
