@@ -34,10 +34,14 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
+import urllib.error
+import urllib.request
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -689,7 +693,6 @@ def gateway_check_problems(gateway: Path) -> list[str]:
 
 
 def _free_ports(n: int) -> list[int]:
-    import socket
     socks = [socket.socket() for _ in range(n)]
     try:
         for so in socks:
@@ -701,8 +704,6 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _http_status(url: str, timeout: float) -> int | None:
-    import urllib.error
-    import urllib.request
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             return r.status
@@ -830,7 +831,6 @@ def run_pod_under_podman(helm: Helm, image: str, work: Path) -> list[str]:
     if started.returncode != 0:
         return [f"podman run failed: {started.stderr.strip()}"]
     try:
-        import time
         probes = {}
         for kind in ("readinessProbe", "livenessProbe"):
             pr = c.get(kind, {}).get("httpGet")
@@ -877,8 +877,6 @@ def run_pod_under_podman(helm: Helm, image: str, work: Path) -> list[str]:
 
 
 def _http_status_via_proxy(proxy_port: int, url: str) -> tuple[int | None, str]:
-    import urllib.error
-    import urllib.request
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{proxy_port}"}))
     try:
         with opener.open(url, timeout=5) as r:
