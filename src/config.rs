@@ -758,10 +758,12 @@ impl Config {
 
 /// Two listeners on one port would not both bind: Pingora retries for 30 s, then that service
 /// stops while the process runs on without it. Refuse the config instead, naming both keys.
+/// Port 0 (any free port, chosen at bind) never clashes.
 fn distinct_listeners(all: &[(String, SocketAddr)]) -> Result<(), ConfigError> {
     for (i, (ka, a)) in all.iter().enumerate() {
         for (kb, b) in &all[i + 1..] {
-            let overlap = a.port() == b.port()
+            let overlap = a.port() != 0
+                && a.port() == b.port()
                 && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified());
             if overlap {
                 return Err(err(

@@ -99,6 +99,16 @@ fn each_kind_of_bad_config_gives_a_one_line_error_naming_the_key_and_exit_64() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// Port 0 means "any free port" for each listener on its own, so two listeners on port 0 are
+/// not a clash (the overlap check once refused them).
+#[test]
+fn listeners_on_port_0_do_not_count_as_overlapping() {
+    let (code, err) = check(
+        "proxy:\n  listen: [\"127.0.0.1:0\"]\nops:\n  listen: \"127.0.0.1:0\"\nadmin:\n  listen: \"127.0.0.1:0\"\n",
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
 /// A proxy port another process holds: the gateway exits at once with the key and the address,
 /// where Pingora alone retried for 30 s and then ran on without a proxy listener.
 #[test]
