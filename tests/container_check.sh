@@ -28,16 +28,11 @@ need() { command -v "$1" >/dev/null || { echo "container_check: $1 not found; $2
 need podman "install it (Debian: apt-get install podman)"
 
 # podman's defaults that fail in some sandboxes (cgroup v1 hybrid mounts, limits it may not
-# raise): build with chroot isolation, run with limits at or below the current hard limits.
+# raise): build with chroot isolation; the run options come from tests/helm_render.py, which
+# runs the chart's pod with the same ones.
 build_opts=(--isolation chroot --network host)
-nofile=$(ulimit -Hn)
-[ "$nofile" = unlimited ] && nofile=1048576
-run_opts=(--network host --ulimit "nofile=1024:$nofile" --ulimit nproc=4096:4096)
-if [ "$(stat -fc %T /sys/fs/cgroup)" = tmpfs ]; then
-  # cgroup v1 (or hybrid): crun refuses it, runc with cgroupfs works.
-  need runc "install it (Debian: apt-get install runc)"
-  run_opts+=(--runtime runc --cgroup-manager cgroupfs)
-fi
+mapfile -t run_opts < <(python3 "$repo/tests/helm_render.py" --podman-run-opts)
+[ "${#run_opts[@]}" -gt 0 ] || { echo "container_check: no podman run options" >&2; exit 2; }
 
 if [ "${STAND_IN:-0}" = 1 ]; then
   need debootstrap "install it (Debian: apt-get install debootstrap)"

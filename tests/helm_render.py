@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -703,25 +704,34 @@ def _free_ports(n: int) -> list[int]:
             so.close()
 
 
-def _http_status(url: str, timeout: float) -> int | None:
+def _http_get(url: str, timeout: float, proxy: str | None = None) -> tuple[int | None, str]:
+    """Status and body of a GET (through an HTTP proxy if given); None and the error when no
+    answer came."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy} if proxy else {}))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status
+        with opener.open(url, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
     except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return None
+        return e.code, e.read().decode(errors="replace")
+    except OSError as e:
+        return None, str(e)
 
 
 def podman_runtime_opts() -> list[str]:
-    """podman options for these sandboxes: cgroup v1 mounts need runc with cgroupfs, and the
-    runtime may not raise limits above the current hard limits."""
-    opts = ["--network", "host", "--ulimit", f"nofile=1024:{os.sysconf('SC_OPEN_MAX')}", "--ulimit", "nproc=4096:4096"]
+    """`podman run` options for these sandboxes (tests/container_check.sh uses them too, through
+    --podman-run-opts): cgroup v1 mounts need runc with cgroupfs, and the runtime may not raise
+    limits above the current hard limits."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        hard = 1048576
+    opts = ["--network", "host", "--ulimit", f"nofile=1024:{hard}", "--ulimit", "nproc=4096:4096"]
     try:
         cgroup_fs = subprocess.run(["stat", "-fc", "%T", "/sys/fs/cgroup"], capture_output=True, text=True).stdout.strip()
     except OSError:
         cgroup_fs = ""
-    if cgroup_fs == "tmpfs" and shutil.which("runc"):
+    if cgroup_fs == "tmpfs":  # cgroup v1 or hybrid: crun refuses it
+        if not shutil.which("runc"):
+            raise SystemExit("podman: cgroup v1 here needs runc (Debian: apt-get install runc)")
         opts += ["--runtime", "runc", "--cgroup-manager", "cgroupfs"]
     return opts
 
@@ -844,14 +854,14 @@ def run_pod_under_podman(helm: Helm, image: str, work: Path) -> list[str]:
         deadline = time.monotonic() + window
         status = {k: None for k in probes}
         while time.monotonic() < deadline and any(v != 200 for v in status.values()):
-            status = {k: _http_status(u, rp.get("timeoutSeconds", 1)) for k, u in probes.items()}
+            status = {k: _http_get(u, rp.get("timeoutSeconds", 1))[0] for k, u in probes.items()}
             if any(v != 200 for v in status.values()):
                 time.sleep(0.5)
         for k, v in status.items():
             expect(v == 200, f"{k} {probes[k]} answered {v} within {window} s", problems)
         # A request through the proxy port, to a target no mapping names: the gateway itself
         # refuses it with its JSON error (400 without a default account, 403 without a mapping).
-        proxied, body = _http_status_via_proxy(proxy_port, "http://unmapped.invalid/")
+        proxied, body = _http_get("http://unmapped.invalid/", 5, proxy=f"http://127.0.0.1:{proxy_port}")
         expect(proxied in (400, 403) and '"error"' in body,
                f"a request through the proxy port got {proxied} {body[:200]!r}, expected the gateway's JSON refusal",
                problems)
@@ -876,17 +886,6 @@ def run_pod_under_podman(helm: Helm, image: str, work: Path) -> list[str]:
     return problems
 
 
-def _http_status_via_proxy(proxy_port: int, url: str) -> tuple[int | None, str]:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{proxy_port}"}))
-    try:
-        with opener.open(url, timeout=5) as r:
-            return r.status, r.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-    except OSError as e:
-        return None, str(e)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lib", help="path to libhelm_sdkpy.so")
@@ -894,7 +893,11 @@ def main() -> int:
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "mtls-gateway"), help="cache directory for the library")
     ap.add_argument("--gateway", help="an mtls-gateway binary: run `check` on every rendered config (stand-in files)")
     ap.add_argument("--podman", metavar="IMAGE", help="run the file-store Deployment's pod from IMAGE under podman (see run_pod_under_podman)")
+    ap.add_argument("--podman-run-opts", action="store_true", help="print the `podman run` options this machine needs, one per line, and exit")
     args = ap.parse_args()
+    if args.podman_run_opts:
+        print("\n".join(podman_runtime_opts()))
+        return 0
 
     lib = find_library(args, Path(args.cache))
     if not lib or not lib.exists():
