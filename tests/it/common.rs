@@ -316,23 +316,11 @@ impl Gw {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn wait_ready(&self) {
-        assert!(self.wait_ready_inner(None));
-    }
-
     /// Wait until ready; false if the process exited first.
     fn wait_ready_or_exit(&mut self) -> bool {
-        let child = self.child.take();
-        let mut child = child.expect("a started gateway");
-        let ready = self.wait_ready_inner(Some(&mut child));
-        self.child = Some(child);
-        ready
-    }
-
-    fn wait_ready_inner(&self, mut child: Option<&mut Child>) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(c) = child.as_mut() {
+            if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(_)) = c.try_wait() {
                     return false;
                 }
