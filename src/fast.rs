@@ -7,7 +7,8 @@
 //! (see docs/performance.md). This module serves the common case with a parse-once, copy-through
 //! loop and its own upstream pool, and hands anything unusual to Pingora unchanged.
 //!
-//! Served here: HTTP/1.1 and HTTP/1.0 requests, any method but CONNECT; request bodies with a
+//! Served here: HTTP/1.1 and HTTP/1.0 requests (CONNECT is refused with the gateway's own 405,
+//! which says to send plain `http://` URLs instead); request bodies with a
 //! `Content-Length` up to 64 KiB are read whole before they are sent (so the request can be sent
 //! again on a new connection), larger ones, `Transfer-Encoding: chunked` ones and those after
 //! `Expect: 100-continue` are streamed: sent on as they arrive *while* the answer is relayed (a
@@ -25,7 +26,7 @@
 //! `Transfer-Encoding`, `Expect` values other than `100-continue`, `Upgrade` other than an `h2c`
 //! offer (which is ignored, as RFC 9113 3.1 allows: the answer is HTTP/1.1), `Connection`
 //! options other than `close`/`keep-alive` (and `upgrade`/`http2-settings` with that offer),
-//! CONNECT, heads that do not parse or are larger than 64 KiB. After such a request the
+//! heads that do not parse or are larger than 64 KiB. After such a request the
 //! connection comes back to this loop. HTTP/2 with prior knowledge (h2c) is not served: such a
 //! client gets a GOAWAY frame with `HTTP_1_1_REQUIRED` and the reason.
 //!
@@ -779,7 +780,30 @@ impl ProxyApp {
             return Prep::Full;
         };
         if method == http::Method::CONNECT {
-            return Prep::Full;
+            // Refused by `route` with the gateway's own answer (what to do instead). Pingora
+            // would answer an empty 405 before any filter runs. No body framing applies to a
+            // CONNECT request, so the answer closes the connection.
+            let head = Head {
+                method,
+                uri,
+                headers: req.headers,
+            };
+            let mut ctx = Ctx::new();
+            ctx._inflight = Some(self.gw.inflight.enter());
+            let refused = self
+                .gw
+                .rate_limit(peer, &head)
+                .and_then(|()| self.gw.route(&head, &mut ctx));
+            return match refused {
+                Err(r) => Prep::Refused {
+                    refusal: Box::new((ctx, r)),
+                    head_len,
+                    drain: None,
+                    close: true,
+                    http10,
+                },
+                Ok(()) => Prep::Full,
+            };
         }
         let mut body_len: Option<u64> = None;
         let mut chunked = false;
