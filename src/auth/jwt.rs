@@ -14,9 +14,19 @@
 //! string) contains the admin role (default `admin`) may act on every account. A claim name is
 //! looked up as a top-level key first, then as a dotted path (`realm_access.roles`).
 //!
-//! The JWKS file is read once at startup; rotating keys needs a restart (or a config reload).
+//! Key files (`jwks_file`, `public_key_file`, `secret_file`) are followed without a restart: each
+//! verification stats the file (about a microsecond; admin requests only) and re-reads it when
+//! its size, modification time or inode changed, so a rotated key is accepted and a removed one
+//! refused from the next request on (a Kubernetes Secret or ConfigMap update, an atomic rename,
+//! an edit in place). A file that no longer loads (missing, half written, no usable key) is
+//! reported once as a warning naming the field, and the keys loaded before stay in use.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use log::{info, warn};
+use parking_lot::Mutex;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
@@ -142,7 +152,7 @@ impl JwtSettings {
 
         let has_secret =
             self.secret.is_some() || self.secret_env.is_some() || self.secret_file.is_some();
-        let keys = match (algorithm, &self.public_key_file, &self.jwks_file) {
+        let source = match (algorithm, &self.public_key_file, &self.jwks_file) {
             (_, Some(_), Some(_)) => {
                 return Err(format!(
                     "{path}: both public_key_file and jwks_file are set; keep one"
@@ -154,7 +164,13 @@ impl JwtSettings {
                         "{path}: jwks_file and a secret are both set; keep one"
                     ));
                 }
-                load_jwks(path, &resolve(jwks, base_dir), algorithm)?
+                let file = resolve(jwks, base_dir);
+                let at = path.to_string();
+                KeySource::new(
+                    format!("{path}.jwks_file"),
+                    file.clone(),
+                    Box::new(move || load_jwks(&at, &file, algorithm)),
+                )?
             }
             (Algorithm::HS256, Some(_), None) => {
                 return Err(format!(
@@ -162,20 +178,37 @@ impl JwtSettings {
                 ))
             }
             (Algorithm::HS256, None, None) => {
-                let secret = load_secret(
-                    path,
-                    self.secret.as_ref(),
-                    self.secret_env.as_deref(),
-                    self.secret_file.as_deref(),
-                    base_dir,
-                )?;
-                if secret.expose().len() < MIN_HS256_SECRET {
-                    return Err(format!(
-                        "{path}: the HS256 secret is {} bytes; use at least {MIN_HS256_SECRET} random bytes",
-                        secret.expose().len()
-                    ));
+                let (at, secret, env, file) = (
+                    path.to_string(),
+                    self.secret.clone(),
+                    self.secret_env.clone(),
+                    self.secret_file.clone(),
+                );
+                let base = base_dir.map(Path::to_path_buf);
+                let load = move || {
+                    let secret = load_secret(
+                        &at,
+                        secret.as_ref(),
+                        env.as_deref(),
+                        file.as_deref(),
+                        base.as_deref(),
+                    )?;
+                    if secret.expose().len() < MIN_HS256_SECRET {
+                        return Err(format!(
+                            "{at}: the HS256 secret is {} bytes; use at least {MIN_HS256_SECRET} random bytes",
+                            secret.expose().len()
+                        ));
+                    }
+                    Ok(vec![(None, DecodingKey::from_secret(secret.expose()))])
+                };
+                match &self.secret_file {
+                    Some(f) => KeySource::new(
+                        format!("{path}.secret_file"),
+                        resolve(f, base_dir),
+                        Box::new(load),
+                    )?,
+                    None => KeySource::fixed(load()?),
                 }
-                vec![(None, DecodingKey::from_secret(secret.expose()))]
             }
             (_, _, _) if has_secret => {
                 return Err(format!(
@@ -184,7 +217,13 @@ impl JwtSettings {
                 ))
             }
             (_, Some(pem), None) => {
-                vec![(None, load_public_pem(path, &resolve(pem, base_dir), algorithm)?)]
+                let file = resolve(pem, base_dir);
+                let at = path.to_string();
+                KeySource::new(
+                    format!("{path}.public_key_file"),
+                    file.clone(),
+                    Box::new(move || Ok(vec![(None, load_public_pem(&at, &file, algorithm)?)])),
+                )?
             }
             (_, None, None) => {
                 return Err(format!(
@@ -205,7 +244,8 @@ impl JwtSettings {
 
         Ok(JwtVerifier {
             algorithm,
-            keys,
+            keys: ArcSwap::from_pointee(source.1),
+            source: source.0,
             validation,
             account_claim: self.account_claim,
             roles_claim: self.roles_claim,
@@ -349,11 +389,107 @@ fn load_jwks(
     Ok(keys)
 }
 
+/// `(kid, key)`; one entry without kid for a secret or PEM key.
+type Keys = Vec<(Option<String>, DecodingKey)>;
+
+/// Size, modification time and identity of a key file: a change in any means "read it again".
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    /// `None` when the file cannot be stat'ed (then a load reports why).
+    fn of(file: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(file).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+type LoadKeys = Box<dyn Fn() -> Result<Keys, String> + Send + Sync>;
+
+/// A key file followed for changes (see the module docs).
+struct KeySource {
+    /// The config field, e.g. `auth.jwt.jwks_file`.
+    field: String,
+    file: PathBuf,
+    load: LoadKeys,
+    /// The stamp of the file when it was last read (or found unreadable).
+    seen: Mutex<Option<Stamp>>,
+}
+
+impl KeySource {
+    /// Reads the keys now (an error fails the config, as before) and follows the file.
+    fn new(
+        field: String,
+        file: PathBuf,
+        load: LoadKeys,
+    ) -> Result<(Option<KeySource>, Keys), String> {
+        // Stamp first: a change between the stat and the read is seen at the next check.
+        let seen = Stamp::of(&file);
+        let keys = load()?;
+        Ok((
+            Some(KeySource {
+                field,
+                file,
+                load,
+                seen: Mutex::new(seen),
+            }),
+            keys,
+        ))
+    }
+
+    /// Keys from the config itself (`secret`, `secret_env`): nothing to follow.
+    fn fixed(keys: Keys) -> (Option<KeySource>, Keys) {
+        (None, keys)
+    }
+
+    /// Re-reads the file into `keys` if it changed since it was last read. Concurrent callers
+    /// do not wait: one checks, the others use the keys they have.
+    fn refresh(&self, keys: &ArcSwap<Keys>) {
+        let Some(mut seen) = self.seen.try_lock() else {
+            return;
+        };
+        let now = Stamp::of(&self.file);
+        if now == *seen {
+            return;
+        }
+        *seen = now;
+        match (self.load)() {
+            Ok(k) => {
+                info!(
+                    "{}: {} changed; re-read, {} key(s) in use",
+                    self.field,
+                    self.file.display(),
+                    k.len()
+                );
+                keys.store(Arc::new(k));
+            }
+            Err(e) => warn!(
+                "{e}; the keys read before stay in use until {} loads again",
+                self.file.display()
+            ),
+        }
+    }
+}
+
 /// Verifies bearer tokens.
 pub struct JwtVerifier {
     algorithm: Algorithm,
-    /// `(kid, key)`; one entry without kid for a secret or PEM key.
-    keys: Vec<(Option<String>, DecodingKey)>,
+    keys: ArcSwap<Keys>,
+    /// The key file to follow; `None` for a secret given in the config or environment.
+    source: Option<KeySource>,
     validation: Validation,
     account_claim: String,
     roles_claim: String,
@@ -365,7 +501,11 @@ impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtVerifier")
             .field("algorithm", &self.algorithm)
-            .field("keys", &self.keys.len())
+            .field("keys", &self.keys.load().len())
+            .field(
+                "followed_file",
+                &self.source.as_ref().map(|s| s.file.display().to_string()),
+            )
             .field("issuer", &self.validation.iss)
             .field("audience", &self.validation.aud)
             .field("account_claim", &self.account_claim)
@@ -433,7 +573,11 @@ impl JwtVerifier {
             )));
         }
 
-        let key = match (&peek.kid, self.keys.as_slice()) {
+        if let Some(source) = &self.source {
+            source.refresh(&self.keys);
+        }
+        let keys = self.keys.load();
+        let key = match (&peek.kid, keys.as_slice()) {
             (_, [(None, key)]) => key,
             (Some(kid), keys) => keys
                 .iter()

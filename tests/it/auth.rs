@@ -838,6 +838,104 @@ fn jwks_keys_are_picked_by_kid() {
     ));
 }
 
+/// A JWK of `kp` with `kid`, `use: sig`, made by PyJWT (an independent implementation).
+fn jwk_of(kp: &KeyPair, kid: &str) -> Value {
+    let mut v: Value = serde_json::from_str(&python(
+        "jwt_mint.py",
+        &json!({"jwk_from_pem": kp.public_pem, "alg": "ES256"}),
+    ))
+    .expect("JWK JSON");
+    v["kid"] = kid.into();
+    v["use"] = "sig".into();
+    v
+}
+
+/// Replace `file` as a Secret update or `mv` does: write beside it, rename over it.
+fn replace_atomically(file: &Path, contents: &str) {
+    let tmp = file.with_extension("new");
+    std::fs::write(&tmp, contents).expect("write the new file");
+    std::fs::rename(&tmp, file).expect("rename over the old file");
+}
+
+#[test]
+fn a_rotated_jwks_file_is_followed_without_a_restart_and_a_broken_one_keeps_the_old_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (keypair(KeyKind::EcP256), keypair(KeyKind::EcP256));
+    let file = write(
+        dir.path(),
+        "jwks.json",
+        &json!({"keys": [jwk_of(&a, "key-a")]}).to_string(),
+    );
+    let cfg = config(&format!(
+        "jwt:\n  algorithm: ES256\n  jwks_file: {}\n  issuer: {ISS}\n  audience: {AUD}\n",
+        file.display()
+    ));
+    let c = claims(json!({}));
+    let ta = pyjwt(
+        &c,
+        "ES256",
+        Some(&a.private_pem),
+        Some(json!({"kid": "key-a"})),
+    );
+    let tb = pyjwt(
+        &c,
+        "ES256",
+        Some(&b.private_pem),
+        Some(json!({"kid": "key-b"})),
+    );
+    auth(&cfg, &bearer(&ta), Accepts::BearerOnly, NOW).expect("key-a verifies");
+    assert_eq!(
+        auth(&cfg, &bearer(&tb), Accepts::BearerOnly, NOW),
+        Err(AuthError::UnknownKey {
+            scheme: Scheme::Bearer
+        }),
+        "key-b is not in the set yet"
+    );
+
+    // Rotation: key-b in, key-a out.
+    replace_atomically(&file, &json!({"keys": [jwk_of(&b, "key-b")]}).to_string());
+    auth(&cfg, &bearer(&tb), Accepts::BearerOnly, NOW).expect("key-b verifies after rotation");
+    assert_eq!(
+        auth(&cfg, &bearer(&ta), Accepts::BearerOnly, NOW),
+        Err(AuthError::UnknownKey {
+            scheme: Scheme::Bearer
+        }),
+        "a removed key is refused from the next request on"
+    );
+
+    // Half written, then gone: the last good keys stay in use.
+    std::fs::write(&file, "{\"keys\": [").expect("truncate in place");
+    auth(&cfg, &bearer(&tb), Accepts::BearerOnly, NOW).expect("a broken file keeps key-b");
+    std::fs::remove_file(&file).expect("remove");
+    auth(&cfg, &bearer(&tb), Accepts::BearerOnly, NOW).expect("a missing file keeps key-b");
+
+    // Fixed again (edited in place): read again.
+    std::fs::write(&file, json!({"keys": [jwk_of(&a, "key-a")]}).to_string())
+        .expect("write in place");
+    auth(&cfg, &bearer(&ta), Accepts::BearerOnly, NOW).expect("key-a is back");
+    assert!(matches!(
+        auth(&cfg, &bearer(&tb), Accepts::BearerOnly, NOW),
+        Err(AuthError::UnknownKey { .. })
+    ));
+}
+
+#[test]
+fn a_replaced_public_key_file_is_followed_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (keypair(KeyKind::Rsa2048), keypair(KeyKind::Rsa2048));
+    let cfg = pem_config(dir.path(), "RS256", &a.public_pem, "");
+    let c = claims(json!({}));
+    let ta = pyjwt(&c, "RS256", Some(&a.private_pem), None);
+    let tb = pyjwt(&c, "RS256", Some(&b.private_pem), None);
+    auth(&cfg, &bearer(&ta), Accepts::BearerOnly, NOW).expect("key a verifies");
+    replace_atomically(&dir.path().join("key.pub.pem"), &b.public_pem);
+    auth(&cfg, &bearer(&tb), Accepts::BearerOnly, NOW).expect("key b verifies after the swap");
+    assert!(matches!(
+        auth(&cfg, &bearer(&ta), Accepts::BearerOnly, NOW),
+        Err(AuthError::BadSignature { .. })
+    ));
+}
+
 #[test]
 fn expired_token_is_refused_beyond_the_leeway() {
     let cfg = hs_config();
