@@ -14,19 +14,11 @@
 //! string) contains the admin role (default `admin`) may act on every account. A claim name is
 //! looked up as a top-level key first, then as a dotted path (`realm_access.roles`).
 //!
-//! Key files (`jwks_file`, `public_key_file`, `secret_file`) are followed without a restart: each
-//! verification stats the file (about a microsecond; admin requests only) and re-reads it when
-//! its size, modification time or inode changed, so a rotated key is accepted and a removed one
-//! refused from the next request on (a Kubernetes Secret or ConfigMap update, an atomic rename,
-//! an edit in place). A file that no longer loads (missing, half written, no usable key) is
-//! reported once as a warning naming the field, and the keys loaded before stay in use.
+//! Key files (`jwks_file`, `public_key_file`, `secret_file`) are followed without a restart
+//! ([`super::follow`]): a rotated key is accepted and a removed one refused from the next request
+//! on; a file that no longer loads keeps the keys read before, with a warning naming the field.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
-use log::{info, warn};
-use parking_lot::Mutex;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
@@ -36,8 +28,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::follow::Followed;
 use super::{
-    load_secret, resolve, AccountScope, AuthError, Identity, IdentityKind, Scheme, SecretString,
+    load_secret_followed, resolve, AccountScope, AuthError, Identity, IdentityKind, Scheme,
+    SecretString,
 };
 
 /// Longest bearer token looked at, bytes.
@@ -152,7 +146,7 @@ impl JwtSettings {
 
         let has_secret =
             self.secret.is_some() || self.secret_env.is_some() || self.secret_file.is_some();
-        let source = match (algorithm, &self.public_key_file, &self.jwks_file) {
+        let keys = match (algorithm, &self.public_key_file, &self.jwks_file) {
             (_, Some(_), Some(_)) => {
                 return Err(format!(
                     "{path}: both public_key_file and jwks_file are set; keep one"
@@ -166,7 +160,7 @@ impl JwtSettings {
                 }
                 let file = resolve(jwks, base_dir);
                 let at = path.to_string();
-                KeySource::new(
+                Followed::file(
                     format!("{path}.jwks_file"),
                     file.clone(),
                     Box::new(move || load_jwks(&at, &file, algorithm)),
@@ -177,22 +171,13 @@ impl JwtSettings {
                     "{path}.public_key_file: not used with HS256; set secret, secret_env or secret_file (or use RS256/ES256)"
                 ))
             }
-            (Algorithm::HS256, None, None) => {
-                let (at, secret, env, file) = (
-                    path.to_string(),
-                    self.secret.clone(),
-                    self.secret_env.clone(),
-                    self.secret_file.clone(),
-                );
-                let base = base_dir.map(Path::to_path_buf);
-                let load = move || {
-                    let secret = load_secret(
-                        &at,
-                        secret.as_ref(),
-                        env.as_deref(),
-                        file.as_deref(),
-                        base.as_deref(),
-                    )?;
+            (Algorithm::HS256, None, None) => load_secret_followed(
+                path,
+                self.secret.as_ref(),
+                self.secret_env.as_deref(),
+                self.secret_file.as_deref(),
+                base_dir,
+                |at, secret| {
                     if secret.expose().len() < MIN_HS256_SECRET {
                         return Err(format!(
                             "{at}: the HS256 secret is {} bytes; use at least {MIN_HS256_SECRET} random bytes",
@@ -200,16 +185,8 @@ impl JwtSettings {
                         ));
                     }
                     Ok(vec![(None, DecodingKey::from_secret(secret.expose()))])
-                };
-                match &self.secret_file {
-                    Some(f) => KeySource::new(
-                        format!("{path}.secret_file"),
-                        resolve(f, base_dir),
-                        Box::new(load),
-                    )?,
-                    None => KeySource::fixed(load()?),
-                }
-            }
+                },
+            )?,
             (_, _, _) if has_secret => {
                 return Err(format!(
                     "{path}: secret, secret_env and secret_file are for HS256 only; remove them and set public_key_file or jwks_file for {}",
@@ -219,7 +196,7 @@ impl JwtSettings {
             (_, Some(pem), None) => {
                 let file = resolve(pem, base_dir);
                 let at = path.to_string();
-                KeySource::new(
+                Followed::file(
                     format!("{path}.public_key_file"),
                     file.clone(),
                     Box::new(move || Ok(vec![(None, load_public_pem(&at, &file, algorithm)?)])),
@@ -244,8 +221,7 @@ impl JwtSettings {
 
         Ok(JwtVerifier {
             algorithm,
-            keys: ArcSwap::from_pointee(source.1),
-            source: source.0,
+            keys,
             validation,
             account_claim: self.account_claim,
             roles_claim: self.roles_claim,
@@ -392,104 +368,10 @@ fn load_jwks(
 /// `(kid, key)`; one entry without kid for a secret or PEM key.
 type Keys = Vec<(Option<String>, DecodingKey)>;
 
-/// Size, modification time and identity of a key file: a change in any means "read it again".
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Stamp {
-    /// `None` when the file cannot be stat'ed (then a load reports why).
-    fn of(file: &Path) -> Option<Stamp> {
-        use std::os::unix::fs::MetadataExt as _;
-        let m = std::fs::metadata(file).ok()?;
-        Some(Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        })
-    }
-}
-
-type LoadKeys = Box<dyn Fn() -> Result<Keys, String> + Send + Sync>;
-
-/// A key file followed for changes (see the module docs).
-struct KeySource {
-    /// The config field, e.g. `auth.jwt.jwks_file`.
-    field: String,
-    file: PathBuf,
-    load: LoadKeys,
-    /// The stamp of the file when it was last read (or found unreadable).
-    seen: Mutex<Option<Stamp>>,
-}
-
-impl KeySource {
-    /// Reads the keys now (an error fails the config, as before) and follows the file.
-    fn new(
-        field: String,
-        file: PathBuf,
-        load: LoadKeys,
-    ) -> Result<(Option<KeySource>, Keys), String> {
-        // Stamp first: a change between the stat and the read is seen at the next check.
-        let seen = Stamp::of(&file);
-        let keys = load()?;
-        Ok((
-            Some(KeySource {
-                field,
-                file,
-                load,
-                seen: Mutex::new(seen),
-            }),
-            keys,
-        ))
-    }
-
-    /// Keys from the config itself (`secret`, `secret_env`): nothing to follow.
-    fn fixed(keys: Keys) -> (Option<KeySource>, Keys) {
-        (None, keys)
-    }
-
-    /// Re-reads the file into `keys` if it changed since it was last read. Concurrent callers
-    /// do not wait: one checks, the others use the keys they have.
-    fn refresh(&self, keys: &ArcSwap<Keys>) {
-        let Some(mut seen) = self.seen.try_lock() else {
-            return;
-        };
-        let now = Stamp::of(&self.file);
-        if now == *seen {
-            return;
-        }
-        *seen = now;
-        match (self.load)() {
-            Ok(k) => {
-                info!(
-                    "{}: {} changed; re-read, {} key(s) in use",
-                    self.field,
-                    self.file.display(),
-                    k.len()
-                );
-                keys.store(Arc::new(k));
-            }
-            Err(e) => warn!(
-                "{e}; the keys read before stay in use until {} loads again",
-                self.file.display()
-            ),
-        }
-    }
-}
-
 /// Verifies bearer tokens.
 pub struct JwtVerifier {
     algorithm: Algorithm,
-    keys: ArcSwap<Keys>,
-    /// The key file to follow; `None` for a secret given in the config or environment.
-    source: Option<KeySource>,
+    keys: Followed<Keys>,
     validation: Validation,
     account_claim: String,
     roles_claim: String,
@@ -501,11 +383,7 @@ impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtVerifier")
             .field("algorithm", &self.algorithm)
-            .field("keys", &self.keys.load().len())
-            .field(
-                "followed_file",
-                &self.source.as_ref().map(|s| s.file.display().to_string()),
-            )
+            .field("keys", &self.keys)
             .field("issuer", &self.validation.iss)
             .field("audience", &self.validation.aud)
             .field("account_claim", &self.account_claim)
@@ -573,10 +451,7 @@ impl JwtVerifier {
             )));
         }
 
-        if let Some(source) = &self.source {
-            source.refresh(&self.keys);
-        }
-        let keys = self.keys.load();
+        let keys = self.keys.current();
         let key = match (&peek.kid, keys.as_slice()) {
             (_, [(None, key)]) => key,
             (Some(kid), keys) => keys

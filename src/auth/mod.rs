@@ -48,6 +48,7 @@
 //!
 //! Nothing here logs, and no error message carries a secret, a signature or a token.
 
+pub(crate) mod follow;
 pub mod jwt;
 pub mod nonce;
 pub mod oauth1;
@@ -398,6 +399,35 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// [`load_secret`], with a `secret_file` followed for changes (see [`follow`]); a secret given
+/// inline or by environment variable is fixed. `check` runs on every value read (e.g. a minimum
+/// length) and its error fails the config at start, or keeps the last good value later.
+pub(crate) fn load_secret_followed<T: 'static>(
+    path: &str,
+    secret: Option<&SecretString>,
+    secret_env: Option<&str>,
+    secret_file: Option<&Path>,
+    base_dir: Option<&Path>,
+    check: impl Fn(&str, Secret) -> Result<T, String> + Send + Sync + 'static,
+) -> Result<follow::Followed<T>, String> {
+    match (secret, secret_env, secret_file) {
+        (None, None, Some(file)) => {
+            let at = path.to_string();
+            let file = resolve(file, base_dir);
+            let f = file.clone();
+            follow::Followed::file(
+                format!("{path}.secret_file"),
+                file,
+                Box::new(move || check(&at, load_secret(&at, None, None, Some(&f), None)?)),
+            )
+        }
+        _ => Ok(follow::Followed::fixed(check(
+            path,
+            load_secret(path, secret, secret_env, secret_file, base_dir)?,
+        )?)),
     }
 }
 

@@ -34,8 +34,8 @@ use sha2::Sha256;
 
 use super::nonce::{NonceCache, NonceStats, DEFAULT_CAPACITY, MAX_NONCE_LEN};
 use super::{
-    load_secret, AccountScope, AuthError, Identity, IdentityKind, RequestParts, Scheme, Secret,
-    SecretString,
+    follow::Followed, load_secret_followed, AccountScope, AuthError, Identity, IdentityKind,
+    RequestParts, Scheme, Secret, SecretString,
 };
 
 /// Default accepted clock difference between client and gateway, seconds.
@@ -152,12 +152,13 @@ impl OAuth1Settings {
                     "{kp}.accounts: {bad:?} is not an account id; use the LP site id, e.g. \"12345678\""
                 ));
             }
-            let secret = load_secret(
+            let secret = load_secret_followed(
                 &kp,
                 k.secret.as_ref(),
                 k.secret_env.as_deref(),
                 k.secret_file.as_deref(),
                 base_dir,
+                |_, s| Ok(s),
             )?;
             let mut tokens = HashMap::new();
             for (j, t) in k.tokens.into_iter().enumerate() {
@@ -165,14 +166,15 @@ impl OAuth1Settings {
                 if t.token.is_empty() {
                     return Err(format!("{tp}.token: empty; set the oauth_token value"));
                 }
-                let s = load_secret(
+                let s = load_secret_followed(
                     &tp,
                     t.secret.as_ref(),
                     t.secret_env.as_deref(),
                     t.secret_file.as_deref(),
                     base_dir,
+                    |_, s| Ok(s),
                 )?;
-                if tokens.insert(t.token, s).is_some() {
+                if tokens.insert(t.token, Arc::new(s)).is_some() {
                     return Err(format!(
                         "{tp}.token: configured twice for this key; keep one"
                     ));
@@ -183,7 +185,7 @@ impl OAuth1Settings {
             } else {
                 AccountScope::Only(k.accounts)
             };
-            let mut key = AppKey::new(k.key, secret, scope, k.internal);
+            let mut key = AppKey::followed(k.key, secret, scope, k.internal);
             key.tokens = tokens;
             keys.push(key);
         }
@@ -195,22 +197,32 @@ impl OAuth1Settings {
     }
 }
 
-/// A verified app key: its secret, scope and optional token secrets.
+/// A verified app key: its secret, scope and optional token secrets. A secret from a
+/// `secret_file` is followed: a rotated file is used from the next request on.
 #[derive(Debug, Clone)]
 pub struct AppKey {
     key: Arc<str>,
-    secret: Secret,
+    secret: Arc<Followed<Secret>>,
     scope: AccountScope,
     internal: bool,
-    tokens: HashMap<String, Secret>,
+    tokens: HashMap<String, Arc<Followed<Secret>>>,
 }
 
 impl AppKey {
     /// An app key with no 3-legged tokens. `internal` keys should have [`AccountScope::All`].
     pub fn new(key: String, secret: Secret, scope: AccountScope, internal: bool) -> Self {
+        AppKey::followed(key, Followed::fixed(secret), scope, internal)
+    }
+
+    fn followed(
+        key: String,
+        secret: Followed<Secret>,
+        scope: AccountScope,
+        internal: bool,
+    ) -> Self {
         AppKey {
             key: Arc::from(key),
-            secret,
+            secret: Arc::new(secret),
             scope,
             internal,
             tokens: HashMap::new(),
@@ -219,7 +231,7 @@ impl AppKey {
 
     /// Adds a token and its secret (3-legged signing).
     pub fn with_token(mut self, token: String, secret: Secret) -> Self {
-        self.tokens.insert(token, secret);
+        self.tokens.insert(token, Arc::new(Followed::fixed(secret)));
         self
     }
 }
@@ -336,13 +348,20 @@ impl OAuth1Verifier {
             });
         }
 
-        let token_secret: &[u8] = get("oauth_token")
+        let token_secret = get("oauth_token")
             .and_then(|t| key.tokens.get(t))
-            .map(Secret::expose)
-            .unwrap_or(b"");
+            .map(|s| s.current());
+        let token_secret: &[u8] = token_secret.as_ref().map_or(b"", |s| s.expose());
+        let consumer_secret = key.secret.current();
         let base = signature_base_string(req, &header)?;
         let provided = B64.decode(signature).map_err(|_| BAD_SIGNATURE)?;
-        if !verify_hmac(method, key.secret.expose(), token_secret, &base, &provided) {
+        if !verify_hmac(
+            method,
+            consumer_secret.expose(),
+            token_secret,
+            &base,
+            &provided,
+        ) {
             return Err(BAD_SIGNATURE);
         }
 

@@ -369,6 +369,29 @@ fn oauthlib_get_with_query_is_accepted_and_scoped_to_the_key_accounts() {
 }
 
 #[test]
+fn a_rotated_app_key_secret_file_is_followed_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "app-123.secret", "old-secret\n");
+    let cfg = config(&format!(
+        "oauth1:\n  keys:\n    - key: app-123\n      secret_file: {}\n      accounts: [\"123\"]\n",
+        file.display()
+    ));
+    let url = "https://gw.example/mtls/account/123/certificates";
+    let signed = |secret: &str| Sign::get(url, "app-123", secret).send("gw.example");
+    auth(&cfg, &signed("old-secret"), Accepts::Either, NOW).expect("the old secret verifies");
+    replace_atomically(&file, "new-secret\n");
+    auth(&cfg, &signed("new-secret"), Accepts::Either, NOW + 1)
+        .expect("the new secret verifies after rotation");
+    assert!(matches!(
+        auth(&cfg, &signed("old-secret"), Accepts::Either, NOW + 2),
+        Err(AuthError::BadSignature { .. })
+    ));
+    std::fs::remove_file(&file).expect("remove");
+    auth(&cfg, &signed("new-secret"), Accepts::Either, NOW + 3)
+        .expect("a missing file keeps the last secret");
+}
+
+#[test]
 fn oauthlib_post_with_form_body_is_accepted() {
     let cfg = oauth_config();
     let req = Sign::post(
