@@ -46,7 +46,8 @@
 //!     leeway_secs: 30                # default
 //! ```
 //!
-//! Nothing here logs, and no error message carries a secret, a signature or a token.
+//! Nothing here logs a secret, a signature or a token, and no error message carries one; the only
+//! log lines are [`follow`]'s, when a key or secret file changes (field and path).
 
 pub(crate) mod follow;
 pub mod jwt;
@@ -382,7 +383,7 @@ impl fmt::Debug for SecretString {
     }
 }
 
-/// Secret bytes, loaded once; `Debug` never shows them.
+/// Secret bytes; `Debug` never shows them.
 #[derive(Clone)]
 pub struct Secret(Vec<u8>);
 
