@@ -2388,3 +2388,59 @@ async fn admin_through_the_real_binary_a_certificate_by_file_and_a_mapping_drive
     assert!(!logs.contains(PW), "the password reached the log");
     assert!(!logs.contains(&b64(&der)[..40]), "the file reached the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_jwt_secret_file_takes_effect_in_the_running_gateway_without_a_restart() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let secret_file = dir.path().join("jwt-key");
+    std::fs::write(&secret_file, format!("{JWT_SECRET}\n")).expect("write the secret");
+    let extra = format!(
+        "auth:\n  jwt:\n    algorithm: HS256\n    secret_file: {}\n    issuer: {ISS}\n    audience: {AUD}\n",
+        secret_file.display()
+    );
+    let gw = Gw::start(dir.path(), &pki.ca_path, &extra);
+    let api = Api::new(gw.admin.to_string());
+    let list = |auth: String| {
+        let api = &api;
+        async move {
+            api.call("GET", &certs_path("acc"), Auth::Raw(auth), Body::None)
+                .await
+                .status
+        }
+    };
+    assert_eq!(list(bearer_for("acc")).await, 200, "{}", gw.logs());
+
+    // Rotated as a Secret update does (a new file renamed over the old one).
+    const NEW_SECRET: &str = "rotated-hs256-secret-fedcba9876543210-xyz";
+    let tmp = dir.path().join("jwt-key.new");
+    std::fs::write(&tmp, NEW_SECRET).expect("write the new secret");
+    std::fs::rename(&tmp, &secret_file).expect("rename over");
+    let new_token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "user-of-acc", "iss": ISS, "aud": AUD, "exp": now() + 600, "accountId": "acc"}),
+        &jsonwebtoken::EncodingKey::from_secret(NEW_SECRET.as_bytes()),
+    )
+    .expect("jwt");
+    assert_eq!(
+        list(format!("Bearer {new_token}")).await,
+        200,
+        "{}",
+        gw.logs()
+    );
+    assert_eq!(
+        list(bearer_for("acc")).await,
+        401,
+        "the old secret no longer signs"
+    );
+
+    let logs = gw.logs();
+    assert!(
+        logs.contains("auth.jwt.secret_file") && logs.contains("changed; read again"),
+        "the re-read is logged with the field: {logs}"
+    );
+    assert!(
+        !logs.contains(JWT_SECRET) && !logs.contains(NEW_SECRET),
+        "a secret reached the log"
+    );
+}
