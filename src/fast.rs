@@ -752,6 +752,22 @@ impl ProxyApp {
         }
     }
 
+    /// Step 3: the gateway's logic (rate limit, mode, target, auth, mapping) for a parsed head.
+    #[inline]
+    fn decide(
+        &self,
+        peer: Option<IpAddr>,
+        head: &Head<'_>,
+    ) -> (Ctx, Result<(), crate::proxy::Refusal>) {
+        let mut ctx = Ctx::new();
+        ctx._inflight = Some(self.gw.inflight.enter());
+        let routed = self
+            .gw
+            .rate_limit(peer, head)
+            .and_then(|()| self.gw.route(head, &mut ctx));
+        (ctx, routed)
+    }
+
     /// Steps 2-4 for a buffered request head (no I/O): parse it, decide whether this loop
     /// serves it, apply the gateway's logic, and build the upstream request head.
     fn prepare(&self, buf: &[u8], peer: Option<IpAddr>) -> Prep {
@@ -788,12 +804,7 @@ impl ProxyApp {
                 uri,
                 headers: req.headers,
             };
-            let mut ctx = Ctx::new();
-            ctx._inflight = Some(self.gw.inflight.enter());
-            let refused = self
-                .gw
-                .rate_limit(peer, &head)
-                .and_then(|()| self.gw.route(&head, &mut ctx));
+            let (ctx, refused) = self.decide(peer, &head);
             return match refused {
                 Err(r) => Prep::Refused {
                     refusal: Box::new((ctx, r)),
@@ -893,12 +904,7 @@ impl ProxyApp {
         };
 
         // 3. The gateway's logic: rate limit, mode, target, auth, mapping.
-        let mut ctx = Ctx::new();
-        ctx._inflight = Some(self.gw.inflight.enter());
-        let routed = self
-            .gw
-            .rate_limit(peer, &head)
-            .and_then(|()| self.gw.route(&head, &mut ctx));
+        let (mut ctx, routed) = self.decide(peer, &head);
         if let Err(r) = routed {
             let drain = match streamed {
                 None => Some(body_len),

@@ -808,17 +808,7 @@ fn jwks_keys_are_picked_by_kid() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = keypair(KeyKind::Rsa2048);
     let b = keypair(KeyKind::Rsa2048);
-    let jwk = |kp: &KeyPair, kid: &str| {
-        let mut v: Value = serde_json::from_str(&python(
-            "jwt_mint.py",
-            &json!({"jwk_from_pem": kp.public_pem, "alg": "RS256"}),
-        ))
-        .expect("JWK JSON");
-        v["kid"] = kid.into();
-        v["use"] = "sig".into();
-        v
-    };
-    let jwks = json!({"keys": [jwk(&a, "key-a"), jwk(&b, "key-b")]});
+    let jwks = json!({"keys": [jwk_of(&a, "RS256", "key-a"), jwk_of(&b, "RS256", "key-b")]});
     let file = write(dir.path(), "jwks.json", &jwks.to_string());
     let cfg = config(&format!(
         "jwt:\n  algorithm: RS256\n  jwks_file: {}\n  issuer: {ISS}\n  audience: {AUD}\n",
@@ -861,11 +851,11 @@ fn jwks_keys_are_picked_by_kid() {
     ));
 }
 
-/// A JWK of `kp` with `kid`, `use: sig`, made by PyJWT (an independent implementation).
-fn jwk_of(kp: &KeyPair, kid: &str) -> Value {
+/// A JWK of `kp` for `alg` with `kid`, `use: sig`, made by PyJWT (an independent implementation).
+fn jwk_of(kp: &KeyPair, alg: &str, kid: &str) -> Value {
     let mut v: Value = serde_json::from_str(&python(
         "jwt_mint.py",
-        &json!({"jwk_from_pem": kp.public_pem, "alg": "ES256"}),
+        &json!({"jwk_from_pem": kp.public_pem, "alg": alg}),
     ))
     .expect("JWK JSON");
     v["kid"] = kid.into();
@@ -887,7 +877,7 @@ fn a_rotated_jwks_file_is_followed_without_a_restart_and_a_broken_one_keeps_the_
     let file = write(
         dir.path(),
         "jwks.json",
-        &json!({"keys": [jwk_of(&a, "key-a")]}).to_string(),
+        &json!({"keys": [jwk_of(&a, "ES256", "key-a")]}).to_string(),
     );
     let cfg = config(&format!(
         "jwt:\n  algorithm: ES256\n  jwks_file: {}\n  issuer: {ISS}\n  audience: {AUD}\n",
@@ -916,7 +906,10 @@ fn a_rotated_jwks_file_is_followed_without_a_restart_and_a_broken_one_keeps_the_
     );
 
     // Rotation: key-b in, key-a out.
-    replace_atomically(&file, &json!({"keys": [jwk_of(&b, "key-b")]}).to_string());
+    replace_atomically(
+        &file,
+        &json!({"keys": [jwk_of(&b, "ES256", "key-b")]}).to_string(),
+    );
     auth(&cfg, &bearer(&tb), Accepts::BearerOnly, NOW).expect("key-b verifies after rotation");
     assert_eq!(
         auth(&cfg, &bearer(&ta), Accepts::BearerOnly, NOW),
@@ -933,8 +926,11 @@ fn a_rotated_jwks_file_is_followed_without_a_restart_and_a_broken_one_keeps_the_
     auth(&cfg, &bearer(&tb), Accepts::BearerOnly, NOW).expect("a missing file keeps key-b");
 
     // Fixed again (edited in place): read again.
-    std::fs::write(&file, json!({"keys": [jwk_of(&a, "key-a")]}).to_string())
-        .expect("write in place");
+    std::fs::write(
+        &file,
+        json!({"keys": [jwk_of(&a, "ES256", "key-a")]}).to_string(),
+    )
+    .expect("write in place");
     auth(&cfg, &bearer(&ta), Accepts::BearerOnly, NOW).expect("key-a is back");
     assert!(matches!(
         auth(&cfg, &bearer(&tb), Accepts::BearerOnly, NOW),
