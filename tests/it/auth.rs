@@ -808,36 +808,20 @@ fn jwks_keys_are_picked_by_kid() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = keypair(KeyKind::Rsa2048);
     let b = keypair(KeyKind::Rsa2048);
-    let jwks = json!({"keys": [jwk_of(&a, "RS256", "key-a"), jwk_of(&b, "RS256", "key-b")]});
-    let file = write(dir.path(), "jwks.json", &jwks.to_string());
-    let cfg = config(&format!(
-        "jwt:\n  algorithm: RS256\n  jwks_file: {}\n  issuer: {ISS}\n  audience: {AUD}\n",
-        file.display()
-    ));
+    let (_, cfg) = jwks_config(
+        dir.path(),
+        "RS256",
+        &[jwk_of(&a, "RS256", "key-a"), jwk_of(&b, "RS256", "key-b")],
+    );
     let c = claims(json!({}));
-    let tb = pyjwt(
-        &c,
-        "RS256",
-        Some(&b.private_pem),
-        Some(json!({"kid": "key-b"})),
-    );
+    let tb = token_with_kid("RS256", &b, "key-b");
     auth(&cfg, &bearer(&tb), Accepts::BearerOnly, NOW).expect("key-b verifies");
-    let wrong = pyjwt(
-        &c,
-        "RS256",
-        Some(&b.private_pem),
-        Some(json!({"kid": "key-a"})),
-    );
+    let wrong = token_with_kid("RS256", &b, "key-a");
     assert!(matches!(
         auth(&cfg, &bearer(&wrong), Accepts::BearerOnly, NOW),
         Err(AuthError::BadSignature { .. })
     ));
-    let unknown = pyjwt(
-        &c,
-        "RS256",
-        Some(&a.private_pem),
-        Some(json!({"kid": "key-z"})),
-    );
+    let unknown = token_with_kid("RS256", &a, "key-z");
     assert_eq!(
         auth(&cfg, &bearer(&unknown), Accepts::BearerOnly, NOW),
         Err(AuthError::UnknownKey {
@@ -849,6 +833,26 @@ fn jwks_keys_are_picked_by_kid() {
         auth(&cfg, &bearer(&no_kid), Accepts::BearerOnly, NOW),
         Err(AuthError::Malformed { .. })
     ));
+}
+
+/// A JWKS file of `keys` in `dir`, and the config that verifies `alg` tokens against it.
+fn jwks_config(dir: &Path, alg: &str, keys: &[Value]) -> (PathBuf, AuthConfig) {
+    let file = write(dir, "jwks.json", &json!({ "keys": keys }).to_string());
+    let cfg = config(&format!(
+        "jwt:\n  algorithm: {alg}\n  jwks_file: {}\n  issuer: {ISS}\n  audience: {AUD}\n",
+        file.display()
+    ));
+    (file, cfg)
+}
+
+/// A token with the default claims, signed by PyJWT with `kp` and naming `kid` in its header.
+fn token_with_kid(alg: &str, kp: &KeyPair, kid: &str) -> String {
+    pyjwt(
+        &claims(json!({})),
+        alg,
+        Some(&kp.private_pem),
+        Some(json!({ "kid": kid })),
+    )
 }
 
 /// A JWK of `kp` for `alg` with `kid`, `use: sig`, made by PyJWT (an independent implementation).
@@ -874,28 +878,9 @@ fn replace_atomically(file: &Path, contents: &str) {
 fn a_rotated_jwks_file_is_followed_without_a_restart_and_a_broken_one_keeps_the_old_keys() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = (keypair(KeyKind::EcP256), keypair(KeyKind::EcP256));
-    let file = write(
-        dir.path(),
-        "jwks.json",
-        &json!({"keys": [jwk_of(&a, "ES256", "key-a")]}).to_string(),
-    );
-    let cfg = config(&format!(
-        "jwt:\n  algorithm: ES256\n  jwks_file: {}\n  issuer: {ISS}\n  audience: {AUD}\n",
-        file.display()
-    ));
-    let c = claims(json!({}));
-    let ta = pyjwt(
-        &c,
-        "ES256",
-        Some(&a.private_pem),
-        Some(json!({"kid": "key-a"})),
-    );
-    let tb = pyjwt(
-        &c,
-        "ES256",
-        Some(&b.private_pem),
-        Some(json!({"kid": "key-b"})),
-    );
+    let (file, cfg) = jwks_config(dir.path(), "ES256", &[jwk_of(&a, "ES256", "key-a")]);
+    let ta = token_with_kid("ES256", &a, "key-a");
+    let tb = token_with_kid("ES256", &b, "key-b");
     auth(&cfg, &bearer(&ta), Accepts::BearerOnly, NOW).expect("key-a verifies");
     assert_eq!(
         auth(&cfg, &bearer(&tb), Accepts::BearerOnly, NOW),
