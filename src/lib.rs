@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod echo;
 pub mod fast;
+mod file_stamp;
 pub mod metrics;
 pub mod ops;
 pub mod p12;

@@ -2,42 +2,19 @@
 //! secrets.
 //!
 //! Each use stats the file (about a microsecond; admin requests only) and reads it again when
-//! its device, inode, size, modification or change time differ from the last read: a Kubernetes
-//! Secret update (a symlink swap), an atomic rename or an edit in place all show. A file that no
+//! its `FileStamp` (src/file_stamp.rs) differs from the last read: a Kubernetes Secret update (a
+//! symlink swap), an atomic rename or an edit in place all show. A file that no
 //! longer loads (missing, half written, no usable key) is reported once as a warning naming the
 //! config field, and the value read before stays in use until the file loads again.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 use log::{info, warn};
 use parking_lot::Mutex;
 
-/// Identity, size and times of a file: a change in any means "read it again".
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Stamp {
-    /// `None` when the file cannot be stat'ed (a load then reports why).
-    fn of(file: &Path) -> Option<Stamp> {
-        use std::os::unix::fs::MetadataExt as _;
-        let m = std::fs::metadata(file).ok()?;
-        Some(Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        })
-    }
-}
+use crate::file_stamp::FileStamp as Stamp;
 
 pub(crate) type Load<T> = Box<dyn Fn() -> Result<T, String> + Send + Sync>;
 

@@ -1,7 +1,8 @@
 //! The Vault token: where it comes from, when it is renewed, and what happens on a 403.
 //!
 //! - `token` / `token_env`: fixed for the life of the process; renewed if renewable.
-//! - `token_file`: re-read whenever the file's mtime changes (checked at most once per
+//! - `token_file`: re-read whenever the file changes (`FileStamp`: inode, size,
+//!   mtime or ctime; checked at most once per
 //!   `token_file_check_interval` on the request path), and on a 403.
 //! - `approle` / `kubernetes`: login through vaultrs; renewed at 2/3 of the lease, and a new login
 //!   when renewal is refused, the lease cannot be extended, or a request gets a 403.
@@ -12,13 +13,14 @@
 //! path is a read lock and an `Instant` comparison.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::Value;
 
 use super::config::{header_safe, Secret, TokenSource, VaultAuth};
 use super::http::{error_chain, shorten, Fail, Http};
+use crate::file_stamp::FileStamp;
 use crate::store::StoreError;
 
 /// A forced re-login after a 403 happens at most this often; a policy that really denies a path
@@ -38,8 +40,8 @@ pub(crate) struct Token {
     renew_at: Option<Instant>,
     expires_at: Option<Instant>,
     renewable: bool,
-    /// Token file auth: the mtime of the file this token was read from.
-    file_mtime: Option<SystemTime>,
+    /// Token file auth: the stamp of the file this token was read from.
+    file_stamp: Option<FileStamp>,
 }
 
 struct Slow {
@@ -69,10 +71,6 @@ fn schedule(lease: &Lease, now: Instant) -> (Option<Instant>, Option<Instant>) {
     } else {
         (Some(now + lease.ttl * 2 / 3), Some(now + lease.ttl))
     }
-}
-
-fn file_mtime(path: &std::path::Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 impl Auth {
@@ -113,7 +111,7 @@ impl Auth {
         }
     }
 
-    /// Token file auth: true when the file's mtime differs from the one `t` was read at. The
+    /// Token file auth: true when the file's stamp differs from the one `t` was read at. The
     /// `stat` runs at most once per `file_check_interval`.
     fn file_changed(&self, t: &Token) -> bool {
         let Some(path) = self.token_file() else {
@@ -128,7 +126,7 @@ impl Auth {
             *last = Some(now);
         }
         // A vanished file keeps the current token: sinks replace files by rename.
-        file_mtime(path).is_some_and(|m| Some(m) != t.file_mtime)
+        FileStamp::of(path).is_some_and(|m| Some(m) != t.file_stamp)
     }
 
     /// The token to use now: cached, or (re)obtained/renewed when due.
@@ -151,8 +149,8 @@ impl Auth {
             return self.obtain(http, &mut slow).await;
         };
         if let Some(path) = self.token_file() {
-            let m = file_mtime(path);
-            if m.is_some() && m != t.file_mtime {
+            let m = FileStamp::of(path);
+            if m.is_some() && m != t.file_stamp {
                 log::info!(
                     "vault: token file {} changed; re-reading it",
                     path.display()
@@ -237,7 +235,7 @@ impl Auth {
         slow: &mut Slow,
         secret: Secret,
         lease: Lease,
-        mtime: Option<SystemTime>,
+        stamp: Option<FileStamp>,
     ) -> Arc<Token> {
         slow.generation += 1;
         let (renew_at, expires_at) = schedule(&lease, Instant::now());
@@ -247,7 +245,7 @@ impl Auth {
             renew_at,
             expires_at,
             renewable: lease.renewable,
-            file_mtime: mtime,
+            file_stamp: stamp,
         });
         *self.current.write() = Some(t.clone());
         t
@@ -257,14 +255,14 @@ impl Auth {
     async fn obtain(&self, http: &Http, slow: &mut Slow) -> Result<Arc<Token>, StoreError> {
         match &self.method {
             VaultAuth::Token(src) => {
-                let (secret, mtime) = match src {
+                let (secret, stamp) = match src {
                     TokenSource::Literal(s) => (s.clone(), None),
                     TokenSource::Env(var) => (read_token_env(var)?, None),
                     TokenSource::File(p) => read_token_file(p).await?,
                 };
                 let lease = lookup_self(http, &secret).await;
                 slow.warned_unrenewable = false;
-                Ok(self.publish(slow, secret, lease, mtime))
+                Ok(self.publish(slow, secret, lease, stamp))
             }
             VaultAuth::AppRole {
                 role_id_file,
@@ -367,8 +365,8 @@ impl Auth {
                     let capped = !lease.ttl.is_zero() && lease.ttl <= remaining_before;
                     if !(capped && self.is_login()) {
                         log::debug!("vault: token renewed (ttl {}s)", lease.ttl.as_secs());
-                        let mtime = t.file_mtime;
-                        return Ok(self.publish(slow, t.secret.clone(), lease, mtime));
+                        let stamp = t.file_stamp;
+                        return Ok(self.publish(slow, t.secret.clone(), lease, stamp));
                     }
                 }
                 Err(Fail::Transport { .. })
@@ -387,7 +385,7 @@ impl Auth {
                         renew_at: Some(Instant::now() + retry),
                         expires_at: t.expires_at,
                         renewable: t.renewable,
-                        file_mtime: t.file_mtime,
+                        file_stamp: t.file_stamp,
                     });
                     *self.current.write() = Some(t2.clone());
                     log::warn!(
@@ -424,7 +422,7 @@ impl Auth {
                     renew_at: None,
                     expires_at: t.expires_at,
                     renewable: false,
-                    file_mtime: t.file_mtime,
+                    file_stamp: t.file_stamp,
                 });
                 *self.current.write() = Some(t2.clone());
                 Ok(t2)
@@ -451,10 +449,10 @@ fn read_token_env(var: &str) -> Result<Secret, StoreError> {
 
 async fn read_token_file(
     path: &std::path::Path,
-) -> Result<(Secret, Option<SystemTime>), StoreError> {
-    let mtime = file_mtime(path);
+) -> Result<(Secret, Option<FileStamp>), StoreError> {
+    let stamp = FileStamp::of(path);
     let s = read_secret_file(path, "store.vault.auth.token_file").await?;
-    Ok((s, mtime))
+    Ok((s, stamp))
 }
 
 /// Reads a credential file (trimmed). Missing → Unavailable (a sink may not have written it

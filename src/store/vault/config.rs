@@ -228,7 +228,7 @@ pub struct VaultConfig {
     /// KV v1 only: how often `inventory()` ignores the per-account index and digests every entry,
     /// which catches entries edited outside the gateway (`kv1_full_scan_secs`, default 15 min).
     pub kv1_full_scan_interval: Duration,
-    /// Token file auth: how often the file's mtime is checked on the request path (default 1 s).
+    /// Token file auth: how often the file is checked for a change on the request path (default 1 s).
     pub token_file_check_interval: Duration,
 }
 
