@@ -7,7 +7,7 @@
 //! (see docs/performance.md). This module serves the common case with a parse-once, copy-through
 //! loop and its own upstream pool, and hands anything unusual to Pingora unchanged.
 //!
-//! Served here: HTTP/1.1 and HTTP/1.0 requests (CONNECT is refused with the gateway's own 405,
+//! Served here: HTTP/1.1 and HTTP/1.0 requests (CONNECT, whatever its target, is refused with the gateway's own 405,
 //! which says to send plain `http://` URLs instead); request bodies with a
 //! `Content-Length` up to 64 KiB are read whole before they are sent (so the request can be sent
 //! again on a new connection), larger ones, `Transfer-Encoding: chunked` ones and those after
@@ -789,11 +789,15 @@ impl ProxyApp {
         // chunked framing), interim answers are not sent to it.
         let http10 = minor == 0;
         let mut keep_alive = false;
-        let (Ok(method), Ok(uri)) = (
-            http::Method::from_bytes(method.as_bytes()),
-            http::Uri::try_from(path),
-        ) else {
+        let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
             return Prep::Full;
+        };
+        // A CONNECT target that is no URI (`CONNECT a b`, a bare `CONNECT /`) is refused the
+        // same way: the method alone decides.
+        let uri = match http::Uri::try_from(path) {
+            Ok(uri) => uri,
+            Err(_) if method == http::Method::CONNECT => http::Uri::from_static("/"),
+            Err(_) => return Prep::Full,
         };
         if method == http::Method::CONNECT {
             // Refused by `route` with the gateway's own answer (what to do instead). Pingora

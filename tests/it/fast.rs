@@ -749,34 +749,37 @@ fn a_malformed_chunked_request_body_gets_a_400_naming_the_framing() {
 
 #[test]
 fn a_connect_tunnel_request_gets_the_gateways_405_naming_plain_http_and_the_connection_closes() {
-    let (m, gw, _host, mut s) = lean();
+    let (m, gw, _host, first) = lean();
     // What curl sends for an https:// URL through HTTPS_PROXY: the gateway cannot add a client
-    // certificate inside a tunnel. Pingora would answer an empty 405 with `Server: Pingora`.
-    s.write_all(
-        format!(
-            "CONNECT localhost:{0} HTTP/1.1\r\nHost: localhost:{0}\r\n\r\n",
-            m.port
-        )
-        .as_bytes(),
-    )
-    .expect("send");
-    let (status, headers, body) = read_one(&mut s);
-    let text = String::from_utf8_lossy(&body);
-    assert_eq!(status, 405, "{text}");
-    assert!(
-        text.contains("connect_not_supported") && text.contains("HTTP_PROXY"),
-        "names the fix: {text}"
-    );
-    assert_eq!(header(&headers, "connection"), Some("close"));
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).expect("closed by the gateway");
-    assert!(rest.is_empty(), "nothing after the answer: {rest:?}");
+    // certificate inside a tunnel. Pingora would answer an empty 405 with `Server: Pingora`,
+    // also for a target that is no URI at all.
+    let targets = [format!("localhost:{}", m.port), "bad{host}:443".to_string()];
+    let mut conn = Some(first);
+    for target in &targets {
+        let mut s = conn.take().unwrap_or_else(|| connect(&gw));
+        s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+            .expect("send");
+        let (status, headers, body) = read_one(&mut s);
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, 405, "{target}: {text}");
+        assert!(
+            text.contains("connect_not_supported") && text.contains("HTTP_PROXY"),
+            "{target}: names the fix: {text}"
+        );
+        assert_eq!(header(&headers, "connection"), Some("close"), "{target}");
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("closed by the gateway");
+        assert!(
+            rest.is_empty(),
+            "{target}: nothing after the answer: {rest:?}"
+        );
+    }
     assert_eq!(m.echo.requests(), 0, "nothing reached the target");
     let metrics = gw.metrics();
     assert!(
         metrics.contains(
-            "mtls_gateway_requests_total{mode=\"none\",outcome=\"bad_request\",status_class=\"4xx\"} 1"
+            "mtls_gateway_requests_total{mode=\"none\",outcome=\"bad_request\",status_class=\"4xx\"} 2"
         ),
-        "counted as a refused request: {metrics}"
+        "counted as refused requests: {metrics}"
     );
 }
