@@ -7,8 +7,8 @@
 //! (see docs/performance.md). This module serves the common case with a parse-once, copy-through
 //! loop and its own upstream pool, and hands anything unusual to Pingora unchanged.
 //!
-//! Served here: HTTP/1.1 and HTTP/1.0 requests (CONNECT, whatever its target, is refused with the gateway's own 405,
-//! which says to send plain `http://` URLs instead); request bodies with a
+//! Served here: HTTP/1.1 and HTTP/1.0 requests (CONNECT, whatever its target, is refused with
+//! the gateway's own 405, which says to send plain `http://` URLs instead); request bodies with a
 //! `Content-Length` up to 64 KiB are read whole before they are sent (so the request can be sent
 //! again on a new connection), larger ones, `Transfer-Encoding: chunked` ones and those after
 //! `Expect: 100-continue` are streamed: sent on as they arrive *while* the answer is relayed (a
