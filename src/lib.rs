@@ -136,7 +136,8 @@ const SYSTEM_BUNDLES: [&str; 4] = [
 /// One PEM file with the system roots (when enabled) plus `upstream.ca_files`, given to the
 /// upstream connector once. (Setting per-peer CAs instead would rebuild an X509 store on every
 /// new connection, and the trust bundle is not part of Pingora's pool key.)
-/// The file is removed when the returned handle is dropped (after the server stops).
+/// The connectors read the file when they are built; `assemble` removes it right after, so no
+/// file is left behind however the process ends (SIGKILL, OOM kill, a crash).
 fn trust_bundle(cfg: &Config) -> std::io::Result<Option<tempfile::TempPath>> {
     if cfg.upstream.ca_files.is_empty() {
         return Ok(None); // Pingora loads the system default paths itself.
@@ -248,14 +249,12 @@ impl BackgroundService for AdminService {
 pub struct Assembled {
     pub server: Server,
     run_args: RunArgs,
-    _trust_bundle: Option<tempfile::TempPath>,
 }
 
 impl Assembled {
     /// Run until SIGTERM/SIGINT. Returns when the server has stopped.
     pub fn run(self) {
         self.server.run(self.run_args);
-        drop(self._trust_bundle);
     }
 }
 
@@ -339,10 +338,19 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
     let gateway = Gateway::new(cfg.clone(), refresher.snapshot().clone(), inflight.clone());
     // The listener's app: a lean HTTP/1.1 loop for ordinary requests, Pingora's proxy for the
     // rest (see src/fast.rs).
-    let mut proxy = Service::new(
-        "mtls proxy".to_string(),
-        fast::ProxyApp::new(gateway, &server.configuration)?,
-    );
+    let app = fast::ProxyApp::new(gateway, &server.configuration)?;
+    // Both upstream connectors (the lean loop's and Pingora's) have loaded the trust bundle;
+    // nothing reads it again, so it goes now rather than at exit (which a SIGKILL never reaches).
+    if let Some(b) = bundle {
+        let path = b.to_path_buf();
+        if let Err(e) = b.close() {
+            warn!(
+                "cannot remove the temporary trust bundle {}: {e}",
+                path.display()
+            );
+        }
+    }
+    let mut proxy = Service::new("mtls proxy".to_string(), app);
     for addr in &cfg.proxy.listen {
         // No L4 read buffer: the request loop reads into its own buffer (a 64 KiB zeroed
         // buffer per accepted connection was the largest single cost of a short connection).
@@ -394,9 +402,5 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
             grace: cfg.grace_period,
         }),
     };
-    Ok(Assembled {
-        server,
-        run_args,
-        _trust_bundle: bundle,
-    })
+    Ok(Assembled { server, run_args })
 }

@@ -298,6 +298,8 @@ impl Gw {
             .args(["run", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")
+            // Temporary files of this gateway stay in the test's own directory.
+            .env("TMPDIR", dir)
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()

@@ -395,3 +395,46 @@ fn the_demo_keeps_serving_the_request_it_prints_until_stopped() {
         Some("CN=demo-client")
     );
 }
+
+/// The trust bundle (system roots + `upstream.ca_files`) is a temporary file the connectors load
+/// at start. Removed only at a clean exit, every SIGKILL, OOM kill or crash left one behind
+/// (220 KiB each with the system roots); it must be gone once the gateway runs, and both
+/// connectors must still verify targets without it.
+#[test]
+fn no_temporary_trust_bundle_is_left_once_the_gateway_runs() {
+    let m = OneMapping::new("a");
+    let gw = Gw::start(
+        m.dir.path(),
+        &m.pki.ca_path,
+        "upstream:\n  ca_files: [\"{ca}\"]\n  use_system_roots: true\n"
+            .replace("{ca}", &m.pki.ca_path.display().to_string())
+            .as_str(),
+    );
+    let left = || -> Vec<String> {
+        std::fs::read_dir(m.dir.path())
+            .expect("test dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("mtls-gateway-trust-"))
+            .collect()
+    };
+    assert_eq!(
+        left(),
+        Vec::<String>::new(),
+        "removed once the gateway is ready"
+    );
+    let host = format!("localhost:{}", m.port);
+    // New upstream connections after the removal, verified against the CA: one on the lean
+    // loop, one on Pingora's path (a `Connection` option the loop hands over).
+    for (req, want) in [
+        (format!("GET /bytes/3 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"), 3),
+        (format!("GET /bytes/5 HTTP/1.1\r\nHost: {host}\r\nConnection: close, x-hop\r\nx-hop: 1\r\n\r\n"), 5),
+    ] {
+        let (status, _, body) = raw_request(gw.proxy, &req).expect("proxied");
+        assert_eq!((status, body.len()), (200, want), "{}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(m.echo.requests(), 2);
+    assert!(gw.metric("mtls_gateway_upstream_connections_total{reused=\"false\"}") >= 2.0);
+    drop(gw); // SIGKILL
+    assert_eq!(left(), Vec::<String>::new(), "nothing left after a SIGKILL");
+}
