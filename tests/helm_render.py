@@ -905,8 +905,8 @@ def main() -> int:
         return 2
     if os.environ.get("HELM_DRIVER") != "memory":
         # Go inside a shared library reads the environment the process started with, not later
-        # os.environ changes: restart with Helm's release storage in memory and its homes in a
-        # scratch directory, so nothing outside it is read or written.
+        # os.environ changes: run again with Helm's release storage in memory and its homes in a
+        # scratch directory, so nothing outside it is read or written; the directory goes after.
         homes = Path(tempfile.mkdtemp(prefix="helm_render_home_"))
         env = dict(os.environ, HELM_DRIVER="memory", HELM_CACHE_HOME=str(homes / "cache"),
                    HELM_CONFIG_HOME=str(homes / "config"), HELM_DATA_HOME=str(homes / "data"))
@@ -915,7 +915,10 @@ def main() -> int:
             argv += ["--gateway", str(Path(args.gateway).resolve())]
         if args.podman:
             argv += ["--podman", args.podman]
-        os.execve(sys.executable, argv, env)
+        try:
+            return subprocess.run(argv, env=env, check=False).returncode
+        finally:
+            shutil.rmtree(homes, ignore_errors=True)
 
     results: list[tuple[str, list[str]]] = []
 
