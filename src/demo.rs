@@ -104,16 +104,21 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
-    let dir = match dir {
+    // Without `--dir` the files (a client key among them) go to a temporary directory that is
+    // removed when the demo stops, by Ctrl-C or after `--once`.
+    let (dir, temp) = match dir {
         Some(d) => {
             std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-            d
+            (d, None)
         }
-        None => tempfile::Builder::new()
-            .prefix("mtls-gateway-demo-")
-            .tempdir()?
-            .keep(),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("mtls-gateway-demo-")
+                .tempdir()?;
+            (t.path().to_path_buf(), Some(t))
+        }
     };
+    let remove_at_exit = temp.as_ref().map(|t| t.path().to_path_buf());
 
     // Certificates.
     let ca = certgen::new_ca("mtls-gateway demo CA")?;
@@ -232,7 +237,13 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
                 };
                 println!();
                 println!("== mtls-gateway demo ==");
-                println!("files:            {}", dir.display());
+                match &remove_at_exit {
+                    Some(_) => println!(
+                        "files:            {} (removed when the demo stops; --dir DIR keeps them)",
+                        dir.display()
+                    ),
+                    None => println!("files:            {}", dir.display()),
+                }
                 println!("request:          curl -x http://127.0.0.1:{port} {plain_url}");
                 println!("status:           {status}");
                 println!("target saw cert:  {}", get("x-client-cert-subject"));
@@ -257,6 +268,10 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
             }
         };
         if once {
+            // `exit` runs no destructors: remove the temporary directory here.
+            if let Some(d) = &remove_at_exit {
+                let _ = std::fs::remove_dir_all(d);
+            }
             std::process::exit(if ok { 0 } else { 1 });
         }
         println!("serving until Ctrl-C");
@@ -264,5 +279,6 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
     gateway.run();
     // The echo target lives as long as the gateway serves.
     drop(echo);
+    drop(temp);
     Ok(())
 }

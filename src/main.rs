@@ -37,7 +37,8 @@ enum Command {
     /// run the gateway, send a request through it and show which client certificate the target
     /// saw.
     Demo {
-        /// Where to put the demo's store, config and certificates (default: a new temp dir).
+        /// Where to put the demo's store, config and certificates, kept after it stops (default:
+        /// a temporary directory, removed when the demo stops).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Proxy port (0 = any free port).

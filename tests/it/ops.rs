@@ -438,3 +438,67 @@ fn no_temporary_trust_bundle_is_left_once_the_gateway_runs() {
     drop(gw); // SIGKILL
     assert_eq!(left(), Vec::<String>::new(), "nothing left after a SIGKILL");
 }
+
+/// Without `--dir` the demo's files (config, CA, a client key in the store) live in a temporary
+/// directory; it used to be kept after every run. Both ways of stopping must remove it.
+#[test]
+fn the_demo_removes_its_temporary_directory_when_it_stops() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let demo_dirs = || -> Vec<String> {
+        std::fs::read_dir(tmp.path())
+            .expect("tmp")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("mtls-gateway-demo-"))
+            .collect()
+    };
+    // 1. `--once`: exits after the demonstration request.
+    let out = Command::new(env!("CARGO_BIN_EXE_mtls-gateway"))
+        .args(["demo", "--once", "--port", "0"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("removed when the demo stops"), "{stdout}");
+    assert_eq!(demo_dirs(), Vec::<String>::new(), "after --once");
+
+    // 2. Serving until Ctrl-C (SIGINT).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mtls-gateway"))
+        .args(["demo", "--port", "0"])
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let files = loop {
+        let line = lines.next().expect("demo output").expect("line");
+        if let Some(rest) = line.strip_prefix("files:") {
+            break rest.split_whitespace().next().unwrap_or("").to_string();
+        }
+    };
+    assert!(
+        std::path::Path::new(&files).join("config.yaml").is_file(),
+        "the files exist while the demo runs: {files}"
+    );
+    assert_eq!(demo_dirs().len(), 1);
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.is_some(), "the demo stops on SIGINT");
+    assert_eq!(demo_dirs(), Vec::<String>::new(), "after Ctrl-C");
+}
