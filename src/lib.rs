@@ -167,11 +167,24 @@ fn trust_bundle(cfg: &Config) -> std::io::Result<Option<tempfile::TempPath>> {
         pem.extend(bytes);
         pem.push(b'\n');
     }
+    let tmp = std::env::temp_dir();
+    let named = |e: std::io::Error| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "upstream.ca_files: cannot write the trust bundle to the temporary directory {} ({e}); \
+                 give the gateway a writable one (set TMPDIR, or mount an emptyDir on /tmp when the \
+                 root filesystem is read-only)",
+                tmp.display()
+            ),
+        )
+    };
     let mut file = tempfile::Builder::new()
         .prefix("mtls-gateway-trust-")
         .suffix(".pem")
-        .tempfile()?;
-    std::io::Write::write_all(&mut file, &pem)?;
+        .tempfile_in(&tmp)
+        .map_err(named)?;
+    std::io::Write::write_all(&mut file, &pem).map_err(named)?;
     Ok(Some(file.into_temp_path()))
 }
 

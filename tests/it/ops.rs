@@ -502,3 +502,36 @@ fn the_demo_removes_its_temporary_directory_when_it_stops() {
     assert!(status.is_some(), "the demo stops on SIGINT");
     assert_eq!(demo_dirs(), Vec::<String>::new(), "after Ctrl-C");
 }
+
+/// With `upstream.ca_files` the gateway writes its trust bundle to the temporary directory at
+/// start; a missing or read-only one (a read-only root filesystem without a /tmp mount) must stop
+/// the start with the key and the fix named, not a bare "No such file or directory".
+#[test]
+fn an_unwritable_temporary_directory_stops_the_start_naming_ca_files_and_tmpdir() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).expect("store dir");
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "proxy:\n  listen: [\"127.0.0.1:0\"]\nops:\n  listen: \"127.0.0.1:0\"\nadmin:\n  enabled: false\nstore:\n  kind: file\n  path: {}\nupstream:\n  ca_files: [\"{}\"]\n",
+            store.display(),
+            pki.ca_path.display()
+        ),
+    )
+    .expect("write");
+    let out = Command::new("timeout")
+        .args(["20", env!("CARGO_BIN_EXE_mtls-gateway"), "run", "--config"])
+        .arg(&path)
+        .env("TMPDIR", dir.path().join("missing"))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("upstream.ca_files: cannot write the trust bundle") && err.contains("TMPDIR"),
+        "{err}"
+    );
+}
