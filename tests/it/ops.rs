@@ -350,25 +350,52 @@ fn the_demo_command_shows_the_target_saw_the_client_certificate() {
     assert_eq!(mode, 0o600);
 }
 
-#[test]
-fn the_demo_keeps_serving_the_request_it_prints_until_stopped() {
+type DemoOut = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
+
+/// `mtls-gateway demo --port 0` with `args`, serving until stopped (`TMPDIR` set to `tmpdir`
+/// if given): the child, its output, and the rest of its first line starting with `prefix`.
+fn serve_demo(
+    args: &[&str],
+    tmpdir: Option<&std::path::Path>,
+    prefix: &str,
+) -> (std::process::Child, DemoOut, String) {
     use std::io::BufRead;
-    let dir = tempfile::tempdir().expect("tmp");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mtls-gateway"))
-        .args(["demo", "--port", "0", "--dir"])
-        .arg(dir.path())
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mtls-gateway"));
+    cmd.args(["demo", "--port", "0"]).args(args);
+    if let Some(t) = tmpdir {
+        cmd.env("TMPDIR", t);
+    }
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("demo");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = std::io::BufReader::new(stdout).lines();
-    let request = loop {
+    let rest = loop {
         let line = lines.next().expect("demo output").expect("line");
-        if let Some(rest) = line.strip_prefix("request:") {
+        if let Some(rest) = line.strip_prefix(prefix) {
             break rest.trim().to_string();
         }
     };
+    (child, lines, rest)
+}
+
+/// Names in `dir` starting with `prefix`.
+fn names_with_prefix(dir: &std::path::Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn the_demo_keeps_serving_the_request_it_prints_until_stopped() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dir_arg = dir.path().display().to_string();
+    let (mut child, _out, request) = serve_demo(&["--dir", &dir_arg], None, "request:");
     // "curl -x http://127.0.0.1:P http://localhost:T/headers"
     let words: Vec<&str> = request.split_whitespace().collect();
     let proxy: std::net::SocketAddr = words[2]
@@ -410,14 +437,7 @@ fn no_temporary_trust_bundle_is_left_once_the_gateway_runs() {
             .replace("{ca}", &m.pki.ca_path.display().to_string())
             .as_str(),
     );
-    let left = || -> Vec<String> {
-        std::fs::read_dir(m.dir.path())
-            .expect("test dir")
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("mtls-gateway-trust-"))
-            .collect()
-    };
+    let left = || names_with_prefix(m.dir.path(), "mtls-gateway-trust-");
     assert_eq!(
         left(),
         Vec::<String>::new(),
@@ -443,16 +463,8 @@ fn no_temporary_trust_bundle_is_left_once_the_gateway_runs() {
 /// directory; it used to be kept after every run. Both ways of stopping must remove it.
 #[test]
 fn the_demo_removes_its_temporary_directory_when_it_stops() {
-    use std::io::BufRead;
     let tmp = tempfile::tempdir().expect("tmp");
-    let demo_dirs = || -> Vec<String> {
-        std::fs::read_dir(tmp.path())
-            .expect("tmp")
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("mtls-gateway-demo-"))
-            .collect()
-    };
+    let demo_dirs = || names_with_prefix(tmp.path(), "mtls-gateway-demo-");
     // 1. `--once`: exits after the demonstration request.
     let out = Command::new(env!("CARGO_BIN_EXE_mtls-gateway"))
         .args(["demo", "--once", "--port", "0"])
@@ -465,21 +477,8 @@ fn the_demo_removes_its_temporary_directory_when_it_stops() {
     assert_eq!(demo_dirs(), Vec::<String>::new(), "after --once");
 
     // 2. Serving until Ctrl-C (SIGINT).
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mtls-gateway"))
-        .args(["demo", "--port", "0"])
-        .env("TMPDIR", tmp.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("demo");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let files = loop {
-        let line = lines.next().expect("demo output").expect("line");
-        if let Some(rest) = line.strip_prefix("files:") {
-            break rest.split_whitespace().next().unwrap_or("").to_string();
-        }
-    };
+    let (mut child, _out, files) = serve_demo(&[], Some(tmp.path()), "files:");
+    let files = files.split_whitespace().next().unwrap_or("").to_string();
     assert!(
         std::path::Path::new(&files).join("config.yaml").is_file(),
         "the files exist while the demo runs: {files}"
