@@ -109,12 +109,10 @@ fn listeners_on_port_0_do_not_count_as_overlapping() {
     assert_eq!(code, 0, "{err}");
 }
 
-/// A proxy port another process holds: the gateway exits at once with the key and the address,
-/// where Pingora alone retried for 30 s and then ran on without a proxy listener.
-#[test]
-fn a_proxy_port_held_by_another_process_stops_the_start_with_the_key_named() {
-    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
-    let port = holder.local_addr().expect("addr").port();
+/// `mtls-gateway run` (under `timeout 20`) on a file-store config with the proxy on `listen`
+/// and `extra` YAML appended, `TMPDIR` pointed at a directory that does not exist if
+/// `missing_tmp`: its exit code and standard error.
+fn run_failing_start(listen: &str, extra: &str, missing_tmp: bool) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("tmp");
     let store = dir.path().join("store");
     std::fs::create_dir(&store).expect("store dir");
@@ -122,19 +120,33 @@ fn a_proxy_port_held_by_another_process_stops_the_start_with_the_key_named() {
     std::fs::write(
         &path,
         format!(
-            "proxy:\n  listen: [\"127.0.0.1:{port}\"]\nops:\n  listen: \"127.0.0.1:0\"\nadmin:\n  enabled: false\nstore:\n  kind: file\n  path: {}\n",
+            "proxy:\n  listen: [\"{listen}\"]\nops:\n  listen: \"127.0.0.1:0\"\nadmin:\n  enabled: false\nstore:\n  kind: file\n  path: {}\n{extra}",
             store.display()
         ),
     )
     .expect("write");
+    let mut cmd = Command::new("timeout");
+    cmd.args(["20", env!("CARGO_BIN_EXE_mtls-gateway"), "run", "--config"])
+        .arg(&path);
+    if missing_tmp {
+        cmd.env("TMPDIR", dir.path().join("missing"));
+    }
+    let out = cmd.output().expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A proxy port another process holds: the gateway exits at once with the key and the address,
+/// where Pingora alone retried for 30 s and then ran on without a proxy listener.
+#[test]
+fn a_proxy_port_held_by_another_process_stops_the_start_with_the_key_named() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let port = holder.local_addr().expect("addr").port();
     let start = Instant::now();
-    let out = Command::new("timeout")
-        .args(["20", env!("CARGO_BIN_EXE_mtls-gateway"), "run", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = run_failing_start(&format!("127.0.0.1:{port}"), "", false);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&format!(
             "proxy.listen[0]: cannot listen on 127.0.0.1:{port}"
@@ -508,27 +520,12 @@ fn the_demo_removes_its_temporary_directory_when_it_stops() {
 #[test]
 fn an_unwritable_temporary_directory_stops_the_start_naming_ca_files_and_tmpdir() {
     let pki = Pki::new();
-    let dir = tempfile::tempdir().expect("tmp");
-    let store = dir.path().join("store");
-    std::fs::create_dir(&store).expect("store dir");
-    let path = dir.path().join("c.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "proxy:\n  listen: [\"127.0.0.1:0\"]\nops:\n  listen: \"127.0.0.1:0\"\nadmin:\n  enabled: false\nstore:\n  kind: file\n  path: {}\nupstream:\n  ca_files: [\"{}\"]\n",
-            store.display(),
-            pki.ca_path.display()
-        ),
-    )
-    .expect("write");
-    let out = Command::new("timeout")
-        .args(["20", env!("CARGO_BIN_EXE_mtls-gateway"), "run", "--config"])
-        .arg(&path)
-        .env("TMPDIR", dir.path().join("missing"))
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = run_failing_start(
+        "127.0.0.1:0",
+        &format!("upstream:\n  ca_files: [\"{}\"]\n", pki.ca_path.display()),
+        true,
+    );
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("upstream.ca_files: cannot write the trust bundle") && err.contains("TMPDIR"),
         "{err}"
