@@ -274,6 +274,12 @@ impl Gw {
         if !has("shutdown") {
             yaml.push_str("shutdown:\n  grace_period_secs: 10\n");
         }
+        // A config that puts the proxy on IPv6 loopback is reached there.
+        let proxy_ip: std::net::IpAddr = if extra.contains("[::1]:{proxy}") {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        };
         let extra = extra
             .replace("{proxy}", &proxy.to_string())
             .replace("{ops}", &ops.to_string())
@@ -306,7 +312,7 @@ impl Gw {
             .expect("start gateway");
         Gw {
             child: Some(child),
-            proxy: ([127, 0, 0, 1], proxy).into(),
+            proxy: (proxy_ip, proxy).into(),
             ops: ([127, 0, 0, 1], ops).into(),
             admin: ([127, 0, 0, 1], admin).into(),
             config,

@@ -752,3 +752,49 @@ async fn with_proxy_auth_required_the_forward_resource_takes_bearer_or_oauth1_sc
     assert_eq!(seen["authorization"], "Basic Zm9yLXRoZS10YXJnZXQ=");
     assert!(seen.get("proxy-authorization").is_none());
 }
+
+/// Loopback over IPv6: the proxy listener on `[::1]` serves an application that connects over
+/// IPv6, with the mapping's certificate, and the rate limit counts that client's address.
+#[test]
+fn a_proxy_listener_on_ipv6_loopback_serves_and_rate_limits_ipv6_clients() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: this machine has no IPv6 loopback (::1)");
+        return;
+    }
+    let m = OneMapping::new("v6-client");
+    let gw = Gw::start(
+        m.dir.path(),
+        &m.pki.ca_path,
+        "proxy:\n  listen: [\"[::1]:{proxy}\"]\n  default_account: acc\n  default_service: TEST_SERVICE\nrate_limit:\n  requests_per_second: 2\n",
+    );
+    assert!(gw.proxy.is_ipv6(), "{}", gw.proxy);
+    let addr = gw.proxy;
+    let host = format!("localhost:{}", m.port);
+    let mut statuses = Vec::new();
+    // Six requests well within two of the limiter's one-second windows: at most four pass.
+    for _ in 0..6 {
+        let (status, headers, _) = raw_request(
+            addr,
+            &format!(
+                "GET http://{host}/headers HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .expect("over IPv6");
+        if status == 200 {
+            assert_eq!(
+                header(&headers, "x-client-cert-sha256"),
+                Some(sha256_hex(&m.cert.cert).as_str())
+            );
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 2,
+        "the limit counts the IPv6 client: {statuses:?}"
+    );
+}
