@@ -14,7 +14,7 @@ use arc_swap::{ArcSwap, Guard};
 use log::{info, warn};
 use parking_lot::Mutex;
 
-use crate::file_stamp::FileStamp as Stamp;
+use crate::file_stamp::FileStamp;
 
 pub(crate) type Load<T> = Box<dyn Fn() -> Result<T, String> + Send + Sync>;
 
@@ -24,7 +24,7 @@ struct Source<T> {
     file: PathBuf,
     load: Load<T>,
     /// The stamp of the file when it was last read (or found unreadable).
-    seen: Mutex<Option<Stamp>>,
+    seen: Mutex<Option<FileStamp>>,
 }
 
 /// A value from the config itself, or from a file that is followed.
@@ -55,7 +55,7 @@ impl<T> Followed<T> {
     /// Reads `file` with `load` now (an error fails the config) and follows it.
     pub(crate) fn file(field: String, file: PathBuf, load: Load<T>) -> Result<Self, String> {
         // Stamp first: a change between the stat and the read is seen at the next use.
-        let seen = Stamp::of(&file);
+        let seen = FileStamp::of(&file);
         let value = load()?;
         Ok(Followed {
             value: ArcSwap::from_pointee(value),
@@ -73,7 +73,7 @@ impl<T> Followed<T> {
     pub(crate) fn current(&self) -> Guard<Arc<T>> {
         if let Some(s) = &self.source {
             if let Some(mut seen) = s.seen.try_lock() {
-                let now = Stamp::of(&s.file);
+                let now = FileStamp::of(&s.file);
                 if now != *seen {
                     *seen = now;
                     match (s.load)() {

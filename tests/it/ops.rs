@@ -5,19 +5,28 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-fn check(yaml: &str) -> (i32, String) {
+/// `mtls-gateway SUB --config C` under `timeout 20`, with `yaml` as C in a fresh directory
+/// (relative paths in it resolve there) and, if `missing_tmp`, `TMPDIR` pointed at a directory
+/// that does not exist: the exit code and standard error.
+fn with_config(sub: &str, yaml: &str, missing_tmp: bool) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, yaml).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_mtls-gateway"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run check");
+    let mut cmd = Command::new("timeout");
+    cmd.args(["20", env!("CARGO_BIN_EXE_mtls-gateway"), sub, "--config"])
+        .arg(&path);
+    if missing_tmp {
+        cmd.env("TMPDIR", dir.path().join("missing"));
+    }
+    let out = cmd.output().expect("run the gateway");
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+fn check(yaml: &str) -> (i32, String) {
+    with_config("check", yaml, false)
 }
 
 #[test]
@@ -109,32 +118,15 @@ fn listeners_on_port_0_do_not_count_as_overlapping() {
     assert_eq!(code, 0, "{err}");
 }
 
-/// `mtls-gateway run` (under `timeout 20`) on a file-store config with the proxy on `listen`
-/// and `extra` YAML appended, `TMPDIR` pointed at a directory that does not exist if
-/// `missing_tmp`: its exit code and standard error.
-fn run_failing_start(listen: &str, extra: &str, missing_tmp: bool) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let store = dir.path().join("store");
-    std::fs::create_dir(&store).expect("store dir");
-    let path = dir.path().join("c.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "proxy:\n  listen: [\"{listen}\"]\nops:\n  listen: \"127.0.0.1:0\"\nadmin:\n  enabled: false\nstore:\n  kind: file\n  path: {}\n{extra}",
-            store.display()
+/// `mtls-gateway run` on a file-store config with the proxy on `listen` and `extra` YAML
+/// appended (see [`with_config`]).
+fn run_failing_start(listen: &str, extra: &str, missing_tmp: bool) -> (i32, String) {
+    with_config(
+        "run",
+        &format!(
+            "proxy:\n  listen: [\"{listen}\"]\nops:\n  listen: \"127.0.0.1:0\"\nadmin:\n  enabled: false\nstore:\n  kind: file\n  path: store\n{extra}"
         ),
-    )
-    .expect("write");
-    let mut cmd = Command::new("timeout");
-    cmd.args(["20", env!("CARGO_BIN_EXE_mtls-gateway"), "run", "--config"])
-        .arg(&path);
-    if missing_tmp {
-        cmd.env("TMPDIR", dir.path().join("missing"));
-    }
-    let out = cmd.output().expect("run");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        missing_tmp,
     )
 }
 
@@ -146,7 +138,7 @@ fn a_proxy_port_held_by_another_process_stops_the_start_with_the_key_named() {
     let port = holder.local_addr().expect("addr").port();
     let start = Instant::now();
     let (code, err) = run_failing_start(&format!("127.0.0.1:{port}"), "", false);
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&format!(
             "proxy.listen[0]: cannot listen on 127.0.0.1:{port}"
@@ -445,9 +437,10 @@ fn no_temporary_trust_bundle_is_left_once_the_gateway_runs() {
     let gw = Gw::start(
         m.dir.path(),
         &m.pki.ca_path,
-        "upstream:\n  ca_files: [\"{ca}\"]\n  use_system_roots: true\n"
-            .replace("{ca}", &m.pki.ca_path.display().to_string())
-            .as_str(),
+        &format!(
+            "upstream:\n  ca_files: [\"{}\"]\n  use_system_roots: true\n",
+            m.pki.ca_path.display()
+        ),
     );
     let left = || names_with_prefix(m.dir.path(), "mtls-gateway-trust-");
     assert_eq!(
@@ -525,7 +518,7 @@ fn an_unwritable_temporary_directory_stops_the_start_naming_ca_files_and_tmpdir(
         &format!("upstream:\n  ca_files: [\"{}\"]\n", pki.ca_path.display()),
         true,
     );
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("upstream.ca_files: cannot write the trust bundle") && err.contains("TMPDIR"),
         "{err}"
