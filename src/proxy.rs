@@ -678,6 +678,7 @@ impl Gateway {
             // Forwarded bodies stream through untouched, so form-body OAuth1 parameters are not
             // part of the signature base string on this resource.
             body: &[],
+            forwarded_proto: header_str(req, "x-forwarded-proto"),
         };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

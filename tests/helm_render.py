@@ -427,7 +427,7 @@ def case_token(helm: Helm) -> list[str]:
     expect(cfg["upstream"]["keepalive_pool_size"] == 2048, "extraConfig did not add keepalive_pool_size", p)
     expect(cfg["admin"].get("enabled") is False, f"extraConfig could not add admin.enabled: false: {cfg['admin']}", p)
     expect(cfg["proxy"]["auth"] == "required", "standalone proxy.auth is not required", p)
-    expect(cfg.get("auth") == {"oauth1": {"timestamp_window_secs": 300, "nonce_cache_capacity": 100000, "keys": [
+    expect(cfg.get("auth") == {"oauth1": {"timestamp_window_secs": 300, "nonce_cache_capacity": 100000, "trust_forwarded_proto": False, "keys": [
         {"key": "4a7b0c1d2e3f", "secret_file": "/etc/mtls-gateway/auth/oauth1-0", "accounts": ["123"], "internal": False},
         {"key": "mapping-checker", "secret_file": "/etc/mtls-gateway/auth/oauth1-1", "accounts": [], "internal": True}]}},
         f"auth section {cfg.get('auth')}", p)

@@ -390,6 +390,7 @@ async fn run(op: Op, state: AdminState, req: Request) -> Result<Response, ApiErr
             authorization: h(header::AUTHORIZATION),
             content_type: h(header::CONTENT_TYPE),
             body: &body,
+            forwarded_proto: h(header::HeaderName::from_static("x-forwarded-proto")),
         };
         state
             .cfg

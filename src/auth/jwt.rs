@@ -403,6 +403,7 @@ fn malformed(reason: impl Into<String>) -> AuthError {
 
 const BAD_SIGNATURE: AuthError = AuthError::BadSignature {
     scheme: Scheme::Bearer,
+    hint: "",
 };
 
 #[derive(Deserialize)]

@@ -26,6 +26,7 @@
 //!   oauth1:
 //!     timestamp_window_secs: 300     # default 300
 //!     nonce_cache_capacity: 100000   # default 100000 entries (see nonce.rs for the bound)
+//!     trust_forwarded_proto: false   # true: signatures checked against X-Forwarded-Proto
 //!     keys:
 //!       - key: 4a7b0c1d2e3f           # oauth_consumer_key (LivePerson "app key")
 //!         secret_env: MTLS_APPKEY_SECRET   # or secret: "..." or secret_file: /run/secrets/x
@@ -158,6 +159,10 @@ pub struct RequestParts<'a> {
     pub authorization: Option<&'a str>,
     pub content_type: Option<&'a str>,
     pub body: &'a [u8],
+    /// The first `X-Forwarded-Proto` header, as received. The signature is checked against its
+    /// scheme only with `auth.oauth1.trust_forwarded_proto: true` (a TLS terminator in front of
+    /// the listener); otherwise it only explains a failed signature.
+    pub forwarded_proto: Option<&'a str>,
 }
 
 /// Which schemes a resource accepts (LivePerson's rules: mapping checks OAuth1 only, by-file
@@ -278,8 +283,9 @@ pub enum AuthError {
     Malformed { scheme: Scheme, reason: String },
     #[error("unsupported oauth_signature_method; use HMAC-SHA1 or HMAC-SHA256")]
     UnsupportedMethod,
-    #[error("{scheme} signature does not verify")]
-    BadSignature { scheme: Scheme },
+    /// `hint` is empty or starts with `; ` and says what to change (never a secret).
+    #[error("{scheme} signature does not verify{hint}")]
+    BadSignature { scheme: Scheme, hint: &'static str },
     #[error("{}", match .scheme {
         Scheme::OAuth1 => "oauth_timestamp is outside the accepted window; check the client clock",
         Scheme::Bearer => "token expired",
@@ -305,7 +311,7 @@ impl AuthError {
             AuthError::Missing { .. } | AuthError::WrongScheme { .. } => None,
             AuthError::NotConfigured { scheme }
             | AuthError::Malformed { scheme, .. }
-            | AuthError::BadSignature { scheme }
+            | AuthError::BadSignature { scheme, .. }
             | AuthError::Expired { scheme }
             | AuthError::UnknownKey { scheme } => Some(*scheme),
             AuthError::UnsupportedMethod | AuthError::Replay => Some(Scheme::OAuth1),

@@ -59,6 +59,10 @@ pub struct OAuth1Settings {
     pub nonce_cache_capacity: usize,
     #[serde(default)]
     pub keys: Vec<AppKeySettings>,
+    /// Check signatures against the scheme in `X-Forwarded-Proto` (set by a TLS terminator in
+    /// front of the listener) instead of `http`. Default false.
+    #[serde(default)]
+    pub trust_forwarded_proto: bool,
 }
 
 fn default_window() -> u64 {
@@ -75,6 +79,7 @@ impl Default for OAuth1Settings {
             timestamp_window_secs: DEFAULT_WINDOW_SECS,
             nonce_cache_capacity: DEFAULT_CAPACITY,
             keys: Vec::new(),
+            trust_forwarded_proto: false,
         }
     }
 }
@@ -189,11 +194,10 @@ impl OAuth1Settings {
             key.tokens = tokens;
             keys.push(key);
         }
-        Ok(OAuth1Verifier::new(
-            keys,
-            self.timestamp_window_secs,
-            self.nonce_cache_capacity,
-        ))
+        let mut verifier =
+            OAuth1Verifier::new(keys, self.timestamp_window_secs, self.nonce_cache_capacity);
+        verifier.trust_forwarded_proto = self.trust_forwarded_proto;
+        Ok(verifier)
     }
 }
 
@@ -242,6 +246,8 @@ pub struct OAuth1Verifier {
     keys: HashMap<Arc<str>, AppKey>,
     window: i64,
     nonces: NonceCache,
+    /// `auth.oauth1.trust_forwarded_proto`.
+    trust_forwarded_proto: bool,
 }
 
 impl Default for OAuth1Verifier {
@@ -277,6 +283,13 @@ fn malformed(reason: impl Into<String>) -> AuthError {
 
 const BAD_SIGNATURE: AuthError = AuthError::BadSignature {
     scheme: Scheme::OAuth1,
+    hint: "",
+};
+
+/// A signature that failed against `http` while a TLS terminator said the client used https.
+const BAD_SIGNATURE_FORWARDED_HTTPS: AuthError = AuthError::BadSignature {
+    scheme: Scheme::OAuth1,
+    hint: "; it was checked against an http:// URL and X-Forwarded-Proto: https was ignored: if a TLS terminator in front of the gateway sets that header, set auth.oauth1.trust_forwarded_proto: true",
 };
 
 impl OAuth1Verifier {
@@ -285,6 +298,7 @@ impl OAuth1Verifier {
             keys: keys.into_iter().map(|k| (k.key.clone(), k)).collect(),
             window: i64::try_from(window_secs).unwrap_or(i64::MAX),
             nonces: NonceCache::new(nonce_capacity, window_secs),
+            trust_forwarded_proto: false,
         }
     }
 
@@ -353,6 +367,26 @@ impl OAuth1Verifier {
             .map(|s| s.current());
         let token_secret: &[u8] = token_secret.as_ref().map_or(b"", |s| s.expose());
         let consumer_secret = key.secret.current();
+        // Behind a TLS terminator the client signed the https URL it used (the terminator says
+        // which in `X-Forwarded-Proto`); the header counts only when configured to.
+        let effective;
+        let mut bad_signature = BAD_SIGNATURE;
+        let req = if self.trust_forwarded_proto {
+            match forwarded_scheme(req.forwarded_proto)? {
+                Some(scheme) => {
+                    effective = RequestParts { scheme, ..*req };
+                    &effective
+                }
+                None => req,
+            }
+        } else {
+            if req.scheme == "http"
+                && matches!(forwarded_scheme(req.forwarded_proto), Ok(Some("https")))
+            {
+                bad_signature = BAD_SIGNATURE_FORWARDED_HTTPS;
+            }
+            req
+        };
         let base = signature_base_string(req, &header)?;
         let provided = B64.decode(signature).map_err(|_| BAD_SIGNATURE)?;
         if !verify_hmac(
@@ -362,7 +396,7 @@ impl OAuth1Verifier {
             &base,
             &provided,
         ) {
-            return Err(BAD_SIGNATURE);
+            return Err(bad_signature);
         }
 
         if let Some(body_hash) = get("oauth_body_hash") {
@@ -387,6 +421,25 @@ impl OAuth1Verifier {
             accounts: key.scope.clone(),
             internal: key.internal,
         })
+    }
+}
+
+/// The scheme an `X-Forwarded-Proto` value names: its first element (a chain of proxies appends
+/// theirs), `http` or `https` in any case. Another value is an error naming the header, whether
+/// (when it is trusted: a terminator that sends another value is misconfigured).
+fn forwarded_scheme(value: Option<&str>) -> Result<Option<&'static str>, AuthError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let first = value.split(',').next().unwrap_or("").trim();
+    if first.eq_ignore_ascii_case("https") {
+        Ok(Some("https"))
+    } else if first.eq_ignore_ascii_case("http") {
+        Ok(Some("http"))
+    } else {
+        Err(malformed(
+            "X-Forwarded-Proto must be http or https (the scheme the client used in front of the TLS terminator)",
+        ))
     }
 }
 
@@ -669,6 +722,7 @@ mod tests {
             authorization: Some(auth),
             content_type: Some("application/x-www-form-urlencoded"),
             body: b"c2&a3=2+q",
+            forwarded_proto: None,
         }
     }
 

@@ -107,6 +107,30 @@ fn oauth_header(
     content_type: Option<&str>,
     body: &[u8],
 ) -> String {
+    oauth_header_for(
+        "http",
+        host,
+        key,
+        secret,
+        method,
+        path_query,
+        content_type,
+        body,
+    )
+}
+
+/// [`oauth_header`] for a client that used `scheme` (in front of a TLS terminator).
+#[allow(clippy::too_many_arguments)]
+fn oauth_header_for(
+    scheme: &str,
+    host: &str,
+    key: &str,
+    secret: &str,
+    method: &str,
+    path_query: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> String {
     let (path, query) = match path_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_query, None),
@@ -125,13 +149,14 @@ fn oauth_header(
     ];
     let rp = RequestParts {
         method,
-        scheme: "http",
+        scheme,
         host,
         path,
         query,
         authorization: None,
         content_type,
         body,
+        forwarded_proto: None,
     };
     let base = oauth1::signature_base_string(&rp, &params).expect("base string");
     let sig = oauth1::sign(SignatureMethod::HmacSha1, secret.as_bytes(), b"", &base);
@@ -302,13 +327,18 @@ struct App {
 
 impl App {
     async fn new() -> App {
+        App::with_auth(auth_yaml()).await
+    }
+
+    /// The app with this `auth:` section.
+    async fn with_auth(auth_yaml: String) -> App {
         capture_logs();
         let pki = Pki::new();
         let dir = tempfile::tempdir().expect("tmp");
         let yaml = format!(
             "store:\n  kind: file\n  path: store\nadmin:\n  max_upload_bytes: 65536\n  max_items: 5\n  validate_timeout_ms: 3000\nupstream:\n  ca_files: [\"{}\"]\n{}",
             pki.ca_path.display(),
-            auth_yaml()
+            auth_yaml
         );
         let cfg = Config::from_yaml(&yaml, dir.path()).expect("config");
         let store = FileStore::open(dir.path().join("store")).expect("file store");
@@ -1969,6 +1999,61 @@ async fn admin_auth_rules_per_resource_hold_both_ways() {
         .call("GET", &certs_path(B), Auth::Admin, Body::None)
         .await;
     assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// Behind a TLS terminator the client signs the `https://` URL it used; the admin listener sees
+/// plain http and the terminator's `X-Forwarded-Proto: https`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_oauth1_behind_a_tls_terminator_needs_trust_forwarded_proto_and_says_so() {
+    async fn get(app: &App, forwarded_proto: Option<&str>) -> (u16, String) {
+        let path = certs_path(A);
+        let authz = oauth_header_for(
+            "https",
+            &app.api.host,
+            "key-a",
+            "secret-a",
+            "GET",
+            &path,
+            None,
+            b"",
+        );
+        let mut rb = app
+            .api
+            .http
+            .get(format!("http://{}{path}", app.api.host))
+            .header("authorization", authz);
+        if let Some(p) = forwarded_proto {
+            rb = rb.header("x-forwarded-proto", p);
+        }
+        let r = rb.send().await.expect("admin request");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
+    let app = App::new().await;
+    let (status, text) = get(&app, Some("https")).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(
+        text.contains("X-Forwarded-Proto: https was ignored")
+            && text.contains("auth.oauth1.trust_forwarded_proto: true"),
+        "{text}"
+    );
+
+    let app = App::with_auth(auth_yaml().replace(
+        "  oauth1:\n",
+        "  oauth1:\n    trust_forwarded_proto: true\n",
+    ))
+    .await;
+    let (status, text) = get(&app, Some("https")).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = get(&app, None).await;
+    assert_eq!(status, 401, "{text}");
+    let (status, text) = get(&app, Some("gopher")).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(
+        text.contains("X-Forwarded-Proto must be http or https"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

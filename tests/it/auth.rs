@@ -69,6 +69,7 @@ struct Req {
     authorization: Option<String>,
     content_type: Option<String>,
     body: Vec<u8>,
+    forwarded_proto: Option<String>,
 }
 
 impl Req {
@@ -82,6 +83,7 @@ impl Req {
             authorization: self.authorization.as_deref(),
             content_type: self.content_type.as_deref(),
             body: &self.body,
+            forwarded_proto: self.forwarded_proto.as_deref(),
         }
     }
 
@@ -187,6 +189,7 @@ impl<'a> Sign<'a> {
             ),
             content_type: self.content_type.map(String::from),
             body: out["body"].as_str().unwrap_or("").as_bytes().to_vec(),
+            forwarded_proto: None,
         }
     }
 }
@@ -308,6 +311,7 @@ fn bearer(token: &str) -> Req {
         authorization: Some(format!("Bearer {token}")),
         content_type: None,
         body: Vec::new(),
+        forwarded_proto: None,
     }
 }
 
@@ -348,6 +352,7 @@ fn rfc5849_worked_example_request_verifies() {
         ),
         content_type: Some("application/x-www-form-urlencoded".into()),
         body: b"c2&a3=2+q".to_vec(),
+        forwarded_proto: None,
     };
     let id = auth(&cfg, &req, Accepts::OAuth1Only, 137_131_201).expect("RFC example verifies");
     assert_eq!(id.subject, "9djdj82h48djs9d2");
@@ -466,7 +471,8 @@ fn oauthlib_three_legged_token_secret_is_used() {
     assert_eq!(
         auth(&cfg, &s.send("gw.example"), Accepts::Either, NOW),
         Err(AuthError::BadSignature {
-            scheme: Scheme::OAuth1
+            scheme: Scheme::OAuth1,
+            hint: ""
         })
     );
 }
@@ -484,7 +490,8 @@ fn tampered_query_parameter_is_refused() {
     assert_eq!(
         auth(&cfg, &req, Accepts::Either, NOW),
         Err(AuthError::BadSignature {
-            scheme: Scheme::OAuth1
+            scheme: Scheme::OAuth1,
+            hint: ""
         })
     );
 }
@@ -558,6 +565,86 @@ fn changed_host_or_scheme_is_refused() {
     assert!(auth(&cfg, &req, Accepts::Either, NOW).is_err());
 }
 
+/// An oauthlib-signed `https://` request as it reaches a plain-http listener behind a TLS
+/// terminator that sets `X-Forwarded-Proto` (or none).
+fn behind_terminator(forwarded_proto: Option<&str>) -> Req {
+    let mut req = Sign::get("https://gw.example/x", "app-123", "s3cr3t&app key").send("gw.example");
+    req.scheme = "http".into();
+    req.forwarded_proto = forwarded_proto.map(String::from);
+    req
+}
+
+#[test]
+fn an_https_signature_behind_a_tls_terminator_verifies_only_with_trust_forwarded_proto() {
+    // Default: the header is ignored, and the failure says which setting to change.
+    let cfg = oauth_config();
+    let err = auth(
+        &cfg,
+        &behind_terminator(Some("https")),
+        Accepts::Either,
+        NOW,
+    )
+    .expect_err("X-Forwarded-Proto is not trusted by default");
+    assert!(matches!(err, AuthError::BadSignature { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("X-Forwarded-Proto: https was ignored")
+            && msg.contains("auth.oauth1.trust_forwarded_proto: true"),
+        "{msg}"
+    );
+    // Without the header there is nothing to suggest.
+    let err = auth(&cfg, &behind_terminator(None), Accepts::Either, NOW).expect_err("http");
+    assert_eq!(err.to_string(), "OAuth1 signature does not verify");
+
+    let trusting = config(
+        r#"
+oauth1:
+  trust_forwarded_proto: true
+  keys:
+    - key: app-123
+      secret: "s3cr3t&app key"
+      accounts: ["123"]
+"#,
+    );
+    // Trusted: the first element of the chain is the client's scheme, in any case.
+    for proto in ["https", "HTTPS", "https, http"] {
+        auth(
+            &trusting,
+            &behind_terminator(Some(proto)),
+            Accepts::Either,
+            NOW,
+        )
+        .unwrap_or_else(|e| panic!("{proto:?}: {e}"));
+    }
+    // The header names the scheme; it cannot stand in for the signature: a request signed
+    // for https and said to be http fails, as does one without the header.
+    for proto in [Some("http"), None] {
+        assert!(matches!(
+            auth(&trusting, &behind_terminator(proto), Accepts::Either, NOW),
+            Err(AuthError::BadSignature { hint: "", .. })
+        ));
+    }
+    // A value that is no scheme is the terminator's misconfiguration, and is named.
+    let err = auth(
+        &trusting,
+        &behind_terminator(Some("wss")),
+        Accepts::Either,
+        NOW,
+    )
+    .expect_err("not a scheme");
+    assert!(
+        matches!(err, AuthError::Malformed { .. })
+            && err
+                .to_string()
+                .contains("X-Forwarded-Proto must be http or https"),
+        "{err}"
+    );
+    // Ignored when not trusted, whatever it says: an http-signed request still verifies.
+    let mut req = Sign::get("http://gw.example/x", "app-123", "s3cr3t&app key").send("gw.example");
+    req.forwarded_proto = Some("wss".into());
+    auth(&cfg, &req, Accepts::Either, NOW).expect("untrusted header ignored");
+}
+
 #[test]
 fn wrong_secret_is_refused_without_leaking_it() {
     let cfg = oauth_config();
@@ -566,7 +653,8 @@ fn wrong_secret_is_refused_without_leaking_it() {
     assert_eq!(
         err,
         AuthError::BadSignature {
-            scheme: Scheme::OAuth1
+            scheme: Scheme::OAuth1,
+            hint: ""
         }
     );
     assert_eq!(
@@ -1050,7 +1138,8 @@ fn token_signed_with_another_key_is_refused() {
     assert_eq!(
         auth(&cfg, &bearer(&token), Accepts::BearerOnly, NOW),
         Err(AuthError::BadSignature {
-            scheme: Scheme::Bearer
+            scheme: Scheme::Bearer,
+            hint: ""
         })
     );
 
@@ -1062,7 +1151,8 @@ fn token_signed_with_another_key_is_refused() {
     assert_eq!(
         auth(&cfg, &bearer(&token), Accepts::BearerOnly, NOW),
         Err(AuthError::BadSignature {
-            scheme: Scheme::Bearer
+            scheme: Scheme::Bearer,
+            hint: ""
         })
     );
 }

@@ -253,6 +253,7 @@ snake_case names; optional keys are left out when their value is empty.
 {{- $authCfg := dict "oauth1" (dict
       "timestamp_window_secs" (int .Values.auth.oauth1.timestampWindowSecs)
       "nonce_cache_capacity" (int .Values.auth.oauth1.nonceCacheCapacity)
+      "trust_forwarded_proto" .Values.auth.oauth1.trustForwardedProto
       "keys" $keys) -}}
 {{- if .Values.auth.jwt.enabled -}}
 {{- $keyField := ternary "secret_file" (ternary "jwks_file" "public_key_file" .Values.auth.jwt.jwks) (eq .Values.auth.jwt.algorithm "HS256") -}}
