@@ -83,6 +83,8 @@ pub struct ProxyFile {
     pub account_header: Option<String>,
     pub service_header: Option<String>,
     pub auth: Option<String>,
+    #[serde(default)]
+    pub access_log: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +197,8 @@ pub struct ProxyConfig {
     pub account_header: String,
     pub service_header: String,
     pub auth: ProxyAuth,
+    /// One `access` log line per request (info level, target `mtls_gateway::access`).
+    pub access_log: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -499,6 +503,7 @@ impl FileConfig {
                 "x-mtls-service",
             )?,
             auth,
+            access_log: p.access_log,
         };
 
         // admin

@@ -761,6 +761,7 @@ impl ProxyApp {
     ) -> (Ctx, Result<(), crate::proxy::Refusal>) {
         let mut ctx = Ctx::new();
         ctx._inflight = Some(self.gw.inflight.enter());
+        self.gw.note_access(peer, head, &mut ctx);
         let routed = self
             .gw
             .rate_limit(peer, head)

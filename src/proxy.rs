@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
-use log::debug;
+use log::{debug, info};
 use parking_lot::RwLock;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -114,6 +114,18 @@ pub struct Ctx {
     pub(crate) mapping: Option<Arc<Target>>,
     pub(crate) authorization_override: Option<String>,
     pub(crate) _inflight: Option<InFlightGuard>,
+    /// Captured only with `proxy.access_log` (no allocation per request otherwise).
+    pub(crate) access: Option<Box<Access>>,
+}
+
+/// What the access log line says of a request besides what [`Ctx`] holds.
+pub(crate) struct Access {
+    /// The client: the TCP peer, or the address a trusted proxy forwarded (`rate_limit.*`).
+    client: Option<IpAddr>,
+    method: http::Method,
+    /// The request's path (absolute-form or not: `target` has the whole URL), without its query
+    /// string, which may carry a caller's secret.
+    path: String,
 }
 
 impl Ctx {
@@ -127,11 +139,39 @@ impl Ctx {
             mapping: None,
             authorization_override: None,
             _inflight: None,
+            access: None,
         }
+    }
+
+    /// The access log line (`proxy.access_log`): who asked for what, which mapping and
+    /// certificate served it, the answer and the time. Never a query string, header value or
+    /// body.
+    fn log_access(&self, a: &Access, status: u16) {
+        let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        let m = self.mapping.as_deref();
+        info!(
+            target: "mtls_gateway::access",
+            "client={} method={} path={} mode={} account={} service={} mapping={} certificate={} target={} status={} outcome={} ms={:.1}",
+            dash(a.client.map(|c| c.to_string())),
+            a.method,
+            a.path,
+            self.mode.map_or("-", Mode::label),
+            dash(m.map(|t| t.account.clone())),
+            dash(m.map(|t| t.service.clone())),
+            dash(m.map(|t| t.mapping_id.to_string())),
+            dash(m.map(|t| t.certificate_id.to_string())),
+            dash(self.target.as_ref().map(|t| t.url.split('?').next().unwrap_or("").to_string())),
+            if status == 0 { "-".to_string() } else { status.to_string() },
+            self.outcome,
+            self.start.elapsed().as_secs_f64() * 1000.0,
+        );
     }
 
     /// Metrics and the debug line at the end of a request (both request paths).
     pub(crate) fn record(&self, status: u16) {
+        if let Some(a) = &self.access {
+            self.log_access(a, status);
+        }
         let Some(mode) = self.mode else {
             if self.outcome == "rate_limited" {
                 metrics::REQUESTS
@@ -622,6 +662,7 @@ impl Gateway {
                     );
                     r.fields =
                         json!({"accountId": account, "serviceName": service, "url": target.url});
+                    ctx.target = Some(target); // for the access log
                     return Err(r);
                 }
             },
@@ -655,6 +696,7 @@ impl Gateway {
                     );
                     r.fields =
                         json!({"accountId": account, "serviceName": service, "url": target.url});
+                    ctx.target = Some(target); // for the access log
                     return Err(r);
                 }
             }
@@ -723,6 +765,22 @@ impl Gateway {
                 Err(r)
             }
         }
+    }
+
+    /// What the access log needs of the request, when `proxy.access_log` is on.
+    pub(crate) fn note_access(&self, peer: Option<IpAddr>, req: &impl ReqView, ctx: &mut Ctx) {
+        if !self.cfg.proxy.access_log {
+            return;
+        }
+        let client = match (&self.limiter, peer) {
+            (Some(l), Some(p)) => Some(l.client_ip(p, req.header_values(l.forwarded_header()))),
+            _ => peer,
+        };
+        ctx.access = Some(Box::new(Access {
+            client,
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+        }));
     }
 
     /// Step 1a: the rate limit. `peer` is the TCP peer; a forwarded-for header counts only
@@ -831,6 +889,7 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        self.note_access(peer, session.req_header(), ctx);
         let routed = self
             .rate_limit(peer, session.req_header())
             .and_then(|()| self.route(session.req_header(), ctx));

@@ -798,3 +798,95 @@ fn a_proxy_listener_on_ipv6_loopback_serves_and_rate_limits_ipv6_clients() {
         "the limit counts the IPv6 client: {statuses:?}"
     );
 }
+
+/// `proxy.access_log: true`: one line per request on both request paths (the lean loop and
+/// Pingora's), refusals included, naming the mapping and certificate that served it, and
+/// never a query string. Off by default.
+#[tokio::test]
+async fn the_access_log_has_one_line_per_request_without_query_strings_and_is_off_by_default() {
+    let m = OneMapping::new("a");
+    let port = m.port;
+    let access_lines = |gw: &Gw| -> Vec<String> {
+        gw.logs()
+            .lines()
+            .filter(|l| l.contains("mtls_gateway::access"))
+            .map(String::from)
+            .collect()
+    };
+    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, "");
+    let c = proxied_client(&gw);
+    let r = c
+        .get(format!("http://localhost:{port}/default?token=s3cret"))
+        .send()
+        .await
+        .expect("proxied");
+    assert_eq!(r.status(), 200);
+    assert!(
+        access_lines(&gw).is_empty(),
+        "access log is off by default: {}",
+        gw.logs()
+    );
+    drop(gw);
+
+    let gw = Gw::start(
+        m.dir.path(),
+        &m.pki.ca_path,
+        "rate_limit:\n  enabled: false\nproxy:\n  listen: [\"127.0.0.1:{proxy}\"]\n  default_account: acc\n  default_service: TEST_SERVICE\n  access_log: true\n",
+    );
+    let c = proxied_client(&gw);
+    // The lean loop.
+    let r = c
+        .get(format!("http://localhost:{port}/lean?token=s3cret"))
+        .send()
+        .await
+        .expect("proxied");
+    assert_eq!(r.status(), 200);
+    // Pingora's path (a Connection option the lean loop hands over).
+    let r = raw_request(
+        gw.proxy,
+        &format!(
+            "GET http://localhost:{port}/pingora?token=s3cret HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close, x-option\r\n\r\n"
+        ),
+    )
+    .expect("raw request");
+    assert_eq!(r.0, 200);
+    // The forward resource (sent to the gateway, not through it).
+    let r = client()
+        .post(format!("http://{}/mtls/account/acc", gw.proxy))
+        .header(
+            "LP-forward-url",
+            format!("https://localhost:{port}/fw?token=s3cret"),
+        )
+        .header("LP-service-name", "TEST_SERVICE")
+        .send()
+        .await
+        .expect("forwarded");
+    assert_eq!(r.status(), 200);
+    // Refused: no mapping for this host.
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/unmapped?token=s3cret"))
+        .send()
+        .await
+        .expect("refused");
+    assert_eq!(r.status(), 403);
+
+    let lines = wait_for("4 access lines", Duration::from_secs(5), || {
+        let l = access_lines(&gw);
+        (l.len() >= 4).then_some(l)
+    });
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    let expect = [
+        format!("client=127.0.0.1 method=GET path=/lean mode=transparent account=acc service=TEST_SERVICE mapping=10 certificate=1 target=https://localhost:{port}/lean status=200 outcome=proxied ms="),
+        format!("client=127.0.0.1 method=GET path=/pingora mode=transparent account=acc service=TEST_SERVICE mapping=10 certificate=1 target=https://localhost:{port}/pingora status=200 outcome=proxied ms="),
+        format!("client=127.0.0.1 method=POST path=/mtls/account/acc mode=forward account=acc service=TEST_SERVICE mapping=10 certificate=1 target=https://localhost:{port}/fw status=200 outcome=proxied ms="),
+        format!("client=127.0.0.1 method=GET path=/unmapped mode=transparent account=- service=- mapping=- certificate=- target=https://127.0.0.1:{port}/unmapped status=403 outcome=no_mapping ms="),
+    ];
+    for (line, want) in lines.iter().zip(&expect) {
+        assert!(line.contains(want.as_str()), "{line}\nwanted: {want}");
+    }
+    let all = gw.logs();
+    assert!(
+        !all.contains("s3cret"),
+        "a query string reached the log:\n{all}"
+    );
+}
