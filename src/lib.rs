@@ -7,6 +7,7 @@
 //! Around it: [`config`], [`ratelimit`], [`metrics`], [`ops`] (health + metrics listener),
 //! [`admin`] + [`auth`] (the LivePerson-compatible admin API), [`demo`].
 
+pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod certgen;
@@ -268,6 +269,7 @@ impl Assembled {
     /// Run until SIGTERM/SIGINT. Returns when the server has stopped.
     pub fn run(self) {
         self.server.run(self.run_args);
+        access_log::flush(std::time::Duration::from_secs(2));
     }
 }
 
@@ -324,6 +326,11 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
     ports_free(&cfg)?;
     let cfg = Arc::new(cfg);
     metrics::init();
+    if cfg.proxy.access_log {
+        access_log::enable().map_err(|e| {
+            anyhow::anyhow!("proxy.access_log: cannot start its writer thread: {e}")
+        })?;
+    }
     let store = open_store(&cfg).map_err(|e| anyhow::anyhow!("store: {e}"))?;
     let refresher = Refresher::new(store, cfg.refresh.clone());
 

@@ -66,6 +66,14 @@ pub static UPSTREAM_CONNECT_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric mtls_gateway_upstream_connect_failures_total registers once")
 });
 
+pub static ACCESS_LOG_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "mtls_gateway_access_log_dropped_total",
+        "Access log lines dropped because the writer fell 65,536 lines behind (stderr blocked)"
+    )
+    .expect("metric mtls_gateway_access_log_dropped_total registers once")
+});
+
 pub static RATE_LIMITED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "mtls_gateway_rate_limited_total",
@@ -184,6 +192,7 @@ pub fn init() {
     LazyLock::force(&UPSTREAM_TLS_FAILURES);
     LazyLock::force(&UPSTREAM_CONNECT_FAILURES);
     LazyLock::force(&RATE_LIMITED);
+    LazyLock::force(&ACCESS_LOG_DROPPED);
     LazyLock::force(&SNAPSHOT_AGE);
     LazyLock::force(&LAST_REFRESH_SUCCESS);
     LazyLock::force(&REFRESH_DURATION);

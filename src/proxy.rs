@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
-use log::{debug, info};
+use log::debug;
 use parking_lot::RwLock;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -147,24 +147,53 @@ impl Ctx {
     /// certificate served it, the answer and the time. Never a query string, header value or
     /// body.
     fn log_access(&self, a: &Access, status: u16) {
-        let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-        let m = self.mapping.as_deref();
-        info!(
-            target: "mtls_gateway::access",
-            "client={} method={} path={} mode={} account={} service={} mapping={} certificate={} target={} status={} outcome={} ms={:.1}",
-            dash(a.client.map(|c| c.to_string())),
+        use std::fmt::Write as _;
+        const TIME: &[time::format_description::BorrowedFormatItem<'_>] =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+        let mut line = String::with_capacity(256);
+        let now = time::OffsetDateTime::now_utc();
+        // The prefix of the gateway's other log lines (env_logger's), so that one parser reads
+        // both.
+        let _ = write!(
+            line,
+            "[{} INFO  mtls_gateway::access] ",
+            now.format(TIME).unwrap_or_default()
+        );
+        let _ = match a.client {
+            Some(c) => write!(line, "client={c}"),
+            None => write!(line, "client=-"),
+        };
+        let _ = write!(
+            line,
+            " method={} path={} mode={}",
             a.method,
             a.path,
-            self.mode.map_or("-", Mode::label),
-            dash(m.map(|t| t.account.clone())),
-            dash(m.map(|t| t.service.clone())),
-            dash(m.map(|t| t.mapping_id.to_string())),
-            dash(m.map(|t| t.certificate_id.to_string())),
-            dash(self.target.as_ref().map(|t| t.url.split('?').next().unwrap_or("").to_string())),
-            if status == 0 { "-".to_string() } else { status.to_string() },
-            self.outcome,
-            self.start.elapsed().as_secs_f64() * 1000.0,
+            self.mode.map_or("-", Mode::label)
         );
+        let _ = match self.mapping.as_deref() {
+            Some(t) => write!(
+                line,
+                " account={} service={} mapping={} certificate={}",
+                t.account, t.service, t.mapping_id, t.certificate_id
+            ),
+            None => write!(line, " account=- service=- mapping=- certificate=-"),
+        };
+        let _ = match &self.target {
+            Some(t) => write!(line, " target={}", t.url.split('?').next().unwrap_or("")),
+            None => write!(line, " target=-"),
+        };
+        let _ = if status == 0 {
+            write!(line, " status=-")
+        } else {
+            write!(line, " status={status}")
+        };
+        let _ = write!(
+            line,
+            " outcome={} ms={:.1}",
+            self.outcome,
+            self.start.elapsed().as_secs_f64() * 1000.0
+        );
+        crate::access_log::log(line);
     }
 
     /// Metrics and the debug line at the end of a request (both request paths).
