@@ -378,7 +378,7 @@ def case_defaults(helm: Helm) -> list[str]:
     cfg = gateway_config(docs)
     want = {
         "proxy": {"listen": ["0.0.0.0:8080"], "allow_remote": True, "threads": 2, "account_header": "x-mtls-account",
-                  "service_header": "x-mtls-service", "auth": "required"},
+                  "service_header": "x-mtls-service", "auth": "required", "access_log": False},
         "admin": {"listen": "127.0.0.1:8081", "allow_remote": False},
         "ops": {"listen": "0.0.0.0:9100", "allow_remote": True},
         "store": {"kind": "vault", "vault": {

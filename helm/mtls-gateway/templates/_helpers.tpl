@@ -170,6 +170,7 @@ snake_case names; optional keys are left out when their value is empty.
       "threads" (int .Values.proxy.threads)
       "account_header" .Values.proxy.accountHeader
       "service_header" .Values.proxy.serviceHeader
+      "access_log" .Values.proxy.accessLog
       "auth" (include "mtls-gateway.proxyAuth" .) -}}
 {{- if .Values.proxy.defaultAccount -}}
 {{- $_ := set $proxy "default_account" .Values.proxy.defaultAccount -}}
