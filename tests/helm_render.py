@@ -69,7 +69,8 @@ _RESOURCES = {
                        ("namespaces", "Namespace", False), ("pods", "Pod", True)]),
     "/apis/apps/v1": ("apps/v1", [("deployments", "Deployment", True)]),
     "/apis/policy/v1": ("policy/v1", [("poddisruptionbudgets", "PodDisruptionBudget", True)]),
-    "/apis/monitoring.coreos.com/v1": ("monitoring.coreos.com/v1", [("podmonitors", "PodMonitor", True)]),
+    "/apis/monitoring.coreos.com/v1": ("monitoring.coreos.com/v1", [("podmonitors", "PodMonitor", True),
+                                                                    ("prometheusrules", "PrometheusRule", True)]),
 }
 
 
@@ -497,6 +498,23 @@ def case_sidecar_mode_alone(helm: Helm) -> list[str]:
     expect(pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "my-app"}, f"PodMonitor selector {pm['spec']}", p)
     expect(pm["spec"]["podMetricsEndpoints"] == [{"port": "mtls-metrics", "path": "/metrics"}], "PodMonitor endpoint", p)
     expect(pm["metadata"]["namespace"] == NAMESPACE, "PodMonitor namespace", p)
+    return p
+
+
+def case_prometheus_rule(helm: Helm) -> list[str]:
+    values = {"prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus"}}}
+    rel, err = helm.install("pr", CHART, values)
+    if err:
+        return [err]
+    docs, p = docs_of(rel), []
+    expect(kinds(docs) == ["ConfigMap", "Deployment", "PrometheusRule", "Service", "ServiceAccount"], f"kinds {kinds(docs)}", p)
+    rule = one(docs, "PrometheusRule")
+    shipped = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    expect(rule["spec"] == shipped, "the PrometheusRule's spec differs from files/prometheus-rules.yaml", p)
+    expect(rule["metadata"]["labels"].get("release") == "kube-prometheus", f"labels {rule['metadata']['labels']}", p)
+    expect(rule["metadata"]["namespace"] == NAMESPACE, "PrometheusRule namespace", p)
+    alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    expect("MtlsGatewayCertificateExpiresSoon" in alerts, f"alerts {alerts}", p)
     return p
 
 
@@ -938,6 +956,7 @@ def main() -> int:
         run("ci/approle-values.yaml: AppRole, KV v1, upstream CAs, admin exposed, PDB", lambda: case_approle(helm))
         run("ci/file-store-values.yaml: file store on a PVC", lambda: case_file_store(helm))
         run("ci/sidecar-values.yaml: sidecar mode renders ConfigMap and PodMonitor only", lambda: case_sidecar_mode_alone(helm))
+        run("prometheusRule.enabled: a PrometheusRule with files/prometheus-rules.yaml unchanged", lambda: case_prometheus_rule(helm))
         run("docs/helm.md sidecar snippet in a parent chart", lambda: case_sidecar_in_app_chart(helm, work))
         run("release and Secret names on/yes/no/off/y stay strings", lambda: case_yaml11_words(helm))
         if args.podman:

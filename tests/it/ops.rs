@@ -524,3 +524,64 @@ fn an_unwritable_temporary_directory_stops_the_start_naming_ca_files_and_tmpdir(
         "{err}"
     );
 }
+
+/// The alert rules shipped with the chart (helm/mtls-gateway/files/prometheus-rules.yaml) are
+/// valid, pass their unit tests (tests/prometheus-rules.test.yaml: each alert fires on the
+/// series it is for, not before its `for:`, and not on healthy ones), and use only metrics a
+/// running gateway exports.
+#[test]
+fn alert_rules_are_valid_pass_their_promtool_tests_and_name_exported_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules = root.join("helm/mtls-gateway/files/prometheus-rules.yaml");
+    let promtool = which("promtool").expect(
+        "promtool is required for this test (Debian package `prometheus`; .ci/run installs it)",
+    );
+    for args in [
+        vec!["check", "rules", rules.to_str().expect("utf-8 path")],
+        vec!["test", "rules", "prometheus-rules.test.yaml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(&args)
+            .current_dir(root.join("tests"))
+            .output()
+            .expect("promtool runs");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Every metric the rules name is on a running gateway's page (with one certificate and
+    // one proxied request behind it).
+    let text = std::fs::read_to_string(&rules).expect("rules file");
+    let mut names: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("mtls_gateway_"))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(
+        names.len() >= 6,
+        "metric names found in the rules: {names:?}"
+    );
+    let m = OneMapping::new("a");
+    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, "");
+    let r = raw_request(
+        gw.proxy,
+        &format!(
+            "GET http://localhost:{0}/x HTTP/1.1\r\nHost: localhost:{0}\r\nConnection: close\r\n\r\n",
+            m.port
+        ),
+    )
+    .expect("proxied");
+    assert_eq!(r.0, 200);
+    let page = gw.metrics();
+    for name in names {
+        assert!(
+            page.contains(&format!("# TYPE {name} ")),
+            "the rules use {name}, which the gateway does not export"
+        );
+    }
+}
