@@ -27,8 +27,9 @@
 //! offer (which is ignored, as RFC 9113 3.1 allows: the answer is HTTP/1.1), `Connection`
 //! options other than `close`/`keep-alive` (and `upgrade`/`http2-settings` with that offer),
 //! heads that do not parse or are larger than 64 KiB. After such a request the
-//! connection comes back to this loop. HTTP/2 with prior knowledge (h2c) is not served: such a
-//! client gets a GOAWAY frame with `HTTP_1_1_REQUIRED` and the reason.
+//! connection comes back to this loop. A connection that opens with the HTTP/2 preface (h2c
+//! with prior knowledge) is Pingora's HTTP/2 server's for good: each stream goes through the same
+//! gateway logic, routed as origin-form with `:authority` as Host (`proxy::h2_as_origin_form`).
 //!
 //! Upstream connections (`crate::tls_client`) are pooled by (address, client-certificate
 //! SHA-256, SNI): two identities never share a connection, whatever their serial numbers. A
@@ -60,7 +61,7 @@ use futures::FutureExt;
 use http::StatusCode;
 use log::warn;
 use parking_lot::Mutex;
-use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::apps::{HttpServerApp, HttpServerOptions, ServerApp};
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
@@ -107,8 +108,16 @@ impl ProxyApp {
             up.tls_timeout,
         )
         .map_err(|e| anyhow::anyhow!("upstream TLS set-up: {e}"))?;
+        let mut full = pingora_proxy::http_proxy(conf, gw.clone());
+        // HTTP/2 with prior knowledge (h2c): Pingora's `process_new` of this app is called only
+        // for a connection that opens with the HTTP/2 preface (HTTP/1 requests go to its
+        // `process_new_http`), so h2c is on for it.
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = true;
+        opts.h2_idle_timeout = Some(gw.cfg.proxy.client_idle_timeout);
+        full.server_options = Some(opts);
         Ok(ProxyApp {
-            full: Arc::new(pingora_proxy::http_proxy(conf, gw.clone())),
+            full: Arc::new(full),
             tls,
             gw,
             pool,
@@ -123,6 +132,9 @@ enum Next {
     Close,
     /// Serve one request through Pingora's proxy (the head is in the buffer, unparsed).
     Full,
+    /// HTTP/2 with prior knowledge: the rest of the connection is Pingora's HTTP/2 server
+    /// (the preface is in the buffer).
+    H2,
 }
 
 /// Why a proxied exchange stopped early.
@@ -378,23 +390,6 @@ async fn write_json(
 /// client's preface; a head that ends after it does not parse as HTTP/1).
 const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
-/// The answer to an h2c client: the server's connection preface (an empty SETTINGS frame) and a
-/// GOAWAY frame with `HTTP_1_1_REQUIRED` (RFC 9113 6.8, 7) and the reason as debug data.
-fn h2c_refusal() -> Vec<u8> {
-    const WHY: &[u8] = b"mtls-gateway: the proxy listener speaks HTTP/1.1 (and 1.0), not HTTP/2 without TLS (h2c); send HTTP/1.1";
-    let mut out = Vec::with_capacity(9 + 9 + 8 + WHY.len());
-    // SETTINGS: length 0, type 0x4, no flags, stream 0
-    out.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
-    // GOAWAY: length, type 0x7, no flags, stream 0; last stream 0, error 0xd, debug data
-    let len = (8 + WHY.len()) as u32;
-    out.extend_from_slice(&len.to_be_bytes()[1..]);
-    out.extend_from_slice(&[0x7, 0, 0, 0, 0, 0]);
-    out.extend_from_slice(&0u32.to_be_bytes());
-    out.extend_from_slice(&0xdu32.to_be_bytes());
-    out.extend_from_slice(WHY);
-    out
-}
-
 /// Put bytes already read back in front of the stream (for Pingora's parser).
 fn rewind(stream: Stream, data: &[u8]) -> Option<Stream> {
     if data.is_empty() {
@@ -446,6 +441,10 @@ impl ServerApp for ProxyApp {
                     let reused = self.full.process_new_http(session, &shutdown).await?;
                     down.stream = reused.consume().0;
                     down.buf.clear();
+                }
+                Next::H2 => {
+                    let stream = rewind(down.stream, &down.buf)?;
+                    return ServerApp::process_new(&self.full, stream, &shutdown).await;
                 }
             }
         }
@@ -660,10 +659,9 @@ impl ProxyApp {
                 };
             }
             Prep::Full | Prep::Partial if down.buf.starts_with(H2_PREFACE_LINE) => {
-                // HTTP/2 with prior knowledge (h2c): not served. Say so in HTTP/2's own terms,
-                // so that the client reports a reason instead of an empty reply.
-                let _ = write_down(&mut down.stream, down.io, &h2c_refusal()).await;
-                return Next::Close;
+                // HTTP/2 with prior knowledge (h2c): served by Pingora's HTTP/2 server, each
+                // stream through the same gateway logic (`Gateway::request_filter`).
+                return Next::H2;
             }
             Prep::Full | Prep::Partial => return Next::Full,
         };

@@ -439,6 +439,25 @@ fn header_str<'a>(req: &'a impl ReqView, name: &str) -> Option<&'a str> {
     req.header(name)
 }
 
+/// An HTTP/2 request (h2c with prior knowledge) carries its target in `:authority`, which
+/// the URI here holds, as though it were absolute-form. It is sent to the gateway as to an
+/// origin (HTTP/2 has no proxy form), so it is routed as HTTP/1.1 origin-form with that `Host`:
+/// the forward resource by its path, transparent mode by `Host`.
+fn h2_as_origin_form(req: &mut RequestHeader) {
+    let Some(authority) = req.uri.authority().map(|a| a.as_str().to_string()) else {
+        return;
+    };
+    if req.headers.get(http::header::HOST).is_none() {
+        let _ = req.insert_header(http::header::HOST, authority);
+    }
+    let path = req
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    req.set_uri(http::Uri::from(path));
+}
+
 /// The https target for a transparent-mode request (absolute-form or origin-form + Host).
 fn transparent_target(req: &impl ReqView) -> Result<UpstreamTarget, String> {
     let uri = req.uri();
@@ -913,6 +932,9 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx._inflight = Some(self.inflight.enter());
         ctx.start = Instant::now();
+        if session.is_http2() {
+            h2_as_origin_form(session.req_header_mut());
+        }
 
         let peer = session
             .client_addr()

@@ -189,24 +189,95 @@ fn an_h2c_upgrade_offer_is_answered_over_http_1_1_by_the_lean_loop() {
     drop(m);
 }
 
-#[test]
-fn an_h2c_prior_knowledge_client_gets_a_goaway_naming_http_1_1() {
-    let (_m, _gw, _host, mut s) = lean();
-    // the client connection preface and an empty SETTINGS frame (RFC 9113 3.4)
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .expect("write");
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).expect("read to the close");
-    // SETTINGS (type 4) first, then GOAWAY (type 7) on stream 0 with HTTP_1_1_REQUIRED (0xd)
-    assert!(got.len() > 26, "{got:?}");
-    assert_eq!(got[3], 0x4, "{got:?}");
-    let goaway = &got[9..];
-    let len = u32::from_be_bytes([0, goaway[0], goaway[1], goaway[2]]) as usize;
-    assert_eq!(goaway[3], 0x7, "{got:?}");
-    assert_eq!(goaway.len(), 9 + len, "one GOAWAY frame, then the close");
-    assert_eq!(&goaway[13..17], &0xdu32.to_be_bytes());
-    let why = String::from_utf8_lossy(&goaway[17..]);
-    assert!(why.contains("HTTP/1.1"), "{why}");
+/// One HTTP/2 request on `client`: status, headers and the whole body.
+async fn h2_ask(
+    client: &h2::client::SendRequest<bytes::Bytes>,
+    req: http::Request<()>,
+    body: Option<&'static [u8]>,
+) -> (u16, http::HeaderMap, Vec<u8>) {
+    let mut send = client.clone().ready().await.expect("h2 stream capacity");
+    let (response, mut stream) = send
+        .send_request(req, body.is_none())
+        .expect("h2 request sent");
+    if let Some(b) = body {
+        stream
+            .send_data(bytes::Bytes::from_static(b), true)
+            .expect("h2 body sent");
+    }
+    let response = response.await.expect("h2 response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let mut data = response.into_body();
+    let mut out = Vec::new();
+    while let Some(chunk) = data.data().await {
+        let chunk = chunk.expect("h2 body");
+        let _ = data.flow_control().release_capacity(chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    (status, headers, out)
+}
+
+/// HTTP/2 with prior knowledge (h2c): each stream is routed like an HTTP/1.1 origin-form request
+/// with `:authority` as its Host: transparent mode presents the mapping's certificate, the
+/// forward resource works, an unmapped authority is refused, and streams run concurrently on
+/// one connection.
+#[tokio::test]
+async fn h2c_prior_knowledge_streams_are_proxied_with_the_mapping_certificate() {
+    let m = OneMapping::new("h2-client");
+    let gw = Gw::start(m.dir.path(), &m.pki.ca_path, GW_NO_LIMIT);
+    let tcp = tokio::net::TcpStream::connect(gw.proxy)
+        .await
+        .expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    tokio::spawn(conn);
+
+    // Transparent mode, 20 streams at once.
+    let asks = (0..20).map(|i| {
+        let req = http::Request::get(format!("http://localhost:{}/headers?i={i}", m.port))
+            .header("x-app", i.to_string())
+            .body(())
+            .expect("request");
+        h2_ask(&client, req, None)
+    });
+    for (i, (status, headers, body)) in futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let subject = headers
+            .get(mtls_gateway::echo::HDR_CERT_SUBJECT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(subject.contains("CN=h2-client"), "{subject}");
+        let seen: serde_json::Value = serde_json::from_slice(&body).expect("the echo's JSON");
+        assert_eq!(seen["x-app"], i.to_string(), "{seen}");
+    }
+
+    // The forward resource, addressed to the gateway itself.
+    let req = http::Request::post(format!("http://{}/mtls/account/acc", gw.proxy))
+        .header(
+            "LP-forward-url",
+            format!("https://localhost:{}/echo", m.port),
+        )
+        .header("LP-service-name", "TEST_SERVICE")
+        .body(())
+        .expect("request");
+    let (status, headers, body) = h2_ask(&client, req, Some(b"hello over h2c")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"hello over h2c");
+    assert!(headers
+        .get(mtls_gateway::echo::HDR_CERT_SUBJECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|s| s.contains("CN=h2-client")));
+
+    // No mapping for this authority: the gateway's own refusal, as over HTTP/1.1.
+    let req = http::Request::get(format!("http://127.0.0.1:{}/x", m.port))
+        .body(())
+        .expect("request");
+    let (status, _, body) = h2_ask(&client, req, None).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("no_mapping"));
 }
 
 #[test]
