@@ -97,7 +97,9 @@ pub(crate) fn log_lines() -> Vec<String> {
 
 static NONCE: AtomicU64 = AtomicU64::new(0);
 
-/// `Authorization: OAuth ...` for a request, signed with the auth module's own helpers.
+/// `Authorization: OAuth ...` for a request, signed with the auth module's own helpers. `host`
+/// is the Host header; as `https://host` it is a client that used https (in front of a TLS
+/// terminator), otherwise http.
 fn oauth_header(
     host: &str,
     key: &str,
@@ -107,30 +109,7 @@ fn oauth_header(
     content_type: Option<&str>,
     body: &[u8],
 ) -> String {
-    oauth_header_for(
-        "http",
-        host,
-        key,
-        secret,
-        method,
-        path_query,
-        content_type,
-        body,
-    )
-}
-
-/// [`oauth_header`] for a client that used `scheme` (in front of a TLS terminator).
-#[allow(clippy::too_many_arguments)]
-fn oauth_header_for(
-    scheme: &str,
-    host: &str,
-    key: &str,
-    secret: &str,
-    method: &str,
-    path_query: &str,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> String {
+    let (scheme, host) = host.split_once("://").unwrap_or(("http", host));
     let (path, query) = match path_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_query, None),
@@ -2007,9 +1986,8 @@ async fn admin_auth_rules_per_resource_hold_both_ways() {
 async fn admin_oauth1_behind_a_tls_terminator_needs_trust_forwarded_proto_and_says_so() {
     async fn get(app: &App, forwarded_proto: Option<&str>) -> (u16, String) {
         let path = certs_path(A);
-        let authz = oauth_header_for(
-            "https",
-            &app.api.host,
+        let authz = oauth_header(
+            &format!("https://{}", app.api.host),
             "key-a",
             "secret-a",
             "GET",

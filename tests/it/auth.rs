@@ -576,15 +576,18 @@ fn behind_terminator(forwarded_proto: Option<&str>) -> Req {
 
 #[test]
 fn an_https_signature_behind_a_tls_terminator_verifies_only_with_trust_forwarded_proto() {
+    let signed_https = |cfg: &AuthConfig, forwarded_proto: Option<&str>| {
+        auth(
+            cfg,
+            &behind_terminator(forwarded_proto),
+            Accepts::Either,
+            NOW,
+        )
+    };
     // Default: the header is ignored, and the failure says which setting to change.
     let cfg = oauth_config();
-    let err = auth(
-        &cfg,
-        &behind_terminator(Some("https")),
-        Accepts::Either,
-        NOW,
-    )
-    .expect_err("X-Forwarded-Proto is not trusted by default");
+    let err =
+        signed_https(&cfg, Some("https")).expect_err("X-Forwarded-Proto is not trusted by default");
     assert!(matches!(err, AuthError::BadSignature { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
@@ -593,7 +596,7 @@ fn an_https_signature_behind_a_tls_terminator_verifies_only_with_trust_forwarded
         "{msg}"
     );
     // Without the header there is nothing to suggest.
-    let err = auth(&cfg, &behind_terminator(None), Accepts::Either, NOW).expect_err("http");
+    let err = signed_https(&cfg, None).expect_err("http");
     assert_eq!(err.to_string(), "OAuth1 signature does not verify");
 
     let trusting = config(
@@ -608,30 +611,18 @@ oauth1:
     );
     // Trusted: the first element of the chain is the client's scheme, in any case.
     for proto in ["https", "HTTPS", "https, http"] {
-        auth(
-            &trusting,
-            &behind_terminator(Some(proto)),
-            Accepts::Either,
-            NOW,
-        )
-        .unwrap_or_else(|e| panic!("{proto:?}: {e}"));
+        signed_https(&trusting, Some(proto)).unwrap_or_else(|e| panic!("{proto:?}: {e}"));
     }
     // The header names the scheme; it cannot stand in for the signature: a request signed
     // for https and said to be http fails, as does one without the header.
     for proto in [Some("http"), None] {
         assert!(matches!(
-            auth(&trusting, &behind_terminator(proto), Accepts::Either, NOW),
+            signed_https(&trusting, proto),
             Err(AuthError::BadSignature { hint: "", .. })
         ));
     }
     // A value that is no scheme is the terminator's misconfiguration, and is named.
-    let err = auth(
-        &trusting,
-        &behind_terminator(Some("wss")),
-        Accepts::Either,
-        NOW,
-    )
-    .expect_err("not a scheme");
+    let err = signed_https(&trusting, Some("wss")).expect_err("not a scheme");
     assert!(
         matches!(err, AuthError::Malformed { .. })
             && err
