@@ -759,11 +759,7 @@ impl ProxyApp {
     ) -> (Ctx, Result<(), crate::proxy::Refusal>) {
         let mut ctx = Ctx::new();
         ctx._inflight = Some(self.gw.inflight.enter());
-        self.gw.note_access(peer, head, &mut ctx);
-        let routed = self
-            .gw
-            .rate_limit(peer, head)
-            .and_then(|()| self.gw.route(head, &mut ctx));
+        let routed = self.gw.admit(peer, head, &mut ctx);
         (ctx, routed)
     }
 

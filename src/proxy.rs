@@ -582,8 +582,8 @@ impl Gateway {
         }
     }
 
-    /// Steps 1b-1e of `request_filter`: mode, target, auth, mapping.
-    pub(crate) fn route(&self, req: &impl ReqView, ctx: &mut Ctx) -> Result<(), Refusal> {
+    /// Steps 1b-1e of `admit`: mode, target, auth, mapping.
+    fn route(&self, req: &impl ReqView, ctx: &mut Ctx) -> Result<(), Refusal> {
         if req.method() == http::Method::CONNECT {
             return Err(Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -815,33 +815,35 @@ impl Gateway {
         }
     }
 
-    /// What the access log needs of the request, when `proxy.access_log` is on.
-    pub(crate) fn note_access(&self, peer: Option<IpAddr>, req: &impl ReqView, ctx: &mut Ctx) {
-        if !self.cfg.proxy.access_log {
-            return;
-        }
+    /// Steps 1a-1e for a request head, on both request paths: the access log's record, the
+    /// rate limit, then `route`. `peer` is the TCP peer.
+    pub(crate) fn admit(
+        &self,
+        peer: Option<IpAddr>,
+        req: &impl ReqView,
+        ctx: &mut Ctx,
+    ) -> Result<(), Refusal> {
+        // The client: a forwarded-for header counts only from trusted proxies (`rate_limit.*`).
         let client = match (&self.limiter, peer) {
             (Some(l), Some(p)) => Some(l.client_ip(p, req.header_values(l.forwarded_header()))),
             _ => peer,
         };
-        ctx.access = Some(Box::new(Access {
-            client,
-            method: req.method().clone(),
-            path: req.uri().path().to_string(),
-        }));
+        if self.cfg.proxy.access_log {
+            ctx.access = Some(Box::new(Access {
+                client,
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+            }));
+        }
+        self.rate_limit(client)?;
+        self.route(req, ctx)
     }
 
-    /// Step 1a: the rate limit. `peer` is the TCP peer; a forwarded-for header counts only
-    /// from trusted proxies. `Err` carries the 429 refusal.
-    pub(crate) fn rate_limit(
-        &self,
-        peer: Option<IpAddr>,
-        req: &impl ReqView,
-    ) -> Result<(), Refusal> {
-        let (Some(limiter), Some(peer)) = (&self.limiter, peer) else {
+    /// Step 1a: the rate limit for the client `admit` found. `Err` carries the 429 refusal.
+    fn rate_limit(&self, client: Option<IpAddr>) -> Result<(), Refusal> {
+        let (Some(limiter), Some(ip)) = (&self.limiter, client) else {
             return Ok(());
         };
-        let ip = limiter.client_ip(peer, req.header_values(limiter.forwarded_header()));
         if limiter.allow(&ip) {
             return Ok(());
         }
@@ -940,11 +942,7 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        self.note_access(peer, session.req_header(), ctx);
-        let routed = self
-            .rate_limit(peer, session.req_header())
-            .and_then(|()| self.route(session.req_header(), ctx));
-        match routed {
+        match self.admit(peer, session.req_header(), ctx) {
             Ok(()) => Ok(false),
             Err(mut r) => {
                 ctx.outcome = r.outcome;

@@ -302,6 +302,19 @@ impl OAuth1Verifier {
         }
     }
 
+    /// A signature that does not verify; when it was checked against `http` while an ignored
+    /// `X-Forwarded-Proto` says the client used https, the error says which setting to change.
+    fn bad_signature(&self, req: &RequestParts<'_>) -> AuthError {
+        let ignored_https = !self.trust_forwarded_proto
+            && req.scheme == "http"
+            && matches!(forwarded_scheme(req.forwarded_proto), Ok(Some("https")));
+        if ignored_https {
+            BAD_SIGNATURE_FORWARDED_HTTPS
+        } else {
+            BAD_SIGNATURE
+        }
+    }
+
     pub fn key_count(&self) -> usize {
         self.keys.len()
     }
@@ -370,22 +383,17 @@ impl OAuth1Verifier {
         // Behind a TLS terminator the client signed the https URL it used (the terminator says
         // which in `X-Forwarded-Proto`); the header counts only when configured to.
         let effective;
-        let mut bad_signature = BAD_SIGNATURE;
-        let req = if self.trust_forwarded_proto {
-            match forwarded_scheme(req.forwarded_proto)? {
-                Some(scheme) => {
-                    effective = RequestParts { scheme, ..*req };
-                    &effective
-                }
-                None => req,
-            }
+        let forwarded = if self.trust_forwarded_proto {
+            forwarded_scheme(req.forwarded_proto)?
         } else {
-            if req.scheme == "http"
-                && matches!(forwarded_scheme(req.forwarded_proto), Ok(Some("https")))
-            {
-                bad_signature = BAD_SIGNATURE_FORWARDED_HTTPS;
+            None
+        };
+        let req = match forwarded {
+            Some(scheme) => {
+                effective = RequestParts { scheme, ..*req };
+                &effective
             }
-            req
+            None => req,
         };
         let base = signature_base_string(req, &header)?;
         let provided = B64.decode(signature).map_err(|_| BAD_SIGNATURE)?;
@@ -396,7 +404,7 @@ impl OAuth1Verifier {
             &base,
             &provided,
         ) {
-            return Err(bad_signature);
+            return Err(self.bad_signature(req));
         }
 
         if let Some(body_hash) = get("oauth_body_hash") {

@@ -195,6 +195,10 @@ impl Seed {
 }
 
 /// The gateway binary running with a generated config.
+/// The proxy section test gateways get when `extra` has none; a test that sets proxy keys of its
+/// own starts from it (`{proxy}` is the gateway's proxy port).
+pub const PROXY_DEFAULTS: &str = "proxy:\n  listen: [\"127.0.0.1:{proxy}\"]\n  default_account: acc\n  default_service: TEST_SERVICE\n";
+
 pub struct Gw {
     pub child: Option<Child>,
     pub proxy: SocketAddr,
@@ -249,9 +253,7 @@ impl Gw {
         let has = |section: &str| extra.lines().any(|l| l.starts_with(&format!("{section}:")));
         let mut yaml = String::new();
         if !has("proxy") {
-            yaml.push_str(&format!(
-                "proxy:\n  listen: [\"127.0.0.1:{proxy}\"]\n  default_account: acc\n  default_service: TEST_SERVICE\n"
-            ));
+            yaml.push_str(&PROXY_DEFAULTS.replace("{proxy}", &proxy.to_string()));
         }
         if !has("admin") {
             yaml.push_str(&format!("admin:\n  listen: \"127.0.0.1:{admin}\"\n"));

@@ -583,8 +583,7 @@ fn an_idle_client_connection_is_closed_after_client_idle_timeout_secs() {
     let gw = Gw::start(
         m.dir.path(),
         &m.pki.ca_path,
-        "rate_limit:\n  enabled: false\nproxy:\n  listen: [\"127.0.0.1:{proxy}\"]\n  \
-         default_account: acc\n  default_service: TEST_SERVICE\n  client_idle_timeout_secs: 1\n",
+        &format!("{GW_NO_LIMIT}{PROXY_DEFAULTS}  client_idle_timeout_secs: 1\n"),
     );
     let mut s = connect(&gw);
     write!(

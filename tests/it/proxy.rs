@@ -831,7 +831,7 @@ async fn the_access_log_has_one_line_per_request_without_query_strings_and_is_of
     let gw = Gw::start(
         m.dir.path(),
         &m.pki.ca_path,
-        "rate_limit:\n  enabled: false\nproxy:\n  listen: [\"127.0.0.1:{proxy}\"]\n  default_account: acc\n  default_service: TEST_SERVICE\n  access_log: true\n",
+        &format!("rate_limit:\n  enabled: false\n{PROXY_DEFAULTS}  access_log: true\n"),
     );
     let c = proxied_client(&gw);
     // The lean loop.
