@@ -22,7 +22,9 @@
 //! so a scheduling group, of its own, as separate containers would be; `shared`: all in the
 //! harness's session; see [`program`]).
 //!
-//! Output: a markdown table on stdout, also written to `target/load-report.md`; the logs of every
+//! Output: a markdown table on stdout, also written to `target/load-report.md`, with where the
+//! machine's CPU went per request (proxy user and system time, upstream, wrk, idle, steal) and
+//! what each scenario's throughput target asks of the gateway's own CPU; the logs of every
 //! gateway and nginx process are copied to `target/load-logs/`. Method: docs/performance.md.
 
 use std::collections::BTreeMap;
@@ -331,12 +333,95 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// User + system CPU time of the process and its direct children, in clock ticks.
-    fn cpu_ticks(&self) -> u64 {
+    /// User and system CPU time of the process and its direct children, in clock ticks.
+    fn cpu_ticks(&self) -> Ticks {
         let mut pids = vec![self.pid()];
         pids.extend(children(self.pid()).into_iter().map(|(p, _)| p));
-        pids.iter().map(|p| proc_cpu_ticks(*p)).sum()
+        pids.iter().fold(Ticks::default(), |acc, p| {
+            let t = proc_cpu_ticks(*p);
+            Ticks {
+                user: acc.user + t.user,
+                sys: acc.sys + t.sys,
+            }
+        })
     }
+
+    /// Like [`Proc::wait_exit`], and also the process's own CPU time, read while it is a zombie
+    /// (its `/proc/<pid>/stat` keeps the times until it is reaped).
+    fn wait_exit_cpu(&mut self, timeout: Duration) -> Option<(ExitStatus, Ticks)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if proc_state(self.pid()) == Some('Z') {
+                let t = proc_cpu_ticks(self.pid());
+                return self.wait_exit(Duration::from_secs(5)).map(|s| (s, t));
+            }
+            if let Some(s) = self.exited() {
+                // Reaped elsewhere before its times could be read.
+                return Some((s, Ticks::default()));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// User and system CPU time, in clock ticks.
+#[derive(Clone, Copy, Debug, Default)]
+struct Ticks {
+    user: u64,
+    sys: u64,
+}
+
+impl Ticks {
+    fn total(self) -> u64 {
+        self.user + self.sys
+    }
+    fn since(self, before: Ticks) -> Ticks {
+        Ticks {
+            user: self.user.saturating_sub(before.user),
+            sys: self.sys.saturating_sub(before.sys),
+        }
+    }
+}
+
+/// The whole machine's CPU time from the first line of `/proc/stat`, in clock ticks: `busy`
+/// (user, nice, system, irq, softirq), `idle` (idle, iowait) and `steal` (time the hypervisor
+/// gave this VM's CPUs to others: capacity this machine did not have).
+#[derive(Clone, Copy, Debug, Default)]
+struct MachineTicks {
+    busy: u64,
+    idle: u64,
+    steal: u64,
+}
+
+fn machine_ticks() -> MachineTicks {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return MachineTicks::default();
+    };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return MachineTicks::default();
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let get = |i: usize| f.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    MachineTicks {
+        busy: get(0) + get(1) + get(2) + get(5) + get(6),
+        idle: get(3) + get(4),
+        steal: get(7),
+    }
+}
+
+/// The state letter of `/proc/<pid>/stat` (R, S, Z, ...).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().next()?.chars().next()
 }
 
 impl Drop for Proc {
@@ -345,18 +430,21 @@ impl Drop for Proc {
     }
 }
 
-fn proc_cpu_ticks(pid: u32) -> u64 {
+fn proc_cpu_ticks(pid: u32) -> Ticks {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
+        return Ticks::default();
     };
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0;
+        return Ticks::default();
     };
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest[0] is field 3 (state); utime is field 14, stime field 15.
     let get = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-    get(11) + get(12)
+    Ticks {
+        user: get(11),
+        sys: get(12),
+    }
 }
 
 fn clock_ticks_per_sec() -> f64 {
@@ -831,8 +919,18 @@ struct WrkRun {
     socket_errors: u64,
     /// Proxy CPU (process and children), microseconds per request.
     cpu_us_per_req: f64,
+    /// The user-space part of `cpu_us_per_req`.
+    cpu_user_us_per_req: f64,
     /// Upstream nginx CPU, microseconds per request.
     upstream_cpu_us_per_req: f64,
+    /// wrk's own CPU, microseconds per request.
+    wrk_cpu_us_per_req: f64,
+    /// The whole machine's busy CPU time (every process, interrupts), microseconds per request.
+    machine_us_per_req: f64,
+    /// Share of the machine's CPU time that was idle during the run (0..1).
+    idle_share: f64,
+    /// Share of the machine's CPU time the hypervisor gave to others (steal, 0..1).
+    steal_share: f64,
     /// Gateway runs: new upstream connections and upstream connections used (new + reused).
     new_conns: f64,
     upstream_uses: f64,
@@ -939,21 +1037,32 @@ impl Bench<'_> {
         let out = self.dir.join(format!("wrk-{tag}.out"));
         let cpu0 = cpu_of.cpu_ticks();
         let up0 = self.upstream.proc.cpu_ticks();
+        let m0 = machine_ticks();
         let mut p = Proc::spawn(&format!("wrk {tag}"), cmd, &out)?;
-        let status = p.wait_exit(Duration::from_secs(secs + 30));
-        let cpu1 = cpu_of.cpu_ticks();
-        let up1 = self.upstream.proc.cpu_ticks();
+        let status = p.wait_exit_cpu(Duration::from_secs(secs + 30));
+        let m1 = machine_ticks();
+        let cpu = cpu_of.cpu_ticks().since(cpu0);
+        let up = self.upstream.proc.cpu_ticks().since(up0);
         let text = p.log_text();
-        match status {
+        let wrk_cpu = match status {
             None => bail!("wrk {tag} did not finish within {} s", secs + 30),
-            Some(s) if !s.success() => bail!("wrk {tag} failed with {s}:\n{text}"),
-            Some(_) => {}
-        }
+            Some((s, _)) if !s.success() => bail!("wrk {tag} failed with {s}:\n{text}"),
+            Some((_, t)) => t,
+        };
         let mut r = parse_wrk(&text)?;
         if r.requests > 0 {
             let per = |d: u64| d as f64 / self.ticks * 1e6 / r.requests as f64;
-            r.cpu_us_per_req = per(cpu1.saturating_sub(cpu0));
-            r.upstream_cpu_us_per_req = per(up1.saturating_sub(up0));
+            r.cpu_us_per_req = per(cpu.total());
+            r.cpu_user_us_per_req = per(cpu.user);
+            r.upstream_cpu_us_per_req = per(up.total());
+            r.wrk_cpu_us_per_req = per(wrk_cpu.total());
+            let busy = m1.busy.saturating_sub(m0.busy);
+            let idle = m1.idle.saturating_sub(m0.idle);
+            let steal = m1.steal.saturating_sub(m0.steal);
+            r.machine_us_per_req = per(busy);
+            let all = (busy + idle + steal).max(1) as f64;
+            r.idle_share = idle as f64 / all;
+            r.steal_share = steal as f64 / all;
         }
         Ok(r)
     }
@@ -1435,6 +1544,95 @@ fn fmt_us(us: f64) -> String {
     }
 }
 
+/// The throughput target of a scenario as a ratio gateway / nginx (issue 5), or None where the
+/// two proxies do not do the same work (certs1000: nginx sends the wrong identity).
+fn target_ratio(name: &str) -> Option<f64> {
+    match name {
+        "keepalive" => Some(1.25),
+        "certs1000" => None,
+        _ => Some(1.0),
+    }
+}
+
+/// Where the machine's CPU goes per request, and what the throughput target asks of the
+/// gateway's own CPU. On a saturated machine a proxy's rate is the machine's capacity divided by
+/// everything the machine spends per request (load tool, proxy, upstream, interrupts), so the
+/// ratio of throughputs follows the ratio of those totals; only the proxy's share differs
+/// between the two sides.
+fn cpu_budget(r: &mut String, outcomes: &[Outcome]) {
+    let _ = writeln!(
+        r,
+        "## Where the machine's CPU goes (medians of the rounds)\n"
+    );
+    let _ = writeln!(
+        r,
+        "| scenario | side | req/s | machine busy us/req | proxy us/req (user + system) | upstream us/req | wrk us/req | rest us/req | idle | steal |"
+    );
+    let _ = writeln!(r, "|---|---|---|---|---|---|---|---|---|---|");
+    for o in outcomes.iter().filter(|o| o.failed.is_none()) {
+        for (side, runs) in [("gateway", &o.gw), ("nginx", &o.ng)] {
+            let m = |f: fn(&WrkRun) -> f64| Outcome::med(runs, f);
+            let (machine, proxy, user) = (
+                m(|x| x.machine_us_per_req),
+                m(|x| x.cpu_us_per_req),
+                m(|x| x.cpu_user_us_per_req),
+            );
+            let (up, wrk) = (
+                m(|x| x.upstream_cpu_us_per_req),
+                m(|x| x.wrk_cpu_us_per_req),
+            );
+            let _ = writeln!(
+                r,
+                "| {} | {side} | {:.0} | {machine:.1} | {proxy:.1} ({user:.1} + {:.1}) | {up:.1} | {wrk:.1} | {:.1} | {:.1}% | {:.1}% |",
+                o.name,
+                m(|x| x.rps),
+                proxy - user,
+                machine - proxy - up - wrk,
+                m(|x| x.idle_share) * 100.0,
+                m(|x| x.steal_share) * 100.0,
+            );
+        }
+    }
+    let _ = writeln!(
+        r,
+        "\nmachine busy: user, nice, system, irq and softirq time of all CPUs from `/proc/stat`; rest: what is not the proxy, the upstream or wrk (interrupts, softirq work charged to no process, the harness). idle and steal: shares of all CPU time during the run (steal: given by the hypervisor to other machines).\n"
+    );
+    let _ = writeln!(r, "### What the throughput target asks of the gateway\n");
+    let _ = writeln!(
+        r,
+        "| scenario | target gw/nginx | throughput ratio | machine CPU ratio nginx/gw | gateway proxy us/req now | proxy us/req the target needs | ratio if the gateway's user time were zero |"
+    );
+    let _ = writeln!(r, "|---|---|---|---|---|---|---|");
+    for o in outcomes.iter().filter(|o| o.failed.is_none()) {
+        let Some(want) = target_ratio(&o.name) else {
+            continue;
+        };
+        let tg = Outcome::med(&o.gw, |x| x.machine_us_per_req);
+        let tn = Outcome::med(&o.ng, |x| x.machine_us_per_req);
+        let pg = Outcome::med(&o.gw, |x| x.cpu_us_per_req);
+        let ug = Outcome::med(&o.gw, |x| x.cpu_user_us_per_req);
+        // Everything else unchanged, the gateway's runs would cost tn / want per request.
+        let need = pg - (tg - tn / want);
+        let _ = writeln!(
+            r,
+            "| {} | {want:.2} | {:.2} | {:.2} | {pg:.1} | {} | {:.2} |",
+            o.name,
+            o.ratio(),
+            tn / tg,
+            if need > 0.0 {
+                format!("{need:.1} ({:+.0}%)", (need / pg - 1.0) * 100.0)
+            } else {
+                format!("none: {need:.1}")
+            },
+            tn / (tg - ug),
+        );
+    }
+    let _ = writeln!(
+        r,
+        "\nproxy us/req the target needs: the gateway's CPU per request at which its runs would cost the machine nginx's runs' total divided by the target, with wrk, the upstream and the rest unchanged. The last column keeps the gateway's system time (its socket calls, and the loopback TCP work and wake-ups they carry) and drops all its user-space work: a bound for any proxy that makes the same system calls.\n"
+    );
+}
+
 // ------------------------------------------------------------------------------ memory
 
 struct Memory {
@@ -1745,6 +1943,7 @@ fn report(
         r,
         "\nreq/s and latencies: median of the rounds; non-2xx and socket errors: sum over the measured rounds (share of all requests); reuse: `mtls_gateway_upstream_connections_total` delta over the measured rounds; CPU: user+system time of the proxy (nginx: master and workers) per request.\n"
     );
+    cpu_budget(&mut r, outcomes);
     let _ = writeln!(r, "## Scenarios\n");
     for o in outcomes {
         let _ = writeln!(r, "### {}\n\n{}\n", o.name, o.what);
