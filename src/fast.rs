@@ -176,6 +176,9 @@ struct Streamed {
 enum Prep {
     /// The head is not complete yet.
     Partial,
+    /// The head is complete, and routing needs the body too: this many bytes from the start
+    /// of the head (at most `MAX_HEAD` + `REPLAY_BODY`).
+    NeedBody(usize),
     /// Not for this loop: Pingora serves it.
     Full,
     /// Answered by the gateway itself (rate limit, routing, auth).
@@ -224,6 +227,8 @@ struct Head<'a> {
     method: http::Method,
     uri: http::Uri,
     headers: &'a [httparse::Header<'a>],
+    /// The body, when it had to be read before routing (OAuth1 over a form-encoded body).
+    body: Option<&'a [u8]>,
 }
 
 /// A header value as text, under the rules of `http::HeaderValue::to_str` (visible ASCII).
@@ -247,6 +252,9 @@ impl ReqView for Head<'_> {
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .and_then(|h| text(h.value))
+    }
+    fn body(&self) -> Option<&[u8]> {
+        self.body
     }
     fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers
@@ -599,6 +607,7 @@ impl ProxyApp {
                 match self.prepare(&down.buf, down.peer) {
                     Prep::Partial if down.buf.len() <= MAX_HEAD => {}
                     Prep::Partial => return Next::Full,
+                    Prep::NeedBody(end) => down.buf.reserve(end.saturating_sub(down.buf.len())),
                     other => break other,
                 }
             }
@@ -663,7 +672,7 @@ impl ProxyApp {
                 // stream through the same gateway logic (`Gateway::request_filter`).
                 return Next::H2;
             }
-            Prep::Full | Prep::Partial => return Next::Full,
+            Prep::Full | Prep::Partial | Prep::NeedBody(_) => return Next::Full,
         };
         down.buf.advance(head_len);
 
@@ -802,6 +811,7 @@ impl ProxyApp {
                 method,
                 uri,
                 headers: req.headers,
+                body: None,
             };
             let (ctx, refused) = self.decide(peer, &head);
             return match refused {
@@ -896,11 +906,24 @@ impl ProxyApp {
             None
         };
         let body_len = if streamed.is_some() { 0 } else { body_len };
-        let head = Head {
+        let mut head = Head {
             method,
             uri,
             headers: req.headers,
+            body: None,
         };
+        if streamed.is_none()
+            && self.gw.cfg.proxy.auth == crate::config::ProxyAuth::Required
+            && crate::proxy::oauth1_over_form(&head)
+        {
+            // OAuth1 signs a form-encoded body's parameters (RFC 5849 3.4.1.3.1): this body,
+            // read whole before sending in any case, is waited for before authenticating.
+            let end = head_len + body_len as usize;
+            match buf.get(head_len..end) {
+                Some(body) => head.body = Some(body),
+                None => return Prep::NeedBody(end),
+            }
+        }
 
         // 3. The gateway's logic: rate limit, mode, target, auth, mapping.
         let (mut ctx, routed) = self.decide(peer, &head);

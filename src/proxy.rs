@@ -244,6 +244,23 @@ pub(crate) trait ReqView {
     fn header(&self, name: &str) -> Option<&str>;
     /// Every value of header `name` (lower-case) that is visible ASCII.
     fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a;
+    /// The whole request body, when it was read before routing (the lean path reads a
+    /// form-encoded body of known length first when OAuth1 must cover it); `None`: it streams.
+    fn body(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+/// Whether a request carries OAuth1 credentials (in `Authorization` or `Proxy-Authorization`)
+/// over a form-encoded body, whose parameters the signature covers (RFC 5849 3.4.1.3.1), so
+/// the body must be read before the request can be authenticated.
+pub(crate) fn oauth1_over_form(req: &impl ReqView) -> bool {
+    let form = header_str(req, "content-type").is_some_and(|c| {
+        c.len() >= 33 && c[..33].eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    });
+    form && ["authorization", "proxy-authorization"].iter().any(|h| {
+        header_str(req, h).is_some_and(|a| a.len() > 6 && a[..6].eq_ignore_ascii_case("oauth "))
+    })
 }
 
 impl ReqView for RequestHeader {
@@ -765,30 +782,24 @@ impl Gateway {
             query: req.uri().query(),
             authorization: header_str(req, header),
             content_type: header_str(req, "content-type"),
-            // Forwarded bodies stream through untouched, so form-body OAuth1 parameters are not
-            // part of the signature base string on this resource.
-            body: &[],
+            // A form-encoded body's parameters are part of an OAuth1 signature: the lean path
+            // reads such a body (of known length, at most 64 KiB) before routing. Other bodies
+            // stream through untouched and are not part of the signature base string.
+            body: req.body().unwrap_or(&[]),
             forwarded_proto: header_str(req, "x-forwarded-proto"),
         };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let form = parts.content_type.is_some_and(|c| {
-            c.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
-        let oauth1 = parts
-            .authorization
-            .is_some_and(|a| a.len() > 6 && a[..6].eq_ignore_ascii_case("oauth "));
-        if form && oauth1 {
-            // The body streams through unread, so its parameters cannot enter the signature
+        if req.body().is_none() && oauth1_over_form(req) {
+            // This body streams through unread, so its parameters cannot enter the signature
             // base string: say so instead of answering "bad signature".
             let mut r = Refusal::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "unauthorized",
-                "OAuth1 with a form-encoded body is not supported on the proxy listener (the body is streamed, not read); use a Bearer token for this request".into(),
+                "OAuth1 over a form-encoded body is verified on the proxy listener only for a body sent with Content-Length (at most 64 KiB) and without Expect: 100-continue; this one streams (chunked, larger, or held for 100 Continue), so its parameters cannot be checked. Send it with Content-Length, or use a Bearer token".into(),
             );
             r.extra
                 .push(("www-authenticate", "Bearer realm=\"mtls-gateway\"".into()));
