@@ -227,7 +227,7 @@ struct Head<'a> {
     method: http::Method,
     uri: http::Uri,
     headers: &'a [httparse::Header<'a>],
-    /// The body, when it had to be read before routing (OAuth1 over a form-encoded body).
+    /// The body, when it had to be read before routing (OAuth1 that covers the body).
     body: Option<&'a [u8]>,
 }
 
@@ -914,10 +914,11 @@ impl ProxyApp {
         };
         if streamed.is_none()
             && self.gw.cfg.proxy.auth == crate::config::ProxyAuth::Required
-            && crate::proxy::oauth1_over_form(&head)
+            && crate::proxy::oauth1_covers_body(&head)
         {
-            // OAuth1 signs a form-encoded body's parameters (RFC 5849 3.4.1.3.1): this body,
-            // read whole before sending in any case, is waited for before authenticating.
+            // OAuth1 covers a form-encoded body's parameters (RFC 5849 3.4.1.3.1), and any
+            // other body with `oauth_body_hash`: this body, read whole before sending in any
+            // case, is waited for before authenticating.
             let end = head_len + body_len as usize;
             match buf.get(head_len..end) {
                 Some(body) => head.body = Some(body),

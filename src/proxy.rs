@@ -251,15 +251,21 @@ pub(crate) trait ReqView {
     }
 }
 
-/// Whether a request carries OAuth1 credentials (in `Authorization` or `Proxy-Authorization`)
-/// over a form-encoded body, whose parameters the signature covers (RFC 5849 3.4.1.3.1), so
-/// the body must be read before the request can be authenticated.
-pub(crate) fn oauth1_over_form(req: &impl ReqView) -> bool {
+/// Whether a request's OAuth1 credentials (in `Authorization` or `Proxy-Authorization`) cover
+/// its body, so the body must be read before the request can be authenticated: a form-encoded
+/// body's parameters are part of the signature (RFC 5849 3.4.1.3.1), and any other body is
+/// covered by an `oauth_body_hash` parameter when the client sent one (oauthlib does for every
+/// body it signs that is not a form).
+pub(crate) fn oauth1_covers_body(req: &impl ReqView) -> bool {
     let form = header_str(req, "content-type").is_some_and(|c| {
         c.len() >= 33 && c[..33].eq_ignore_ascii_case("application/x-www-form-urlencoded")
     });
-    form && ["authorization", "proxy-authorization"].iter().any(|h| {
-        header_str(req, h).is_some_and(|a| a.len() > 6 && a[..6].eq_ignore_ascii_case("oauth "))
+    ["authorization", "proxy-authorization"].iter().any(|h| {
+        header_str(req, h).is_some_and(|a| {
+            a.len() > 6
+                && a[..6].eq_ignore_ascii_case("oauth ")
+                && (form || a.contains("oauth_body_hash="))
+        })
     })
 }
 
@@ -782,9 +788,9 @@ impl Gateway {
             query: req.uri().query(),
             authorization: header_str(req, header),
             content_type: header_str(req, "content-type"),
-            // A form-encoded body's parameters are part of an OAuth1 signature: the lean path
-            // reads such a body (of known length, at most 64 KiB) before routing. Other bodies
-            // stream through untouched and are not part of the signature base string.
+            // OAuth1 covers a form-encoded body (its parameters) and, with `oauth_body_hash`,
+            // any other: the lean path reads such a body (of known length, at most 64 KiB)
+            // before routing. Other bodies stream through untouched.
             body: req.body().unwrap_or(&[]),
             forwarded_proto: header_str(req, "x-forwarded-proto"),
         };
@@ -792,14 +798,14 @@ impl Gateway {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        if req.body().is_none() && oauth1_over_form(req) {
-            // This body streams through unread, so its parameters cannot enter the signature
-            // base string: say so instead of answering "bad signature".
+        if req.body().is_none() && oauth1_covers_body(req) {
+            // This body streams through unread, so it cannot be checked against the signature
+            // (form parameters) or `oauth_body_hash`: say so instead of "bad signature".
             let mut r = Refusal::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "unauthorized",
-                "OAuth1 over a form-encoded body is verified on the proxy listener only for a body sent with Content-Length (at most 64 KiB) and without Expect: 100-continue; this one streams (chunked, larger, or held for 100 Continue), so its parameters cannot be checked. Send it with Content-Length, or use a Bearer token".into(),
+                "OAuth1 that covers the body (a form-encoded body, or oauth_body_hash) is verified on the proxy listener only for a body sent with Content-Length (at most 64 KiB) and without Expect: 100-continue; this one streams (chunked, larger, or held for 100 Continue), so it cannot be checked. Send it with Content-Length, or use a Bearer token".into(),
             );
             r.extra
                 .push(("www-authenticate", "Bearer realm=\"mtls-gateway\"".into()));

@@ -1478,10 +1478,11 @@ fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
 }
 
 /// A token endpoint's form (what open banking clients post through the gateway): signed by
-/// oauthlib with the body parameters in the signature base string, as RFC 5849 3.4.1.3.1 asks.
-/// The gateway reads the body before it authenticates, and the target receives it unchanged.
+/// oauthlib with the body parameters in the signature base string, as RFC 5849 3.4.1.3.1 asks;
+/// and a JSON body covered by `oauth_body_hash`. The gateway reads the body before it
+/// authenticates, and the target receives it unchanged.
 #[test]
-fn the_forward_resource_verifies_oauth1_over_a_form_body_and_forwards_it_unchanged() {
+fn the_forward_resource_verifies_oauth1_over_the_body_and_forwards_it_unchanged() {
     let m = crate::common::OneMapping::new("form");
     let gw = crate::common::Gw::start(
         m.dir.path(),
@@ -1495,22 +1496,19 @@ fn the_forward_resource_verifies_oauth1_over_a_form_body_and_forwards_it_unchang
     let url = format!("http://{}/mtls/account/acc", gw.proxy);
     let target = format!("https://localhost:{}/collect", m.port);
     let form = "grant_type=client_credentials&scope=accounts+payments&client_id=tpp%2F42";
-    let signed = |body: &str, sign_body: &str| {
-        let mut s = Sign::post(
-            &url,
-            "application/x-www-form-urlencoded",
-            sign_body,
-            "app-acc",
-            "form s3cret",
-        );
+    let signed_as = |ctype: &str, body: &str, sign_body: &str| {
+        let mut s = Sign::post(&url, ctype, sign_body, "app-acc", "form s3cret");
         s.timestamp = now;
         let req = s.send("unused");
         let auth = req.authorization.expect("oauthlib signed");
         format!(
-            "POST /mtls/account/acc HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\nLP-forward-url: {target}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST /mtls/account/acc HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\nLP-forward-url: {target}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             gw.proxy,
             body.len()
         )
+    };
+    let signed = |body: &str, sign_body: &str| {
+        signed_as("application/x-www-form-urlencoded", body, sign_body)
     };
     // Signed over this very body: verified, and the target gets the form byte for byte.
     let (status, body) = raw_exchange(gw.proxy, signed(form, form).as_bytes());
@@ -1546,4 +1544,23 @@ fn the_forward_resource_verifies_oauth1_over_a_form_body_and_forwards_it_unchang
     let (status, body) = raw_exchange(gw.proxy, req.as_bytes());
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("Content-Length"), "the fix is named: {body}");
+    // A JSON body: oauthlib covers it with oauth_body_hash, which is checked the same way.
+    let json = r#"{"instructedAmount":{"amount":"10.00","currency":"EUR"}}"#;
+    let req = signed_as("application/json", json, json);
+    assert!(
+        req.contains("oauth_body_hash="),
+        "oauthlib sent a body hash: {req}"
+    );
+    let (status, body) = raw_exchange(gw.proxy, req.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json, "the target received the JSON unchanged");
+    let changed = r#"{"instructedAmount":{"amount":"99.00","currency":"EUR"}}"#;
+    let (status, body) = raw_exchange(
+        gw.proxy,
+        signed_as("application/json", changed, json).as_bytes(),
+    );
+    assert_eq!(
+        status, 401,
+        "a changed JSON body fails its body hash: {body}"
+    );
 }

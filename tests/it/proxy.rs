@@ -731,7 +731,7 @@ async fn with_proxy_auth_required_the_forward_resource_takes_bearer_or_oauth1_sc
     assert_eq!(r.status(), 401, "no OAuth1 key is configured here");
     assert!(r.headers().contains_key("www-authenticate"));
     // OAuth1 over form bodies, verified and refused: auth.rs
-    // `the_forward_resource_verifies_oauth1_over_a_form_body_and_forwards_it_unchanged`.
+    // `the_forward_resource_verifies_oauth1_over_the_body_and_forwards_it_unchanged`.
     // Transparent mode on the same listener authenticates with Proxy-Authorization (stripped),
     // and the app's own Authorization goes to the target.
     let r = proxied_client(&gw)
