@@ -1595,7 +1595,7 @@ fn cpu_budget(r: &mut String, outcomes: &[Outcome]) {
     }
     let _ = writeln!(
         r,
-        "\nmachine busy: user, nice, system, irq and softirq time of all CPUs from `/proc/stat`; rest: what is not the proxy, the upstream or wrk (interrupts, softirq work charged to no process, the harness). idle and steal: shares of all CPU time during the run (steal: given by the hypervisor to other machines).\n"
+        "\nmachine busy: user, nice, system, irq and softirq time of all CPUs from `/proc/stat`; rest: what is not the proxy, the upstream or wrk (interrupts, softirq work charged to no process, the harness); every reading is within one clock tick, so a rest of a few us below 0 is rounding. idle and steal: shares of all CPU time during the run (steal: given by the hypervisor to other machines).\n"
     );
     let _ = writeln!(r, "### What the throughput target asks of the gateway\n");
     let _ = writeln!(
