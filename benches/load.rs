@@ -337,13 +337,12 @@ impl Proc {
     fn cpu_ticks(&self) -> Ticks {
         let mut pids = vec![self.pid()];
         pids.extend(children(self.pid()).into_iter().map(|(p, _)| p));
-        pids.iter().fold(Ticks::default(), |acc, p| {
-            let t = proc_cpu_ticks(*p);
-            Ticks {
+        pids.iter()
+            .filter_map(|p| proc_stat(*p))
+            .fold(Ticks::default(), |acc, (_, t)| Ticks {
                 user: acc.user + t.user,
                 sys: acc.sys + t.sys,
-            }
-        })
+            })
     }
 
     /// Like [`Proc::wait_exit`], and also the process's own CPU time, read while it is a zombie
@@ -351,8 +350,7 @@ impl Proc {
     fn wait_exit_cpu(&mut self, timeout: Duration) -> Option<(ExitStatus, Ticks)> {
         let deadline = Instant::now() + timeout;
         loop {
-            if proc_state(self.pid()) == Some('Z') {
-                let t = proc_cpu_ticks(self.pid());
+            if let Some(('Z', t)) = proc_stat(self.pid()) {
                 return self.wait_exit(Duration::from_secs(5)).map(|s| (s, t));
             }
             if let Some(s) = self.exited() {
@@ -417,34 +415,29 @@ fn machine_ticks() -> MachineTicks {
     }
 }
 
-/// The state letter of `/proc/<pid>/stat` (R, S, Z, ...).
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().next()?.chars().next()
-}
-
 impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-fn proc_cpu_ticks(pid: u32) -> Ticks {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return Ticks::default();
-    };
+/// The state letter (R, S, Z, ...) and the CPU time of `/proc/<pid>/stat`; None once the
+/// process is gone.
+fn proc_stat(pid: u32) -> Option<(char, Ticks)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return Ticks::default();
-    };
+    let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state); utime is field 14, stime field 15.
+    // f[0] is field 3 (state); utime is field 14, stime field 15.
     let get = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-    Ticks {
-        user: get(11),
-        sys: get(12),
-    }
+    let state = f.first()?.chars().next()?;
+    Some((
+        state,
+        Ticks {
+            user: get(11),
+            sys: get(12),
+        },
+    ))
 }
 
 fn clock_ticks_per_sec() -> f64 {

@@ -197,7 +197,7 @@ pub struct ProxyConfig {
     pub account_header: String,
     pub service_header: String,
     pub auth: ProxyAuth,
-    /// One `access` log line per request (info level, target `mtls_gateway::access`).
+    /// One access log line per request on stderr, written by [`crate::access_log`].
     pub access_log: bool,
 }
 

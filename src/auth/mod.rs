@@ -120,10 +120,7 @@ impl AuthConfig {
             .map(str::trim)
             .filter(|h| !h.is_empty())
             .ok_or(AuthError::Missing { accepts })?;
-        let (word, rest) = match header.find(|c: char| c.is_ascii_whitespace()) {
-            Some(i) => (&header[..i], &header[i..]),
-            None => (header, ""),
-        };
+        let (word, rest) = split_scheme(header);
         if word.eq_ignore_ascii_case("OAuth") {
             if !accepts.allows(Scheme::OAuth1) {
                 return Err(AuthError::WrongScheme { accepts });
@@ -143,6 +140,28 @@ impl AuthConfig {
             Err(AuthError::WrongScheme { accepts })
         }
     }
+}
+
+/// An `Authorization` value split into its scheme word and the rest (credentials).
+fn split_scheme(header: &str) -> (&str, &str) {
+    match header.find(|c: char| c.is_ascii_whitespace()) {
+        Some(i) => (&header[..i], &header[i..]),
+        None => (header, ""),
+    }
+}
+
+/// Whether OAuth1 credentials in `authorization` cover the request body, so that the body must
+/// be read before [`AuthConfig::authenticate`] can verify them: a form-encoded body's parameters
+/// are part of the signature (RFC 5849 3.4.1.3.1), and any other body is covered by an
+/// `oauth_body_hash` parameter when the client sent one (oauthlib does for every body it signs
+/// that is not a form).
+pub fn oauth1_covers_body(authorization: Option<&str>, content_type: Option<&str>) -> bool {
+    let Some(header) = authorization.map(str::trim) else {
+        return false;
+    };
+    let (word, rest) = split_scheme(header);
+    word.eq_ignore_ascii_case("OAuth")
+        && (oauth1::is_form(content_type) || rest.contains("oauth_body_hash="))
 }
 
 /// The request as the signer saw it. `path` and `query` are the raw (still percent-encoded)
@@ -508,6 +527,31 @@ pub(crate) fn resolve(file: &Path, base_dir: Option<&Path>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oauth1_covers_a_form_body_and_a_body_hash_only() {
+        const FORM: &str = "application/x-www-form-urlencoded";
+        let oauth = Some("OAuth oauth_consumer_key=\"k\", oauth_signature=\"s\"");
+        let hashed =
+            Some("oauth oauth_body_hash=\"2jmj7l5rSw0yVb/vlWAYkK/YBwk=\", oauth_signature=\"s\"");
+        assert!(oauth1_covers_body(oauth, Some(FORM)));
+        assert!(oauth1_covers_body(
+            oauth,
+            Some("Application/X-WWW-Form-Urlencoded; charset=utf-8")
+        ));
+        assert!(
+            !oauth1_covers_body(oauth, Some("application/json")),
+            "no body hash"
+        );
+        assert!(!oauth1_covers_body(oauth, None));
+        assert!(oauth1_covers_body(hashed, Some("application/json")));
+        assert!(!oauth1_covers_body(Some("Bearer eyJ.x.y"), Some(FORM)));
+        assert!(!oauth1_covers_body(None, Some(FORM)));
+        assert!(
+            !oauth1_covers_body(Some("OAut"), Some(FORM)),
+            "short values do not panic"
+        );
+    }
 
     #[test]
     fn challenges_follow_accepted_schemes() {

@@ -433,8 +433,8 @@ impl OAuth1Verifier {
 }
 
 /// The scheme an `X-Forwarded-Proto` value names: its first element (a chain of proxies appends
-/// theirs), `http` or `https` in any case. Another value is an error naming the header, whether
-/// (when it is trusted: a terminator that sends another value is misconfigured).
+/// theirs), `http` or `https` in any case. Another value is an error naming the header (where
+/// the header is trusted, a terminator that sends another value is misconfigured).
 fn forwarded_scheme(value: Option<&str>) -> Result<Option<&'static str>, AuthError> {
     let Some(value) = value else {
         return Ok(None);
@@ -559,7 +559,7 @@ fn form_decode(s: &[u8]) -> Vec<u8> {
 }
 
 /// Whether the content type is `application/x-www-form-urlencoded` (parameters ignored).
-fn is_form(content_type: Option<&str>) -> bool {
+pub(crate) fn is_form(content_type: Option<&str>) -> bool {
     content_type
         .and_then(|ct| ct.split(';').next())
         .is_some_and(|ct| {

@@ -1458,25 +1458,6 @@ fn secrets_load_from_files_without_the_trailing_newline() {
 // ---------------------------------------------------------------------------------------------
 // On the proxy listener (`proxy.auth: required`): OAuth1 over a form-encoded body
 
-/// One raw HTTP/1.1 exchange with the gateway's proxy listener; returns (status, body).
-fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
-    use std::io::Read as _;
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the proxy listener");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .expect("timeout");
-    s.write_all(request).expect("send");
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, body.to_string())
-}
-
 /// A token endpoint's form (what open banking clients post through the gateway): signed by
 /// oauthlib with the body parameters in the signature base string, as RFC 5849 3.4.1.3.1 asks;
 /// and a JSON body covered by `oauth_body_hash`. The gateway reads the body before it
@@ -1509,6 +1490,12 @@ fn the_forward_resource_verifies_oauth1_over_the_body_and_forwards_it_unchanged(
     };
     let signed = |body: &str, sign_body: &str| {
         signed_as("application/x-www-form-urlencoded", body, sign_body)
+    };
+    let raw_exchange = |addr, req: &[u8]| {
+        let req = std::str::from_utf8(req).expect("an ASCII request");
+        let (status, _, body) =
+            crate::common::raw_request(addr, req).expect("an answer from the proxy listener");
+        (status, String::from_utf8_lossy(&body).into_owned())
     };
     // Signed over this very body: verified, and the target gets the form byte for byte.
     let (status, body) = raw_exchange(gw.proxy, signed(form, form).as_bytes());
