@@ -194,11 +194,11 @@ impl Seed {
     }
 }
 
-/// The gateway binary running with a generated config.
 /// The proxy section test gateways get when `extra` has none; a test that sets proxy keys of its
 /// own starts from it (`{proxy}` is the gateway's proxy port).
 pub const PROXY_DEFAULTS: &str = "proxy:\n  listen: [\"127.0.0.1:{proxy}\"]\n  default_account: acc\n  default_service: TEST_SERVICE\n";
 
+/// The gateway binary running with a generated config.
 pub struct Gw {
     pub child: Option<Child>,
     pub proxy: SocketAddr,
