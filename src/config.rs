@@ -307,12 +307,17 @@ impl Config {
             FileConfig::default()
         } else {
             serde_yaml::from_str(text).map_err(|e| {
-                let loc = e
-                    .location()
-                    .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
-                    .unwrap_or_default();
+                // serde_yaml's message usually says "at line L column C" itself; the location
+                // is added only where it does not.
+                let msg = e.to_string();
+                let loc = match e.location() {
+                    Some(l) if !msg.contains(" at line ") => {
+                        format!(" (line {}, column {})", l.line(), l.column())
+                    }
+                    _ => String::new(),
+                };
                 // serde_yaml names the path of the failing key in its message.
-                err("config", format!("{e}{loc}; fix or remove that key"))
+                err("config", format!("{msg}{loc}; fix or remove that key"))
             })?
         };
         file.validate(base_dir)

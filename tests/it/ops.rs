@@ -83,6 +83,10 @@ fn each_kind_of_bad_config_gives_a_one_line_error_naming_the_key_and_exit_64() {
         ),
         ("proxy: [1, 2\n", "line"),
         (
+            "proxy:\n  access_log: \"yes\"\n",
+            "proxy.access_log: invalid type: string \"yes\", expected a boolean at line 2 column 15; fix",
+        ),
+        (
             "proxy:\n  listen: [\"127.0.0.1:18080\"]\nops:\n  listen: \"127.0.0.1:18080\"\n",
             "ops.listen: 127.0.0.1:18080 overlaps proxy.listen[0]",
         ),
