@@ -14,7 +14,7 @@ pub mod certgen;
 pub mod config;
 pub mod demo;
 pub mod echo;
-pub mod fast;
+pub mod http1;
 mod file_stamp;
 pub mod metrics;
 pub mod ops;
@@ -358,7 +358,7 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
     let gateway = Gateway::new(cfg.clone(), refresher.snapshot().clone(), inflight.clone());
     // The listener's app: a lean HTTP/1.1 loop for ordinary requests, Pingora's proxy for the
     // rest (see src/fast.rs).
-    let app = fast::ProxyApp::new(gateway, &server.configuration)?;
+    let app = http1::ProxyApp::new(gateway, &server.configuration)?;
     // Both upstream connectors (the lean loop's and Pingora's) have loaded the trust bundle;
     // nothing reads it again, so it goes now rather than at exit (which a SIGKILL never reaches).
     if let Some(b) = bundle {

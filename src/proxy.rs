@@ -46,7 +46,7 @@ use crate::config::{Config, ProxyAuth, UnmappedPolicy};
 use crate::metrics;
 use crate::ratelimit::RateLimiter;
 use crate::refresh::SnapshotHandle;
-use crate::snapshot::{normalize_url, split_host_port, LoadedCert, Target};
+use crate::snapshot::{normalize_url, normalize_url_checked, split_host_port, LoadedCert, Target};
 
 const FORWARD_PREFIX: &str = "/mtls/account/";
 
@@ -232,6 +232,70 @@ impl Ctx {
             status,
             self.outcome
         );
+    }
+}
+
+/// The one rule for the upstream request's header fields, on every engine (the lean HTTP/1 loop
+/// writes the fields it keeps; Pingora's adapter removes the others):
+/// - dropped: `Host` (the target's authority is written instead), the hop-by-hop fields (RFC
+///   9110 7.6.1: `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Upgrade`,
+///   `HTTP2-Settings`) and any field the client's `Connection` nominated, the framing fields
+///   (`Content-Length`, `Transfer-Encoding`, `Expect`: each engine writes its own framing),
+///   `Proxy-Authorization` (the gateway's credential), `LP-*` and the account/service selection
+///   headers (the gateway's own), and in forward mode `Authorization` (the caller's credential
+///   for the gateway; `LP-authorization-override` takes its place);
+/// - kept as they are: everything else, `X-Forwarded-*` included (the gateway adds none, as
+///   nginx adds none by default).
+pub(crate) struct HeaderPolicy<'a> {
+    cfg: &'a crate::config::ProxyConfig,
+    mode: Mode,
+    nominated: &'a [String],
+}
+
+const HOP_BY_HOP: [&str; 12] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "http2-settings",
+    "proxy-authorization",
+    "content-length",
+    "transfer-encoding",
+    "expect",
+];
+
+impl<'a> HeaderPolicy<'a> {
+    pub(crate) fn new(
+        cfg: &'a crate::config::ProxyConfig,
+        mode: Mode,
+        nominated: &'a [String],
+    ) -> HeaderPolicy<'a> {
+        HeaderPolicy {
+            cfg,
+            mode,
+            nominated,
+        }
+    }
+
+    /// Whether the client's field `name` goes to the target.
+    pub(crate) fn keeps(&self, name: &str) -> bool {
+        !(HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || name.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("lp-"))
+            || name.eq_ignore_ascii_case(&self.cfg.account_header)
+            || name.eq_ignore_ascii_case(&self.cfg.service_header)
+            || (self.mode == Mode::Forward && name.eq_ignore_ascii_case("authorization"))
+            || self.nominated.iter().any(|n| name.eq_ignore_ascii_case(n)))
+    }
+
+    /// The `Authorization` the gateway adds: `LP-authorization-override`, forward mode only.
+    pub(crate) fn authorization(&self, ctx: &mut Ctx) -> Option<String> {
+        match self.mode {
+            Mode::Forward => ctx.authorization_override.take(),
+            Mode::Transparent => None,
+        }
     }
 }
 
@@ -502,6 +566,10 @@ fn transparent_target(req: &impl ReqView) -> Result<UpstreamTarget, String> {
         Some(p) => format!("/{}", p.trim_start_matches('*')),
         None => "/".to_string(),
     };
+    // Only RFC 3986 characters (HTTP/2 paths included), resolved before it is matched, and
+    // sent resolved: `/api/../admin` is `/admin`.
+    crate::http1::codec::check_uri_chars(&path_query, "the request's path")?;
+    let path_query = crate::http1::codec::resolve_path(&path_query)?;
     let host_lc = host.to_ascii_lowercase();
     let authority = if port == 443 {
         host_lc.clone()
@@ -523,8 +591,10 @@ fn transparent_target(req: &impl ReqView) -> Result<UpstreamTarget, String> {
 
 /// The target of a forward-resource request, from `LP-forward-url`.
 fn forward_target(raw: &str) -> Result<UpstreamTarget, String> {
-    let url = normalize_url(raw.trim()).ok_or_else(|| {
-        format!("LP-forward-url {raw:?} is not an absolute https URL; send e.g. https://partner.example/api")
+    let raw = raw.trim();
+    crate::http1::codec::check_uri_chars(raw, "LP-forward-url")?;
+    let url = normalize_url_checked(raw).map_err(|why| {
+        format!("LP-forward-url {raw:?} is not usable ({why}); send an absolute https URL, e.g. https://partner.example/api")
     })?;
     let rest = url
         .strip_prefix("https://")
@@ -944,6 +1014,9 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx._inflight = Some(self.inflight.enter());
         ctx.start = Instant::now();
+        // `proxy.client_timeout_secs` bounds each read of the request body, as on the lean loop.
+        session.set_read_timeout(Some(self.cfg.proxy.client_timeout));
+        session.set_write_timeout(Some(self.cfg.proxy.client_timeout));
         if session.is_http2() {
             h2_as_origin_form(session.req_header_mut());
         }
@@ -985,27 +1058,23 @@ impl ProxyHttp for Gateway {
             .parse()
             .map_err(|_| Error::explain(InternalError, "target path is not a valid URI"))?;
         upstream_request.set_uri(uri);
-        upstream_request.insert_header("host", target.authority.as_str())?;
+        // The one header policy (`HeaderPolicy`, as on the lean loop). Pingora frames the body
+        // itself (a known `Content-Length` is kept, anything else goes chunked), so the
+        // client's `Content-Length`, checked by the HTTP/2 layer, stays.
+        let mode = ctx.mode.unwrap_or(Mode::Transparent);
+        let policy = HeaderPolicy::new(&self.cfg.proxy, mode, &[]);
         let drop: Vec<http::HeaderName> = upstream_request
             .headers
             .keys()
-            .filter(|k| {
-                let n = k.as_str();
-                n.starts_with("lp-")
-                    || n == "proxy-authorization"
-                    || n == self.cfg.proxy.account_header
-                    || n == self.cfg.proxy.service_header
-            })
+            .filter(|k| k.as_str() != "content-length" && !policy.keeps(k.as_str()))
             .cloned()
             .collect();
         for k in drop {
             upstream_request.remove_header(&k);
         }
-        if ctx.mode == Some(Mode::Forward) {
-            upstream_request.remove_header("authorization");
-            if let Some(v) = ctx.authorization_override.take() {
-                upstream_request.insert_header("authorization", v)?;
-            }
+        upstream_request.insert_header("host", target.authority.as_str())?;
+        if let Some(v) = policy.authorization(ctx) {
+            upstream_request.insert_header("authorization", v)?;
         }
         Ok(())
     }
@@ -1017,9 +1086,21 @@ impl ProxyHttp for Gateway {
         _peer: &HttpPeer,
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
-        _digest: Option<&Digest>,
+        digest: Option<&Digest>,
         _ctx: &mut Ctx,
     ) -> Result<()> {
+        // The lean loop's connector refuses anything below TLS 1.2 in the handshake; Pingora's
+        // connector allows TLS 1.0 and has no setting for it, so the same floor is held here,
+        // before any request byte is sent.
+        if let Some(v) = digest.and_then(|d| d.ssl_digest.as_ref()).map(|s| s.version.as_ref()) {
+            if v != "TLSv1.2" && v != "TLSv1.3" {
+                metrics::UPSTREAM_TLS_FAILURES.inc();
+                return Error::e_explain(
+                    TLSHandshakeFailure,
+                    format!("the target negotiated {v}; TLS 1.2 or 1.3 is required"),
+                );
+            }
+        }
         metrics::upstream_connection(reused);
         Ok(())
     }
@@ -1082,7 +1163,10 @@ impl ProxyHttp for Gateway {
             let (body, extra) = upstream_failure(url, e);
             let _ = respond_json(session, StatusCode::FAILED_DEPENDENCY, body, &extra).await;
         } else if code > 0 {
-            let _ = session.respond_error(code).await;
+            // The same JSON answer the lean loop gives for its own errors.
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = json!({"error": "error", "message": format!("the gateway could not serve the request: {}", e.etype().as_str())});
+            let _ = respond_json(session, status, body, &[]).await;
         }
         FailToProxy {
             error_code: code,
@@ -1102,6 +1186,30 @@ impl ProxyHttp for Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_header_policy_drops_hop_by_hop_framing_and_the_gateways_own_fields() {
+        let cfg = Config::from_yaml("{}", std::path::Path::new("/"))
+            .expect("the default config")
+            .proxy;
+        let nominated = vec!["x-secret-hop".to_string()];
+        let t = HeaderPolicy::new(&cfg, Mode::Transparent, &nominated);
+        for n in [
+            "Host", "Connection", "LP-forward-url", "Proxy-Authorization", "te",
+            "HTTP2-Settings", "Content-Length", "Transfer-Encoding", "Expect", "X-Secret-Hop",
+            "Upgrade", "Trailer", "Keep-Alive",
+        ] {
+            assert!(!t.keeps(n), "{n} must not go on");
+        }
+        let acc = cfg.account_header.clone();
+        assert!(!t.keeps(&acc.to_ascii_uppercase()));
+        for n in ["Authorization", "X-Forwarded-For", "lp", "Content-Type", "X-App"] {
+            assert!(t.keeps(n), "{n} goes on in transparent mode");
+        }
+        let f = HeaderPolicy::new(&cfg, Mode::Forward, &[]);
+        assert!(!f.keeps("authorization"));
+        assert!(f.keeps("content-type"));
+    }
 
     #[test]
     fn forward_target_keeps_path_and_query_and_default_port() {

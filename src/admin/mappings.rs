@@ -137,6 +137,16 @@ fn service(obj: &Obj<'_>, cfg: &Config) -> Result<Option<String>, ApiError> {
 
 /// A mapping URL: an absolute http(s) URL, optionally ending in `*` (prefix mapping).
 pub(crate) fn check_url(url: &str, field: &str) -> Result<String, ApiError> {
+    let base = url.strip_suffix('*').unwrap_or(url);
+    if let Err(why) = crate::snapshot::normalize_url_checked(base) {
+        if url.len() <= MAX_URL && url.contains("://") {
+            return Err(ApiError::bad(
+                "invalid_url",
+                field,
+                format!("{field} is not usable: {why}; send an absolute https URL, e.g. https://api.example.com/path (a trailing * maps every URL with that prefix)"),
+            ));
+        }
+    }
     if url.len() > MAX_URL || UrlPattern::parse(url).is_none() {
         return Err(ApiError::bad(
             "invalid_url",
