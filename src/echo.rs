@@ -24,6 +24,8 @@
 //! - `/status/{code}`: that status (200-599) with a short body;
 //! - `/collect` (any method): the whole request body read first, then sent back (status 200);
 //!   with `Expect: 100-continue` the client gets a `100 Continue` before it sends the body;
+//! - `/drop` (any method): the whole request read, then the connection closed without an answer
+//!   (a target that acted on a request and failed before answering);
 //! - `/refuse/{code}` (any method): that status (200-599) at once, the request body never read
 //!   (and so no `100 Continue`);
 //! - anything else, any method: the request body streamed back byte for byte, status 200, the
@@ -410,10 +412,18 @@ async fn connection(
         };
     let id = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
     let info = Arc::new(ConnInfo::new(id, tls.ssl().peer_certificate()));
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |req: Request<Incoming>| {
         let info = info.clone();
         shared.requests.fetch_add(1, Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(handle(req, &info).await) }
+        async move {
+            if req.uri().path() == "/drop" {
+                // Read the whole request, then close the connection without an answer (a
+                // target that fails after it has acted on a request).
+                let _ = req.into_body().collect().await;
+                return Err(io::Error::other("dropped on purpose (/drop)"));
+            }
+            Ok::<_, io::Error>(handle(req, &info).await)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.keep_alive(true).timer(TokioTimer::new());

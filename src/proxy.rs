@@ -1092,7 +1092,10 @@ impl ProxyHttp for Gateway {
         // The lean loop's connector refuses anything below TLS 1.2 in the handshake; Pingora's
         // connector allows TLS 1.0 and has no setting for it, so the same floor is held here,
         // before any request byte is sent.
-        if let Some(v) = digest.and_then(|d| d.ssl_digest.as_ref()).map(|s| s.version.as_ref()) {
+        if let Some(v) = digest
+            .and_then(|d| d.ssl_digest.as_ref())
+            .map(|s| s.version.as_ref())
+        {
             if v != "TLSv1.2" && v != "TLSv1.3" {
                 metrics::UPSTREAM_TLS_FAILURES.inc();
                 return Error::e_explain(
@@ -1195,15 +1198,31 @@ mod tests {
         let nominated = vec!["x-secret-hop".to_string()];
         let t = HeaderPolicy::new(&cfg, Mode::Transparent, &nominated);
         for n in [
-            "Host", "Connection", "LP-forward-url", "Proxy-Authorization", "te",
-            "HTTP2-Settings", "Content-Length", "Transfer-Encoding", "Expect", "X-Secret-Hop",
-            "Upgrade", "Trailer", "Keep-Alive",
+            "Host",
+            "Connection",
+            "LP-forward-url",
+            "Proxy-Authorization",
+            "te",
+            "HTTP2-Settings",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Expect",
+            "X-Secret-Hop",
+            "Upgrade",
+            "Trailer",
+            "Keep-Alive",
         ] {
             assert!(!t.keeps(n), "{n} must not go on");
         }
         let acc = cfg.account_header.clone();
         assert!(!t.keeps(&acc.to_ascii_uppercase()));
-        for n in ["Authorization", "X-Forwarded-For", "lp", "Content-Type", "X-App"] {
+        for n in [
+            "Authorization",
+            "X-Forwarded-For",
+            "lp",
+            "Content-Type",
+            "X-App",
+        ] {
             assert!(t.keeps(n), "{n} goes on in transparent mode");
         }
         let f = HeaderPolicy::new(&cfg, Mode::Forward, &[]);

@@ -282,7 +282,9 @@ pub fn normalize_url_checked(url: &str) -> Result<String, String> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
     {
-        return Err(format!("the host {host:?} has characters a host name may not have"));
+        return Err(format!(
+            "the host {host:?} has characters a host name may not have"
+        ));
     }
     check_uri_chars(path_query, "the URL's path")?;
     let path_query = if path_query.starts_with('/') {

@@ -114,7 +114,10 @@ const PROTECTED: [&str; 6] = [
 /// `Connection` token that is no token or nominates a framing or routing field. Refused with
 /// 501: a coding before `chunked` (the gateway decodes none). Refused with 417: an `Expect`
 /// other than `100-continue`.
-pub fn request_framing(headers: &[httparse::Header<'_>], http10: bool) -> Result<RequestFraming, Bad> {
+pub fn request_framing(
+    headers: &[httparse::Header<'_>],
+    http10: bool,
+) -> Result<RequestFraming, Bad> {
     let mut f = RequestFraming::default();
     let mut length: Option<u64> = None;
     let mut codings: Vec<Vec<u8>> = Vec::new();
@@ -592,27 +595,27 @@ mod tests {
     #[test]
     fn chunked_framing_off_the_grammar_is_refused() {
         let bad: &[&[u8]] = &[
-            b"5\nhello\r\n0\r\n\r\n",            // bare LF after the size
-            b"5\r\nhello\n0\r\n\r\n",            // bare LF after the data
-            b"5\rhello\r\n0\r\n\r\n",            // bare CR
-            b"5\r\nhelloXX0\r\n\r\n",            // data longer than the size
-            b"0x5\r\nhello\r\n0\r\n\r\n",        // 0x prefix
-            b"+5\r\nhello\r\n0\r\n\r\n",         // sign
-            b"-1\r\n",                           // negative
-            b" 5\r\nhello\r\n0\r\n\r\n",         // leading space
-            b"5 \r\nhello\r\n0\r\n\r\n",         // whitespace without an extension
-            b"5 x\r\nhello\r\n0\r\n\r\n",        // junk after the size
-            b"5;\r\nhello\r\n0\r\n\r\n",         // empty extension name
-            b"5;a=\r\nhello\r\n0\r\n\r\n",       // empty extension value
-            b"5;a=\"b\r\nhello\r\n0\r\n\r\n",    // unterminated quoted value
-            b"5_0\r\n",                          // underscore
-            b"fffffffffffffffff\r\n",            // overflow
-            b"\r\n",                             // no size
-            b"0\r\n\n",                          // bare LF at the end
-            b"0\r\nx: 1\n\r\n",                  // bare LF after a trailer
-            b"0\r\n x: 1\r\n\r\n",               // obs-fold trailer
-            b"0\r\nx : 1\r\n\r\n",               // space before the colon
-            b"0\r\nx\r\n\r\n",                   // trailer without a colon
+            b"5\nhello\r\n0\r\n\r\n",         // bare LF after the size
+            b"5\r\nhello\n0\r\n\r\n",         // bare LF after the data
+            b"5\rhello\r\n0\r\n\r\n",         // bare CR
+            b"5\r\nhelloXX0\r\n\r\n",         // data longer than the size
+            b"0x5\r\nhello\r\n0\r\n\r\n",     // 0x prefix
+            b"+5\r\nhello\r\n0\r\n\r\n",      // sign
+            b"-1\r\n",                        // negative
+            b" 5\r\nhello\r\n0\r\n\r\n",      // leading space
+            b"5 \r\nhello\r\n0\r\n\r\n",      // whitespace without an extension
+            b"5 x\r\nhello\r\n0\r\n\r\n",     // junk after the size
+            b"5;\r\nhello\r\n0\r\n\r\n",      // empty extension name
+            b"5;a=\r\nhello\r\n0\r\n\r\n",    // empty extension value
+            b"5;a=\"b\r\nhello\r\n0\r\n\r\n", // unterminated quoted value
+            b"5_0\r\n",                       // underscore
+            b"fffffffffffffffff\r\n",         // overflow
+            b"\r\n",                          // no size
+            b"0\r\n\n",                       // bare LF at the end
+            b"0\r\nx: 1\n\r\n",               // bare LF after a trailer
+            b"0\r\n x: 1\r\n\r\n",            // obs-fold trailer
+            b"0\r\nx : 1\r\n\r\n",            // space before the colon
+            b"0\r\nx\r\n\r\n",                // trailer without a colon
         ];
         for b in bad {
             assert!(
@@ -670,8 +673,7 @@ mod tests {
             Some(BodyFraming::Length(5))
         );
         assert_eq!(
-            ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n")
-                .body,
+            ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").body,
             Some(BodyFraming::Length(5))
         );
         assert_eq!(

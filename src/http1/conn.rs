@@ -755,7 +755,10 @@ impl ProxyApp {
             sending: None,
         };
         let result = match streamed {
-            None => self.exchange(down, &mut ctx, &up_req, want, idempotent).await,
+            None => {
+                self.exchange(down, &mut ctx, &up_req, want, idempotent)
+                    .await
+            }
             Some(body) => {
                 let how = Streamed { body, expect, want };
                 self.exchange_streamed(down, &mut ctx, &up_req, how).await
@@ -1003,7 +1006,9 @@ impl ProxyApp {
             Some(BodyFraming::Length(n)) => {
                 let _ = write!(up_req, "Content-Length: {n}\r\n");
             }
-            Some(BodyFraming::Chunked) => up_req.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            Some(BodyFraming::Chunked) => {
+                up_req.extend_from_slice(b"Transfer-Encoding: chunked\r\n")
+            }
         }
         if expect {
             up_req.extend_from_slice(b"Expect: 100-continue\r\n");

@@ -10,6 +10,7 @@ mod file_store;
 mod ops;
 mod p12;
 mod proxy;
+mod request_path;
 mod rvault;
 mod vault;
 mod vault_gateway;
