@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod echo;
 mod file_stamp;
+pub mod gateway;
 pub mod http1;
 pub mod metrics;
 pub mod ops;
@@ -24,7 +25,7 @@ pub mod ratelimit;
 pub mod refresh;
 pub mod snapshot;
 pub mod store;
-pub mod tls_client;
+pub mod upstream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,7 +39,7 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::config::{Config, StoreConfig};
-use crate::proxy::{Gateway, InFlight};
+use crate::gateway::{Gateway, InFlight};
 use crate::refresh::{RefreshService, Refresher};
 use crate::store::file::FileStore;
 use crate::store::{
