@@ -682,10 +682,30 @@ fn get_mappings_blocking(root: &Path, account: &str) -> StoreResult<Versioned<Ma
             value: MappingDocument::default(),
             version: String::new(),
         }),
-        Some((bytes, version)) => Ok(Versioned {
-            value: parse(&mappings_key(account), &path, MAPPINGS_SHAPE, &bytes)?,
-            version,
-        }),
+        Some((bytes, version)) => {
+            let key = mappings_key(account);
+            let value: MappingDocument = parse(&key, &path, MAPPINGS_SHAPE, &bytes)?;
+            // As the Vault store and every write do: an account's document holds its own only.
+            if let Some((i, m)) = value
+                .mappings
+                .iter()
+                .enumerate()
+                .find(|(_, m)| m.account_id != account)
+            {
+                return Err(StoreError::Corrupt {
+                    key,
+                    reason: format!(
+                        "mappings[{i}] (id {}) of {} says account {:?}; a mapping belongs in the \
+                         mappings.json of its own account: move it to \
+                         accounts/{{accountId}}/mappings.json or correct its accountId",
+                        m.id,
+                        path.display(),
+                        m.account_id
+                    ),
+                });
+            }
+            Ok(Versioned { value, version })
+        }
     }
 }
 

@@ -326,6 +326,28 @@ async fn corrupt_file_is_reported_for_that_entry_only() {
     );
 }
 
+/// Written by hand, a mapping document could name another account in a mapping: refused when
+/// read (as every write and the Vault store refuse it), naming the file and the fix.
+#[tokio::test]
+async fn a_mapping_document_holding_another_accounts_mapping_is_corrupt() {
+    let (tmp, s) = store();
+    let d = doc(vec![mapping("acme", 1, "https://a/")]);
+    s.put_mappings("acme", &d, None).await.expect("put");
+    let path = tmp.path().join("store/accounts/acme/mappings.json");
+    let text = fs::read_to_string(&path).expect("read");
+    fs::write(&path, text.replace("\"acme\"", "\"other\"")).expect("write");
+    match s.get_mappings("acme").await {
+        Err(StoreError::Corrupt { key, reason }) => {
+            assert_eq!(key, "accounts/acme/mappings");
+            assert!(
+                reason.contains(&path.display().to_string()) && reason.contains("\"other\""),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn certificate_stored_under_the_wrong_name_is_corrupt() {
     let (tmp, s) = store();
