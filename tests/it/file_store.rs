@@ -575,3 +575,75 @@ fn entries_the_file_store_does_not_read_are_each_named_once_in_the_log() {
     );
     assert!(!logs.contains(secret), "file content in the log:\n{logs}");
 }
+
+/// The JSON block that follows `caption` in the README.
+fn readme_json(readme: &str, caption: &str) -> serde_json::Value {
+    let at = readme
+        .find(caption)
+        .unwrap_or_else(|| panic!("README has no {caption}"));
+    let rest = &readme[at..];
+    let start = rest.find("```json\n").expect("a json block") + "```json\n".len();
+    let end = start + rest[start..].find("```").expect("end of the block");
+    serde_json::from_str(&rest[start..end]).expect("the README's JSON parses")
+}
+
+/// The README's file-store example, written by hand as it says (not through `FileStore`), with
+/// a real PKCS#12 and the test target's URL in place of the placeholders: the gateway loads it,
+/// serves the mapping with the certificate, and warns about nothing.
+#[test]
+fn a_store_written_by_hand_from_the_readme_example_loads() {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let mut cert = readme_json(&readme, "`accounts/acme/certificates/1001.json`:");
+    let mut maps = readme_json(&readme, "`accounts/acme/mappings.json`:");
+
+    let pki = crate::common::Pki::new();
+    let echo = pki.echo();
+    let port = echo.addr.port();
+    let issued = pki.client("readme-example");
+    let p12 = mtls_gateway::certgen::to_p12(&issued.cert, &issued.key, &[], "pw").expect("p12");
+    use base64::Engine;
+    cert["p12"] = base64::engine::general_purpose::STANDARD.encode(p12).into();
+    cert["password"] = "pw".into();
+    maps["mappings"][0]["url"] = format!("https://localhost:{port}/*").into();
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    let certs = store.join("accounts/acme/certificates");
+    fs::create_dir_all(&certs).expect("mkdir");
+    for d in [
+        store.clone(),
+        store.join("accounts"),
+        store.join("accounts/acme"),
+        certs.clone(),
+    ] {
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    for (path, value) in [
+        (certs.join("1001.json"), &cert),
+        (store.join("accounts/acme/mappings.json"), &maps),
+    ] {
+        // Written next to the store, then moved in, as the README says.
+        let tmp = dir.path().join("new.json");
+        fs::write(&tmp, serde_json::to_vec_pretty(value).expect("json")).expect("write");
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).expect("chmod");
+        fs::rename(&tmp, &path).expect("mv");
+    }
+
+    let gw = Gw::start(
+        dir.path(),
+        &pki.ca_path,
+        "proxy:\n  listen: [\"127.0.0.1:{proxy}\"]\n  default_account: acme\n  default_service: TEST_SERVICE\n",
+    );
+    let r = raw_request(
+        gw.proxy,
+        &format!("GET http://localhost:{port}/x HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .expect("request");
+    assert_eq!(r.0, 200, "{}", gw.logs());
+    let subject = crate::common::header(&r.1, "x-client-cert-subject").unwrap_or_default();
+    assert!(subject.contains("readme-example"), "{subject:?}");
+    let logs = gw.logs();
+    assert!(!logs.contains("not reading"), "{logs}");
+    assert!(!logs.contains("corrupt"), "{logs}");
+}
