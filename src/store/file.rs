@@ -596,10 +596,12 @@ fn inventory_blocking(root: &Path, skips: &mut Vec<Skip>) -> StoreResult<Invento
             for file in files.flatten() {
                 let name = file.file_name();
                 let name = name.to_string_lossy();
+                if name == MAPPINGS_FILE || is_temp_name(&name) {
+                    continue;
+                }
                 // certificates/ may be a symlink to a directory (it is read through it).
                 let is_dir = file.path().is_dir();
-                if name == MAPPINGS_FILE || (name == CERTIFICATES && is_dir) || is_temp_name(&name)
-                {
+                if name == CERTIFICATES && is_dir {
                     continue;
                 }
                 let why = account_entry_why(account, &name, is_dir);
