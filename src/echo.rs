@@ -13,6 +13,8 @@
 //! | `x-seen-host`            | the `Host` header received (empty if none)                     |
 //! | `x-seen-method`          | the request method                                             |
 //! | `x-seen-path`            | path and query exactly as received                             |
+//! | `x-seen-header-names`    | the request's field names, lower case, sorted, comma-separated |
+//! | `x-seen-framing`         | the request body's framing: `length:N`, `chunked` or `none`    |
 //!
 //! Routes (`GET` or `HEAD`; any other method on these paths falls through to the echo):
 //! - `/bytes/{n}`: `n` bytes of [`pattern`] with a `content-length`;
@@ -85,6 +87,8 @@ pub const HDR_CONNECTION_ID: &str = "x-connection-id";
 pub const HDR_SEEN_HOST: &str = "x-seen-host";
 pub const HDR_SEEN_METHOD: &str = "x-seen-method";
 pub const HDR_SEEN_PATH: &str = "x-seen-path";
+pub const HDR_SEEN_HEADER_NAMES: &str = "x-seen-header-names";
+pub const HDR_SEEN_FRAMING: &str = "x-seen-framing";
 
 /// What the echo server serves and whom it accepts.
 pub struct EchoConfig {
@@ -480,6 +484,20 @@ async fn handle(req: Request<Incoming>, info: &ConnInfo) -> Response<EchoBody> {
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| req.uri().path().to_owned());
+    // The request's field names (sorted, once each) and its body framing, as this target read
+    // them: two requests that differ in either show it in the answer.
+    let mut names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let names = lossy_header(&names.join(","));
+    let framing = if req.headers().get(http::header::TRANSFER_ENCODING).is_some() {
+        "chunked".to_string()
+    } else {
+        match req.headers().get(http::header::CONTENT_LENGTH) {
+            Some(v) => format!("length:{}", v.to_str().unwrap_or("?")),
+            None => "none".to_string(),
+        }
+    };
 
     let mut resp = route(req).await;
 
@@ -508,6 +526,11 @@ async fn handle(req: Request<Incoming>, info: &ConnInfo) -> Response<EchoBody> {
     h.insert(
         HeaderName::from_static(HDR_SEEN_PATH),
         lossy_header(&path_and_query),
+    );
+    h.insert(HeaderName::from_static(HDR_SEEN_HEADER_NAMES), names);
+    h.insert(
+        HeaderName::from_static(HDR_SEEN_FRAMING),
+        lossy_header(&framing),
     );
     resp
 }

@@ -395,22 +395,49 @@ pub(crate) fn rate_limited_body(limit: u32) -> serde_json::Value {
     json!({"error": "rate_limited", "message": format!("more than {limit} requests per second from this client; retry after 1 second")})
 }
 
-/// The 424 answer for a target that failed (LivePerson's `LP-*-from-transport` headers).
+/// The 424 answer for a target that failed (LivePerson's `LP-*-from-transport` headers), the
+/// same on every engine: the error type and a fixed reason for it, never the connector's own
+/// wording (which differs between the lean loop's connector and Pingora's, and can name the
+/// client certificate); the details go to the gateway's log. `idempotent`: the request's
+/// method; a failure after a non-idempotent request was sent says it was not sent again.
 pub(crate) fn upstream_failure(
     url: &str,
     e: &Error,
+    idempotent: bool,
 ) -> (serde_json::Value, Vec<(&'static str, String)>) {
-    let msg = e.etype().as_str().to_string();
-    let detail = e
-        .context
-        .as_ref()
-        .map(|c| c.to_string())
-        .unwrap_or_default();
-    let error = if detail.is_empty() {
-        msg
-    } else {
-        format!("{msg}: {detail}")
+    let etype = e.etype();
+    let reason = match etype {
+        ConnectRefused => "the target refused the connection",
+        ConnectTimedout => "no connection within upstream.connect_timeout_ms",
+        ConnectNoRoute => "the target's host did not resolve, or has no route",
+        ConnectError => "the connection to the target could not be made",
+        TLSHandshakeFailure | HandshakeError | TLSWantX509Lookup => {
+            "the TLS handshake failed (TLS 1.2 or 1.3 is required; the target may have refused the client certificate)"
+        }
+        TLSHandshakeTimedout => "no TLS handshake within upstream.tls_timeout_ms",
+        InvalidCert => "the target's certificate did not verify (trust bundle, host name, validity)",
+        ReadTimedout => "no answer within upstream.read_timeout_ms",
+        WriteTimedout => "the request was not taken within upstream.write_timeout_ms",
+        ConnectionClosed => "the target closed the connection before answering",
+        ReadError | WriteError => "the connection to the target failed",
+        InvalidHTTPHeader => {
+            "the target's answer is not valid HTTP/1.1 (ambiguous or malformed framing)"
+        }
+        _ => "",
     };
+    let mut error = etype.as_str().to_string();
+    if !reason.is_empty() {
+        error.push_str(": ");
+        error.push_str(reason);
+    }
+    if !idempotent
+        && matches!(
+            etype,
+            ConnectionClosed | ReadError | WriteError | ReadTimedout
+        )
+    {
+        error.push_str("; a non-idempotent request is not sent twice");
+    }
     (
         json!({"error": "upstream_failed", "message": format!("the target {url} failed: {error}"), "url": url}),
         vec![

@@ -302,7 +302,8 @@ impl ProxyHttp for Gateway {
                 .as_ref()
                 .map(|t| t.url.as_str())
                 .unwrap_or_default();
-            let (body, extra) = upstream_failure(url, e);
+            let (body, extra) =
+                upstream_failure(url, e, session.req_header().method.is_idempotent());
             let _ = respond_json(session, StatusCode::FAILED_DEPENDENCY, body, &extra).await;
         } else if code > 0 {
             // The same JSON answer the lean loop gives for its own errors.

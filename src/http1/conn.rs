@@ -166,8 +166,11 @@ struct HeadWant<'a> {
 
 /// How a streamed request body is exchanged.
 struct Streamed {
-    /// `Length` (over `REPLAY_BODY`, or after `Expect`) or `Chunked`.
-    body: Framing,
+    /// `Length` (over `REPLAY_BODY`, or after `Expect`) or `Chunked`, with what was already
+    /// decoded of it.
+    body: BodyEnd,
+    /// Bytes of the body, framed by the gateway, to send before the rest.
+    prefix: Vec<u8>,
     expect: bool,
     /// How to read the answer (`sending` is set by the exchange).
     want: HeadWant<'static>,
@@ -215,6 +218,9 @@ struct Prepared {
     /// The method is idempotent (RFC 9110 9.2.2): the request may be sent again on a new
     /// connection when a pooled one fails before any byte of the answer.
     idempotent: bool,
+    /// Where the framing fields start in `up_req` (they and the blank line after them are
+    /// written again when a chunked body is read whole first).
+    framing_at: usize,
 }
 
 struct Down {
@@ -465,15 +471,22 @@ async fn pump_body<R, W>(
     buf: &mut BytesMut,
     io: Duration,
     uw: &mut W,
-    body: Framing,
+    mut body: BodyEnd,
+    prefix: Vec<u8>,
     wt: Duration,
 ) -> Result<(), Fail>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut body = BodyEnd::new(body);
     let mut end = body.empty();
+    if !prefix.is_empty() {
+        match timed(wt, uw.write_all(&prefix)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(up_err(WriteError, e.to_string())),
+            Err(()) => return Err(up_err(WriteTimedout, "request body".into())),
+        }
+    }
     let mut out = Vec::new();
     while !end {
         if !buf.is_empty() {
@@ -689,6 +702,7 @@ impl ProxyApp {
             is_head,
             http10,
             idempotent,
+            framing_at,
         } = match prep {
             Prep::Go(p) => *p,
             Prep::Refused {
@@ -745,6 +759,63 @@ impl ProxyApp {
         up_req.extend_from_slice(&down.buf[..body_len as usize]);
         down.buf.advance(body_len as usize);
 
+        // 5b. A chunked body (without `Expect`) is read and decoded before the target is asked,
+        //     up to `REPLAY_BODY` of data, as nginx buffers a request body: a whole one goes on
+        //     with `Content-Length` (and can be sent again like any buffered body); a larger one
+        //     streams on in the gateway's own chunks; a malformed one gets its 400 before any
+        //     byte of the request reached the target.
+        let mut streamed = streamed;
+        let mut pre: Option<(BodyEnd, Vec<u8>)> = None;
+        if streamed == Some(Framing::Chunked) && !expect {
+            let mut dec = BodyEnd::new(Framing::Chunked);
+            let mut data = Vec::new();
+            let complete = loop {
+                match dec.chunked.feed(&down.buf, &mut data) {
+                    Err(e) => {
+                        ctx.outcome = "bad_request";
+                        let body = serde_json::json!({
+                            "error": "malformed_chunked_body",
+                            "message": format!("the request body does not follow Transfer-Encoding: chunked (RFC 9112 7.1: each chunk is a hex size line ending in CRLF, the data and CRLF, the last is 0 and an empty line): {e}")
+                        });
+                        let _ =
+                            write_json(down, StatusCode::BAD_REQUEST, &body, &[], false, http10)
+                                .await;
+                        ctx.record(400);
+                        linger(down).await;
+                        return Next::Close;
+                    }
+                    Ok(Some(n)) => {
+                        down.buf.advance(n);
+                        break true;
+                    }
+                    Ok(None) => {
+                        let n = down.buf.len();
+                        down.buf.advance(n);
+                    }
+                }
+                if data.len() as u64 > REPLAY_BODY {
+                    break false;
+                }
+                down.buf.reserve(IO_CHUNK);
+                if !read_more(down).await {
+                    ctx.outcome = "error";
+                    ctx.record(0);
+                    return Next::Close;
+                }
+            };
+            up_req.truncate(framing_at);
+            if complete {
+                let _ = write!(up_req, "Content-Length: {}\r\n\r\n", data.len());
+                up_req.extend_from_slice(&data);
+                streamed = None;
+            } else {
+                up_req.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                let mut prefix = Vec::with_capacity(data.len() + 16);
+                codec::encode_chunk(&data, &mut prefix);
+                pre = Some((dec, prefix));
+            }
+        }
+
         // 6. Connect (pooled) and exchange; a stale pooled connection is replaced once. A
         //    streamed body goes on a new connection, sent while the answer is relayed.
         let want = HeadWant {
@@ -759,7 +830,13 @@ impl ProxyApp {
                     .await
             }
             Some(body) => {
-                let how = Streamed { body, expect, want };
+                let (body, prefix) = pre.unwrap_or_else(|| (BodyEnd::new(body), Vec::new()));
+                let how = Streamed {
+                    body,
+                    prefix,
+                    expect,
+                    want,
+                };
                 self.exchange_streamed(down, &mut ctx, &up_req, how).await
             }
         };
@@ -780,7 +857,7 @@ impl ProxyApp {
                     "target {} failed, answered 424: {e}",
                     url.split('?').next().unwrap_or("")
                 );
-                let (body, extra) = upstream_failure(url, &e);
+                let (body, extra) = upstream_failure(url, &e, idempotent);
                 let _ = write_json(
                     down,
                     StatusCode::FAILED_DEPENDENCY,
@@ -1001,6 +1078,7 @@ impl ProxyApp {
             up_req.extend_from_slice(v.as_bytes());
             up_req.extend_from_slice(b"\r\n");
         }
+        let framing_at = up_req.len();
         match framing.body {
             None => {}
             Some(BodyFraming::Length(n)) => {
@@ -1027,6 +1105,7 @@ impl ProxyApp {
             is_head,
             http10,
             idempotent,
+            framing_at,
         }))
     }
 
@@ -1150,7 +1229,12 @@ impl ProxyApp {
         up_head: &[u8],
         how: Streamed,
     ) -> Result<(u16, bool), (Fail, bool)> {
-        let Streamed { body, expect, want } = how;
+        let Streamed {
+            body,
+            prefix,
+            expect,
+            want,
+        } = how;
         let (key, sni) = self.upstream_of(ctx).await?;
         // The body cannot be sent twice, so a pooled connection the target has already closed
         // is dropped before it is used rather than found out after the body went.
@@ -1177,7 +1261,7 @@ impl ProxyApp {
             let (mut ur, mut uw) = tokio::io::split(&mut up);
             let (mut dr, mut dw) = tokio::io::split(&mut down.stream);
             let mut pump = std::pin::pin!(async {
-                let r = pump_body(&mut dr, &mut down.buf, io, &mut uw, body, wt).await;
+                let r = pump_body(&mut dr, &mut down.buf, io, &mut uw, body, prefix, wt).await;
                 sending.store(false, Ordering::Relaxed);
                 r
             });

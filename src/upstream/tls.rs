@@ -105,7 +105,12 @@ impl TlsClient {
             Ok(Ok(s)) => Ok(s),
             Ok(Err(e)) => {
                 let context = format!("TLS handshake with {sni} ({addr}): {e}");
-                let bad_cert = e.ssl().is_some_and(|s| s.verify_result().is_err());
+                // A certificate that did not verify, as opposed to a handshake that failed before
+                // the target showed one (a protocol version or cipher refused, a client
+                // certificate refused), which BoringSSL also reports with a verify error.
+                let bad_cert = e
+                    .ssl()
+                    .is_some_and(|s| s.peer_certificate().is_some() && s.verify_result().is_err());
                 Error::e_explain(
                     if bad_cert {
                         InvalidCert

@@ -196,7 +196,7 @@ fn an_h2c_upgrade_offer_is_answered_over_http_1_1_by_the_lean_loop() {
 }
 
 /// One HTTP/2 request on `client`: status, headers and the whole body.
-async fn h2_ask(
+pub(crate) async fn h2_ask(
     client: &h2::client::SendRequest<bytes::Bytes>,
     req: http::Request<()>,
     body: Option<&'static [u8]>,

@@ -9,6 +9,7 @@ mod fast;
 mod file_store;
 mod ops;
 mod p12;
+mod parity;
 mod proxy;
 mod request_path;
 mod rvault;
