@@ -741,3 +741,128 @@ mod tests {
         }
     }
 }
+
+/// Property tests of the codec: split and mutated inputs (proptest).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Decode `input` fed in the pieces `cuts` makes; `Ok((data, end))`.
+    fn decode_split(input: &[u8], cuts: &[usize]) -> Result<(Vec<u8>, Option<usize>), ChunkError> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut d = ChunkedDecoder::new();
+        let mut out = Vec::new();
+        let mut from = 0;
+        for to in points.into_iter().chain(std::iter::once(input.len())) {
+            if to < from {
+                continue;
+            }
+            if let Some(n) = d.feed(&input[from..to], &mut out)? {
+                return Ok((out, Some(from + n)));
+            }
+            from = to;
+        }
+        Ok((out, None))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// decode(encode(x)) = x, however the encoded bytes are split, and the end is found
+        /// exactly where the gateway's framing ends (bytes after it are the next message's).
+        #[test]
+        fn chunks_the_gateway_writes_decode_to_their_data_across_any_split(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8),
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+            tail in proptest::collection::vec(any::<u8>(), 0..20),
+        ) {
+            let mut wire = Vec::new();
+            for c in &chunks {
+                encode_chunk(c, &mut wire);
+            }
+            wire.extend_from_slice(LAST_CHUNK);
+            let end = wire.len();
+            wire.extend_from_slice(&tail);
+            let (data, got_end) = decode_split(&wire, &cuts).expect("the gateway's own framing decodes");
+            prop_assert_eq!(data, chunks.concat());
+            prop_assert_eq!(got_end, Some(end));
+        }
+
+        /// Any change of one byte of a valid body, or arbitrary bytes, never panics, and a body
+        /// that still decodes never yields more data than its bytes (no overflow, no runaway).
+        #[test]
+        fn mutated_and_random_input_never_panics(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..4),
+            at in any::<usize>(),
+            byte in any::<u8>(),
+            random in proptest::collection::vec(any::<u8>(), 0..200),
+            cuts in proptest::collection::vec(any::<usize>(), 0..4),
+        ) {
+            let mut wire = Vec::new();
+            for c in &chunks {
+                encode_chunk(c, &mut wire);
+            }
+            wire.extend_from_slice(LAST_CHUNK);
+            let i = at % wire.len();
+            wire[i] = byte;
+            for input in [&wire, &random] {
+                if let Ok((data, end)) = decode_split(input, &cuts) {
+                    prop_assert!(data.len() <= input.len());
+                    if let Some(e) = end {
+                        prop_assert!(e <= input.len());
+                    }
+                }
+            }
+        }
+
+        /// Resolving a path is idempotent and leaves no dot-segment behind.
+        #[test]
+        fn resolved_paths_have_no_dot_segments_and_resolve_to_themselves(
+            segs in proptest::collection::vec(prop_oneof![
+                Just(".".to_string()), Just("..".to_string()), Just(String::new()),
+                "[a-z0-9]{1,4}", "%2[eE]", "\\.[a-z]"
+            ], 0..8),
+            query in proptest::option::of("[a-z=&/.]{0,8}"),
+        ) {
+            let mut p = String::new();
+            for s in &segs {
+                p.push('/');
+                p.push_str(s);
+            }
+            if p.is_empty() {
+                p.push('/');
+            }
+            if let Some(q) = &query {
+                p.push('?');
+                p.push_str(q);
+            }
+            if let Ok(r) = resolve_path(&p) {
+                let path = r.split('?').next().unwrap_or("");
+                prop_assert!(path.starts_with('/'));
+                prop_assert!(!path.split('/').any(|s| s == "." || s == ".."), "{} -> {}", p, r);
+                let again = resolve_path(&r);
+                prop_assert_eq!(again.as_deref(), Ok(r.as_str()));
+            }
+        }
+
+        /// The head checks never panic, whatever the fields.
+        #[test]
+        fn request_framing_never_panics(
+            fields in proptest::collection::vec(
+                (prop_oneof![Just("content-length"), Just("transfer-encoding"), Just("host"),
+                    Just("connection"), Just("expect"), Just("x-other")],
+                 proptest::collection::vec(any::<u8>(), 0..24)),
+                0..6),
+            http10 in any::<bool>(),
+        ) {
+            let hs: Vec<httparse::Header<'_>> = fields
+                .iter()
+                .map(|(n, v)| httparse::Header { name: n, value: v })
+                .collect();
+            let _ = request_framing(&hs, http10);
+        }
+    }
+}
