@@ -8,14 +8,18 @@
 //!
 //! Each request is answered `seen:<n>:<method> <path-and-query>` (`n` counts requests across
 //! all ports, from 1), so an answer that reaches the wrong client names the request it belongs
-//! to. Keep-alive is on: the gateway pools its connections to this target.
+//! to; a request whose body hyper could not read (bad framing) gets a 400
+//! `body-failed:<n>:<method> <path-and-query>`. Every byte each connection delivered is kept
+//! too, for [`canonical`]. Keep-alive is on: the gateway pools its connections to this target.
 
 #![allow(dead_code)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use boring::hash::MessageDigest;
@@ -28,6 +32,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
 /// One request as the target parsed it.
@@ -62,9 +67,14 @@ impl Record {
     }
 }
 
+/// The bytes one TLS connection delivered (after decryption), as hyper read them.
+type Raw = Arc<Mutex<Vec<u8>>>;
+
 #[derive(Default)]
 struct Shared {
     log: Mutex<Vec<Record>>,
+    /// (port, connection, bytes received) per TLS connection.
+    raw: Mutex<Vec<(u16, u64, Raw)>>,
     conns: AtomicU64,
     handshake_failures: AtomicU64,
 }
@@ -130,6 +140,18 @@ impl StrictTarget {
         self.records()
             .into_iter()
             .filter(|r| r.port == port)
+            .collect()
+    }
+
+    /// The bytes each connection on `port` received so far: (connection, bytes).
+    pub fn raw_on(&self, port: u16) -> Vec<(u64, Vec<u8>)> {
+        self.shared
+            .raw
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(p, _, _)| *p == port)
+            .map(|(_, c, raw)| (*c, raw.lock().unwrap_or_else(|e| e.into_inner()).clone()))
             .collect()
     }
 
@@ -203,6 +225,12 @@ async fn connection(
         .and_then(|c| c.digest(MessageDigest::sha256()).ok())
         .map(hex::encode)
         .unwrap_or_else(|| "none".into());
+    let raw = Raw::default();
+    shared
+        .raw
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((port, conn, raw.clone()));
     let svc = service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
         let cert_sha256 = cert_sha256.clone();
@@ -210,7 +238,9 @@ async fn connection(
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.keep_alive(true).timer(TokioTimer::new());
-    let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+    let _ = builder
+        .serve_connection(TokioIo::new(Tap { inner: tls, raw }), svc)
+        .await;
 }
 
 async fn handle(
@@ -265,12 +295,232 @@ async fn handle(
         }
         Err(e) => (Err(e.to_string()), Vec::new()),
     };
+    let failed = body.is_err();
     {
         let mut log = shared.log.lock().unwrap_or_else(|e| e.into_inner());
         log[idx].body = Some(body);
         log[idx].trailers = trailers;
     }
+    if failed {
+        // Not a request the target could read whole (hyper closes the connection after it).
+        let mut resp = Response::new(Full::new(Bytes::from(format!(
+            "body-failed:{seq}:{method} {path}"
+        ))));
+        *resp.status_mut() = hyper::StatusCode::BAD_REQUEST;
+        return resp;
+    }
     Response::new(Full::new(Bytes::from(format!(
         "seen:{seq}:{method} {path}"
     ))))
+}
+
+/// A stream that keeps a copy of every byte read from it.
+struct Tap<S> {
+    inner: S,
+    raw: Raw,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tap<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            self.raw
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(&buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Whether `raw`, the bytes a connection to the target carried, is canonical HTTP/1.1 framing
+/// as a re-framing gateway writes it: CRLF line ends only, never `Content-Length` with
+/// `Transfer-Encoding`, `Transfer-Encoding` only `chunked`, `Content-Length` only digits, and
+/// chunked bodies whose size lines are hex digits alone (no extension, no whitespace, no
+/// leading zero) and whose trailer lines are plain fields. Bytes cut off at the end (an
+/// aborted body) are fine; `Err` names the first thing that is not canonical.
+pub fn canonical(raw: &[u8]) -> Result<(), String> {
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let mut hs = [httparse::EMPTY_HEADER; 128];
+        let mut req = httparse::Request::new(&mut hs);
+        let head_len = match req.parse(rest) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(()),
+            Err(e) => return Err(format!("a head that does not parse ({e}): {}", esc(rest))),
+        };
+        let head = &rest[..head_len];
+        for (i, b) in head.iter().enumerate() {
+            let bare_lf = *b == b'\n' && (i == 0 || head[i - 1] != b'\r');
+            let bare_cr = *b == b'\r' && head.get(i + 1) != Some(&b'\n');
+            if bare_lf || bare_cr {
+                return Err(format!("a bare CR or LF in a head: {}", esc(head)));
+            }
+        }
+        let values = |name: &str| -> Vec<String> {
+            req.headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                .collect()
+        };
+        let te = values("transfer-encoding");
+        let cl = values("content-length");
+        let body = &rest[head_len..];
+        let used = if !te.is_empty() {
+            if !cl.is_empty() {
+                return Err(format!(
+                    "Content-Length with Transfer-Encoding: {}",
+                    esc(head)
+                ));
+            }
+            if te.len() != 1 || !te[0].eq_ignore_ascii_case("chunked") {
+                return Err(format!("Transfer-Encoding {te:?}"));
+            }
+            match canonical_chunked(body)? {
+                Some(n) => n,
+                None => return Ok(()),
+            }
+        } else if !cl.is_empty() {
+            if cl.len() != 1 || cl[0].is_empty() || !cl[0].bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("Content-Length {cl:?}"));
+            }
+            let n: usize = cl[0]
+                .parse()
+                .map_err(|_| format!("Content-Length {cl:?}"))?;
+            if body.len() < n {
+                return Ok(());
+            }
+            n
+        } else {
+            0
+        };
+        rest = &body[used..];
+    }
+    Ok(())
+}
+
+/// The length of a canonical chunked body at the start of `b`; `None` if it is cut off.
+fn canonical_chunked(b: &[u8]) -> Result<Option<usize>, String> {
+    let mut pos = 0;
+    loop {
+        let Some(eol) = b[pos..].windows(2).position(|w| w == b"\r\n") else {
+            return if b.len() - pos > 18
+                || b[pos..]
+                    .iter()
+                    .any(|c| !c.is_ascii_hexdigit() && *c != b'\r')
+            {
+                Err(format!(
+                    "a chunk-size line that is not hex digits: {}",
+                    esc(&b[pos..])
+                ))
+            } else {
+                Ok(None)
+            };
+        };
+        let line = &b[pos..pos + eol];
+        let ok = !line.is_empty()
+            && line.len() <= 16
+            && line.iter().all(|c| c.is_ascii_hexdigit())
+            && (line == b"0" || line[0] != b'0');
+        if !ok {
+            return Err(format!("chunk-size line {}", esc(line)));
+        }
+        let size = usize::from_str_radix(std::str::from_utf8(line).unwrap_or("x"), 16)
+            .map_err(|e| format!("chunk size {}: {e}", esc(line)))?;
+        pos += eol + 2;
+        if size == 0 {
+            // Trailer fields, then an empty line.
+            loop {
+                let Some(eol) = b[pos..].windows(2).position(|w| w == b"\r\n") else {
+                    return Ok(None);
+                };
+                let line = &b[pos..pos + eol];
+                pos += eol + 2;
+                if line.is_empty() {
+                    return Ok(Some(pos));
+                }
+                let colon = line.iter().position(|c| *c == b':');
+                let name_ok = colon.is_some_and(|c| {
+                    c > 0
+                        && line[..c]
+                            .iter()
+                            .all(|x| x.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(x))
+                });
+                if !name_ok || line.iter().any(|c| *c == b'\r' || *c == b'\n' || *c == 0) {
+                    return Err(format!("trailer line {}", esc(line)));
+                }
+            }
+        }
+        if b.len() < pos.saturating_add(size).saturating_add(2) {
+            return Ok(None);
+        }
+        if &b[pos + size..pos + size + 2] != b"\r\n" {
+            return Err(format!(
+                "chunk data not followed by CRLF: {}",
+                esc(&b[pos + size..])
+            ));
+        }
+        pos += size + 2;
+    }
+}
+
+/// At most 100 bytes, escaped.
+fn esc(b: &[u8]) -> String {
+    let s: String = b
+        .iter()
+        .take(100)
+        .flat_map(|c| std::ascii::escape_default(*c))
+        .map(char::from)
+        .collect();
+    if b.len() > 100 {
+        format!("{s}...({} bytes)", b.len())
+    } else {
+        s
+    }
+}
+
+#[test]
+fn the_canonical_check_tells_re_framed_bodies_from_client_framing() {
+    let ok = b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi";
+    assert_eq!(canonical(ok), Ok(()));
+    // Cut off anywhere: still fine.
+    for n in 0..ok.len() {
+        assert_eq!(canonical(&ok[..n]), Ok(()), "cut at {n}");
+    }
+    for bad in [
+        &b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\n\r\n"[..],
+        b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n05\r\nhello\r\n0\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T : 1\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: +5\r\n\r\nhello",
+    ] {
+        assert!(canonical(bad).is_err(), "{}", esc(bad));
+    }
 }
