@@ -2043,3 +2043,135 @@ fn framing_cases_reach_the_strict_target_whole_or_not_at_all() {
             .join("\n")
     );
 }
+
+/// Paths of [`crate::strict_target::ambiguous_response`] whose answers are framed ambiguously
+/// or wrongly, each followed by bytes that read as a second answer (`smuggled`).
+const AMBIGUOUS: &[&str] = &[
+    "/cl-te",
+    "/te-cl",
+    "/two-cl",
+    "/cl-list",
+    "/cl-plus",
+    "/cl-hex",
+    "/chunk-bare-lf",
+    "/chunk-junk",
+    "/chunk-overflow",
+    "/chunk-no-crlf",
+];
+
+/// One `GET` with `Connection: close` on a new connection: (status, body), or why none came.
+fn ask_once(gw: SocketAddr, host: &str, path: &str) -> Result<(u16, Vec<u8>), String> {
+    let mut s = TcpStream::connect(gw).map_err(|e| format!("connect: {e}"))?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut eof = false;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let _ = s.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        match s.read(&mut chunk) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(_) => {
+                eof = true;
+                break;
+            }
+        }
+    }
+    let (resps, err) = parse_responses(&buf, &[], eof);
+    match resps.into_iter().next() {
+        Some(r) => Ok((r.status, r.body)),
+        None => Err(format!(
+            "no answer in 3 s ({})",
+            err.unwrap_or_else(|| show(&buf, 80))
+        )),
+    }
+}
+
+#[test]
+fn an_ambiguous_answer_is_not_forwarded_and_its_connection_is_not_reused() {
+    use crate::strict_target::RawTarget;
+    let pki = Pki::new();
+    let target = RawTarget::start(&pki.server.cert, &pki.server.key, &pki.ca.cert);
+    let cert = pki.client("ambiguous");
+    let dir = tempfile::tempdir().expect("tmp");
+    let seed = Seed::new(dir.path());
+    seed.cert("acc", 1, &cert);
+    let url = format!("https://localhost:{}/*", target.port);
+    seed.mappings("acc", &[(10, "TEST_SERVICE", &url, 1)]);
+    let gw = Gw::start(dir.path(), &pki.ca_path, "rate_limit:\n  enabled: false\n");
+    let host = format!("localhost:{}", target.port);
+
+    // The set-up works: a well-framed answer is forwarded.
+    assert_eq!(
+        ask_once(gw.proxy, &host, "/ok"),
+        Ok((200, b"ok".to_vec())),
+        "a clean answer"
+    );
+    let mut failures = Vec::new();
+    for path in AMBIGUOUS {
+        let before = target.seen().len();
+        let mut why = Vec::new();
+        match ask_once(gw.proxy, &host, path) {
+            Ok((status, body)) => {
+                if status == 200 || (200..300).contains(&status) {
+                    why.push(format!("forwarded: {status} {}", show(&body, 60)));
+                }
+                if body.windows(8).any(|w| w == b"smuggled") {
+                    why.push(format!(
+                        "the smuggled answer reached the client: {}",
+                        show(&body, 80)
+                    ));
+                }
+            }
+            Err(e) => why.push(format!("client: {e}")),
+        }
+        // The next caller of the same identity gets its own answer, on another connection.
+        match ask_once(gw.proxy, &host, "/ok") {
+            Ok((200, body)) if body == b"ok" => {}
+            Ok((status, body)) => why.push(format!(
+                "the next request got {status} {} instead of its own answer",
+                show(&body, 60)
+            )),
+            Err(e) => why.push(format!("the next request: {e}")),
+        }
+        let seen = target.seen();
+        let seen = &seen[before.min(seen.len())..];
+        match seen.iter().position(|(_, p)| p == path) {
+            None => why.push("the target never got the request".into()),
+            Some(i) => {
+                let conn = seen[i].0;
+                let reused: Vec<&String> = seen[i + 1..]
+                    .iter()
+                    .filter(|(c, _)| *c == conn)
+                    .map(|(_, p)| p)
+                    .collect();
+                if !reused.is_empty() {
+                    why.push(format!(
+                        "connection {conn} was used again after the ambiguous answer, for {reused:?}"
+                    ));
+                }
+            }
+        }
+        if !seen.iter().any(|(_, p)| p == "/ok") {
+            why.push("the next request never reached the target".into());
+        }
+        if !why.is_empty() {
+            failures.push(format!("{path}: {}", why.join("; ")));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} ambiguous answers mishandled:\n  {}",
+        failures.len(),
+        AMBIGUOUS.len(),
+        failures.join("\n  ")
+    );
+}

@@ -524,3 +524,161 @@ fn the_canonical_check_tells_re_framed_bodies_from_client_framing() {
         assert!(canonical(bad).is_err(), "{}", esc(bad));
     }
 }
+
+/// A raw mTLS target that answers with canned bytes chosen by the request path (see
+/// [`ambiguous_response`]), keeps every connection open, and records (connection, path) for
+/// every request head it read: it shows whether the gateway reused a connection after an
+/// ambiguous answer.
+pub struct RawTarget {
+    pub port: u16,
+    seen: Arc<Mutex<Vec<(u64, String)>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The answer the smuggled bytes of an ambiguous response form, if the gateway reads them as
+/// the answer to the next request on that connection.
+pub const SMUGGLED_RESPONSE: &str =
+    "HTTP/1.1 200 OK\r\nContent-Length: 8\r\nx-connection-id: 999\r\n\r\nsmuggled";
+
+/// The canned answer for `path` on connection `id`; `None` for an unknown path.
+pub fn ambiguous_response(path: &str, id: u64) -> Option<String> {
+    let smug = SMUGGLED_RESPONSE;
+    let h = format!("HTTP/1.1 200 OK\r\nx-connection-id: {id}\r\n");
+    Some(match path {
+        "/ok" => format!("{h}Content-Length: 2\r\n\r\nok"),
+        "/cl-te" => {
+            let body = format!("0\r\n\r\n{smug}");
+            format!(
+                "{h}Content-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{body}",
+                body.len()
+            )
+        }
+        "/te-cl" => format!(
+            "{h}Transfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\nok\r\n0\r\n\r\n{smug}"
+        ),
+        "/two-cl" => format!(
+            "{h}Content-Length: 2\r\nContent-Length: {}\r\n\r\nok{smug}",
+            2 + smug.len()
+        ),
+        "/cl-list" => format!("{h}Content-Length: 2, {}\r\n\r\nok{smug}", 2 + smug.len()),
+        "/cl-plus" => format!("{h}Content-Length: +2\r\n\r\nok{smug}"),
+        "/cl-hex" => format!("{h}Content-Length: 0x2\r\n\r\nok{smug}"),
+        "/chunk-bare-lf" => {
+            format!("{h}Transfer-Encoding: chunked\r\n\r\n2\nok\r\n0\r\n\r\n{smug}")
+        }
+        "/chunk-junk" => {
+            format!("{h}Transfer-Encoding: chunked\r\n\r\n2 junk\r\nok\r\n0\r\n\r\n{smug}")
+        }
+        "/chunk-overflow" => format!(
+            "{h}Transfer-Encoding: chunked\r\n\r\n1{:016x}\r\nok\r\n0\r\n\r\n{smug}",
+            2
+        ),
+        "/chunk-no-crlf" => {
+            format!("{h}Transfer-Encoding: chunked\r\n\r\n2\r\nokXX0\r\n\r\n{smug}")
+        }
+        _ => return None,
+    })
+}
+
+impl RawTarget {
+    pub fn start(cert: &X509, key: &PKey<Private>, client_ca: &X509) -> RawTarget {
+        let acceptor = Arc::new(acceptor(cert, key, client_ca));
+        let seen: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+        let (port_tx, port_rx) = std::sync::mpsc::sync_channel(1);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let sn = seen.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                port_tx
+                    .send(l.local_addr().expect("addr").port())
+                    .expect("port");
+                let conns = Arc::new(AtomicU64::new(0));
+                let accept = async move {
+                    loop {
+                        let Ok((tcp, _)) = l.accept().await else {
+                            continue;
+                        };
+                        let (acceptor, seen, conns) = (acceptor.clone(), sn.clone(), conns.clone());
+                        tokio::spawn(async move {
+                            let Ok(mut tls) = tokio_boring::accept(&acceptor, tcp).await else {
+                                return;
+                            };
+                            let id = conns.fetch_add(1, Ordering::Relaxed) + 1;
+                            raw_connection(&mut tls, id, &seen).await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = accept => {}
+                    _ = stop_rx => {}
+                }
+            });
+            rt.shutdown_timeout(Duration::from_millis(100));
+        });
+        RawTarget {
+            port: port_rx.recv().expect("raw target port"),
+            seen,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// (connection, path) of every request head read so far.
+    pub fn seen(&self) -> Vec<(u64, String)> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for RawTarget {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Read request heads (bodies are not expected) and answer each with its canned bytes.
+async fn raw_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    id: u64,
+    seen: &Mutex<Vec<(u64, String)>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head: Vec<u8> = buf.drain(..end + 4).collect();
+            let mut hs = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut hs);
+            let path = match req.parse(&head) {
+                Ok(httparse::Status::Complete(_)) => req.path.unwrap_or("").to_string(),
+                _ => return,
+            };
+            seen.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((id, path.clone()));
+            let resp = ambiguous_response(&path, id).unwrap_or_else(|| {
+                format!(
+                    "HTTP/1.1 404 Not Found\r\nx-connection-id: {id}\r\nContent-Length: 0\r\n\r\n"
+                )
+            });
+            if s.write_all(resp.as_bytes()).await.is_err() || s.flush().await.is_err() {
+                return;
+            }
+        }
+        match s.read(&mut chunk).await {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+    }
+}
