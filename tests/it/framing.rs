@@ -1,6 +1,6 @@
 //! Differential framing tests (issue 19, part 4): byte strings a client sends on one connection
 //! to the proxy listener, routed to a strict recording target (`strict_target`: hyper's HTTP/1.1
-//! server behind mTLS) that logs every request it parsed.
+//! server behind mTLS) that logs every request it parsed and every byte it received.
 //!
 //! Every case gets a target port of its own, and so a mapping (`https://localhost:PORT/*`, the
 //! same certificate for all) and an upstream pool key of its own: a connection one case poisons
@@ -14,17 +14,30 @@
 //! 3. what the target parsed on the case's port (less the second client's request) must be
 //!    exactly the requests of one of the case's allowed outcomes (method, path, whole body,
 //!    decoded for chunked cases), each answered to the client in order, then, for a refusal,
-//!    one answer with an allowed status and (for framing errors) the connection closed. Every
-//!    request the target parsed must carry the mapping's certificate and canonical framing (never
-//!    `Content-Length` with `Transfer-Encoding`, never a final coding other than `chunked`).
+//!    one answer of the gateway's own with an allowed status (not the target's `body-failed`
+//!    400 relayed) and, for framing errors, the connection closed. The one thing tolerated in a
+//!    refusal: the target may have parsed the refused request's head if the gateway forwarded
+//!    it before it found the error in the body and then cut the upstream connection (its body
+//!    never completed, so it is not a request the target parsed whole);
+//! 4. every request the target parsed carries the mapping's certificate, and every byte each
+//!    target connection received is canonical framing as a re-framing gateway writes it
+//!    (`strict_target::canonical`: CRLF only, no `Content-Length` with `Transfer-Encoding`, one
+//!    plain `Content-Length`, chunk-size lines of hex digits alone without extensions or
+//!    leading zeros, plain trailer fields): the client's chunk framing never passes through.
 //!
-//! A case has one outcome when RFC 9112/9110 leave no choice; where they let a recipient either
-//! accept or refuse (trailing whitespace in a field value, `Content-Length: 5, 5`, bare LF as a
-//! line end, obs-fold replaced by SP, ...) it lists both, and only the accepted variant's
-//! requests may reach the target.
+//! A case has one outcome when RFC 9112/9110 (and the rules in
+//! `shared/reference/http-framing.md`) leave no choice; where they let a recipient either accept
+//! or refuse (trailing whitespace in a field value, `Content-Length: 5, 5`, bare LF as a line
+//! end, obs-fold replaced by SP, ...) it lists both, and only the accepted variant's requests
+//! may reach the target.
 //!
 //! Cases run four at a time (each on its own port, so they cannot disturb one another); all run,
-//! failures are collected and reported by name at the end.
+//! failures are collected and reported by name (`family/case`, with the case's path prefix) at
+//! the end. `FRAMING_VERBOSE=1` prints what happened in every case, passed or not.
+//!
+//! A second test sends requests to a raw target that answers with ambiguous framing (CL+TE,
+//! two `Content-Length`s, bad chunks, ...): such an answer must not be forwarded, and the
+//! connection it came on must not carry the next request.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -1951,7 +1964,9 @@ fn run_case(
         .iter()
         .map(|o| o.mismatch(&seen, &records))
         .collect();
-    if !mismatches.iter().any(|m| m.is_empty()) {
+    let matched = mismatches.iter().any(|m| m.is_empty());
+    let verbose = std::env::var_os("FRAMING_VERBOSE").is_some();
+    if !matched || verbose {
         let parsed: Vec<String> = records
             .iter()
             .map(|r| {
@@ -1968,16 +1983,26 @@ fn run_case(
             .iter()
             .map(|r| format!("{} {}", r.status, show(&r.body, 48)))
             .collect();
-        why.push(format!(
+        let summary = format!(
             "target parsed {parsed:?}; client got {answers:?}{}",
             if seen.eof {
                 ", then close"
             } else {
                 ", connection open"
             }
-        ));
-        for (i, m) in mismatches.iter().enumerate() {
-            why.push(format!("outcome {}: {}", i + 1, m.join("; ")));
+        );
+        if verbose {
+            eprintln!(
+                "{} {}: {summary}",
+                cx.p,
+                if matched { "ok" } else { "FAIL" }
+            );
+        }
+        if !matched {
+            why.push(summary);
+            for (i, m) in mismatches.iter().enumerate() {
+                why.push(format!("outcome {}: {}", i + 1, m.join("; ")));
+            }
         }
     }
     if why.is_empty() {
