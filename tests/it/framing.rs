@@ -2140,7 +2140,7 @@ fn ask_once(gw: SocketAddr, host: &str, path: &str) -> Result<(u16, Vec<u8>), St
     match resps.into_iter().next() {
         Some(r) => Ok((r.status, r.body)),
         None => Err(format!(
-            "no answer in 3 s ({})",
+            "no complete answer within 3 s ({})",
             err.unwrap_or_else(|| show(&buf, 80))
         )),
     }
