@@ -405,6 +405,23 @@ async fn write_json(
     }
 }
 
+/// Whether the first line of `buf` has the request line's shape, `METHOD SP target SP
+/// HTTP/x.y`: an unsupported version is then a 505, anything else (a space inside the target)
+/// a 400.
+fn request_line_well_formed(buf: &[u8]) -> bool {
+    let line = buf.split(|b| *b == b'\n').next().unwrap_or(buf);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let parts: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+    parts.len() == 3
+        && !parts[0].is_empty()
+        && !parts[1].is_empty()
+        && parts[2].len() == 8
+        && parts[2].starts_with(b"HTTP/")
+        && parts[2][5].is_ascii_digit()
+        && parts[2][6] == b'.'
+        && parts[2][7].is_ascii_digit()
+}
+
 /// How an HTTP/2 connection with prior knowledge starts (RFC 9113 3.4: the first line of the
 /// client's preface; a head that ends after it does not parse as HTTP/1).
 const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
@@ -920,6 +937,13 @@ impl ProxyApp {
         let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut hdrs);
         let head_len = match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+                return Prep::Bad(Bad::new(
+                    431,
+                    "header_fields_too_large",
+                    format!("the request head is larger than {} KiB", MAX_HEAD / 1024),
+                ))
+            }
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Prep::Partial,
             Err(_) if buf.starts_with(H2_PREFACE_LINE) => return Prep::H2,
@@ -928,6 +952,13 @@ impl ProxyApp {
                     431,
                     "header_fields_too_large",
                     format!("more than {MAX_HEADERS} header fields"),
+                ))
+            }
+            Err(httparse::Error::Version) if !request_line_well_formed(buf) => {
+                return Prep::Bad(Bad::new(
+                    400,
+                    "bad_request",
+                    "the request line is not `METHOD target HTTP/1.1` (a space or another character a target may not hold?)",
                 ))
             }
             Err(httparse::Error::Version) => {
