@@ -10,13 +10,13 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::client::{self, CallError, CallSpec};
 use super::error::ApiError;
 use super::input::{self, Obj};
 use super::{blocking, certificates, json, Call, WRITE_LOCK};
 use crate::config::Config;
 use crate::snapshot::UrlPattern;
 use crate::store::{Mapping, MappingDocument, StoreError};
+use crate::upstream::call::{self as upstream_call, CallError, CallSpec};
 
 /// Compare-and-set attempts before giving up with 409.
 const CAS_ATTEMPTS: usize = 5;
@@ -546,9 +546,10 @@ pub async fn activate(call: &Call) -> Result<Response, ApiError> {
             body: Vec::new(),
             head_only: true,
         };
-        match client::call(
-            call.cfg(),
-            &decoded,
+        match upstream_call::call(
+            &call.state.tls,
+            &call.state.resolver,
+            &crate::p12::cert_key(&decoded),
             &spec,
             call.cfg().admin.validate_timeout,
         )

@@ -13,12 +13,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::client::{self, CallError, CallSpec};
 use super::error::ApiError;
 use super::input;
 use super::mappings::transport_error;
 use super::{blocking, json, Call};
 use crate::p12::KeyPolicy;
+use crate::upstream::call::{self as upstream_call, CallError, CallSpec};
 
 pub async fn run(call: &Call) -> Result<Response, ApiError> {
     let form = input::multipart(&call.parts, call.body.clone()).await?;
@@ -109,9 +109,10 @@ pub async fn run(call: &Call) -> Result<Response, ApiError> {
             body,
             head_only: false,
         };
-        match client::call(
-            call.cfg(),
-            &decoded,
+        match upstream_call::call(
+            &call.state.tls,
+            &call.state.resolver,
+            &crate::p12::cert_key(&decoded),
             &spec,
             call.cfg().admin.validate_timeout,
         )

@@ -5,6 +5,7 @@
 //! uses Pingora's connector under the same rules (`crate::proxy`: verification, SNI, the leaf
 //! digest as pool group, the TLS 1.2 floor checked in `connected_to_upstream`).
 
+pub mod call;
 pub mod pool;
 pub mod resolve;
 pub mod tls;
