@@ -1,5 +1,6 @@
 //! Mappings (LivePerson's ac-common `mtls` objects): list, get, create, update, delete, and
-//! activate (map a certificate to a (service, url), optionally after a real mTLS call).
+//! activate (map a certificate to a (service, url), optionally after a real mTLS call made with
+//! [`crate::upstream::call`] through the proxy's resolver and TLS connector).
 //!
 //! All mappings of an account are one store document, written with compare-and-set: read, change,
 //! write if nobody wrote in between, else retry (a few times, then 409 `concurrent_write`).

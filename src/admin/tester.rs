@@ -7,7 +7,8 @@
 //! to that URL with the file's certificate (`LP-method-override`, default GET, or POST when a
 //! `body` part is sent; `LP-content-type-override`; `LP-authorization-override`) and its result
 //! is added as `call`; a target that cannot be reached is 424 with LivePerson's transport
-//! headers.
+//! headers. The call is [`crate::upstream::call`], through the proxy's resolver and TLS connector
+//! (`AdminState::tls`, `AdminState::resolver`): the same trust and TLS set-up as proxied traffic.
 
 use axum::http::StatusCode;
 use axum::response::Response;
