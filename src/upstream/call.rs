@@ -369,11 +369,12 @@ async fn read_response<S: AsyncRead + Unpin>(
                 if !buf.is_empty() {
                     let ended = dec.feed(&buf, &mut out).map_err(chunk_err)?;
                     buf.clear();
-                    if ended.is_some() {
+                    if ended.is_some() && out.len() <= MAX_BODY {
                         break (out, false);
                     }
                 }
                 if out.len() > MAX_BODY {
+                    // Over the bound, whether the body ended in this read or goes on.
                     out.truncate(MAX_BODY);
                     break (out, true);
                 }
@@ -509,6 +510,13 @@ mod tests {
         let r = read_response(&mut s, "t.test", false)
             .await
             .expect("answer");
+        assert_eq!((r.body.len(), r.truncated), (MAX_BODY, true));
+        // A chunked body one byte over the bound that ends in the same read.
+        let mut raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        raw.extend_from_slice(format!("{:x}\r\n", MAX_BODY + 1).as_bytes());
+        raw.extend(std::iter::repeat_n(b'd', MAX_BODY + 1));
+        raw.extend_from_slice(b"\r\n0\r\n\r\n");
+        let r = read(&raw).await.expect("answer");
         assert_eq!((r.body.len(), r.truncated), (MAX_BODY, true));
         let head = &b"HTTP/1.0 200 OK\r\n\r\n"[..];
         let mut s = head.chain(tokio::io::repeat(b'c'));
