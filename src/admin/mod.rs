@@ -28,7 +28,6 @@
 
 mod certificates;
 mod checks;
-pub mod client;
 pub mod error;
 mod input;
 mod mappings;
@@ -49,6 +48,7 @@ use bytes::Bytes;
 use crate::auth::{Accepts, Identity, IdentityKind, RequestParts};
 use crate::config::Config;
 use crate::refresh::Refresher;
+use crate::upstream::{Resolver, TlsClient};
 
 pub use error::ApiError;
 
@@ -57,6 +57,11 @@ pub use error::ApiError;
 pub struct AdminState {
     pub cfg: Arc<Config>,
     pub refresher: Arc<Refresher>,
+    /// The proxy's upstream TLS connector (one trust and version set-up for every call to a
+    /// target), for the activate validation and the tester's test call.
+    pub tls: Arc<TlsClient>,
+    /// The proxy's resolver (one DNS cache).
+    pub resolver: Arc<Resolver>,
 }
 
 /// Every (method, path) the router serves. The router is built from this table alone and the

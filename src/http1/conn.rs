@@ -95,22 +95,21 @@ const LINGER_BYTES: usize = 256 * 1024;
 pub struct ProxyApp {
     gw: Gateway,
     full: Arc<HttpProxy<Gateway>>,
-    tls: TlsClient,
+    tls: Arc<TlsClient>,
     pool: Arc<Pool>,
     sweeper: AtomicBool,
 }
 
 impl ProxyApp {
-    /// `conf.ca_file` is the trust bundle both paths verify targets with.
-    pub fn new(gw: Gateway, conf: &Arc<ServerConf>) -> anyhow::Result<ProxyApp> {
+    /// `tls` is the upstream connector (built from the trust bundle in `conf.ca_file`, which
+    /// Pingora's path verifies targets with too), shared with the admin's calls.
+    pub fn new(
+        gw: Gateway,
+        conf: &Arc<ServerConf>,
+        tls: Arc<TlsClient>,
+    ) -> anyhow::Result<ProxyApp> {
         let up = &gw.cfg.upstream;
         let pool = Arc::new(Pool::new(up.keepalive_pool_size, up.idle_timeout));
-        let tls = TlsClient::new(
-            conf.ca_file.as_deref().map(std::path::Path::new),
-            up.connect_timeout,
-            up.tls_timeout,
-        )
-        .map_err(|e| anyhow::anyhow!("upstream TLS set-up: {e}"))?;
         let mut full = pingora_proxy::http_proxy(conf, gw.clone());
         // HTTP/2 with prior knowledge (h2c): Pingora's `process_new` of this app is called only
         // for a connection that opens with the HTTP/2 preface (HTTP/1 requests go to its
@@ -1169,7 +1168,11 @@ impl ProxyApp {
             };
             let (mut up, reused) = match pooled {
                 Some(s) => (s, true),
-                None => match self.tls.connect(addr, sni, ctx.cert.as_ref()).await {
+                None => match self
+                    .tls
+                    .connect(addr, sni, ctx.cert.as_deref().map(|c| &*c.cert_key))
+                    .await
+                {
                     Ok(s) => (s, false),
                     Err(e) => {
                         count_connect_failure(&e);
@@ -1271,7 +1274,11 @@ impl ProxyApp {
         // is dropped before it is used rather than found out after the body went.
         let (mut up, reused) = match self.take_open(&key, sni) {
             Some(s) => (s, true),
-            None => match self.tls.connect(key.addr, sni, ctx.cert.as_ref()).await {
+            None => match self
+                .tls
+                .connect(key.addr, sni, ctx.cert.as_deref().map(|c| &*c.cert_key))
+                .await
+            {
                 Ok(s) => (s, false),
                 Err(e) => {
                     count_connect_failure(&e);
