@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use boring::hash::MessageDigest;
 use boring::x509::X509;
-use mtls_gateway::certgen::{self, Issued, Leaf};
+use mtls_gateway::dev::certgen::{self, Issued, Leaf};
 use mtls_gateway::store::file::FileStore;
 use mtls_gateway::store::{
     CertificateMeta, CertificateSecret, Mapping, MappingDocument, Store, StoredCertificate,
@@ -523,7 +523,7 @@ fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Result<Resp> {
     s.write_all(req.as_bytes())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    let (status, headers, body) = mtls_gateway::demo::parse_response(&buf)
+    let (status, headers, body) = mtls_gateway::dev::demo::parse_response(&buf)
         .map_err(|e| anyhow!("{e} from 127.0.0.1:{port}{path}"))?;
     Ok(Resp {
         status,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use mtls_gateway::certgen::{self, Leaf};
 use mtls_gateway::config::{RateLimitConfig, RefreshConfig};
+use mtls_gateway::dev::certgen::{self, Leaf};
 use mtls_gateway::ratelimit::RateLimiter;
 use mtls_gateway::refresh::Refresher;
 use mtls_gateway::snapshot::{normalize_url, CertEntry, MappingIndex};

@@ -10,10 +10,8 @@
 pub mod access_log;
 pub mod admin;
 pub mod auth;
-pub mod certgen;
 pub mod config;
-pub mod demo;
-pub mod echo;
+pub mod dev;
 mod file_stamp;
 pub mod gateway;
 pub mod http1;

@@ -108,7 +108,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Demo { dir, port, once } => match mtls_gateway::demo::run(dir, port, once) {
+        Command::Demo { dir, port, once } => match mtls_gateway::dev::demo::run(dir, port, once) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("demo: {e:#}");

@@ -12,8 +12,8 @@ use base64::Engine as _;
 use mtls_gateway::admin::{router, AdminState, ROUTES};
 use mtls_gateway::auth::oauth1::{self, SignatureMethod};
 use mtls_gateway::auth::RequestParts;
-use mtls_gateway::certgen::{self, Issued, KeyKind, Leaf, P12Flavour};
 use mtls_gateway::config::Config;
+use mtls_gateway::dev::certgen::{self, Issued, KeyKind, Leaf, P12Flavour};
 use mtls_gateway::refresh::Refresher;
 use mtls_gateway::snapshot::normalize_url;
 use mtls_gateway::store::file::FileStore;
@@ -1428,7 +1428,7 @@ async fn admin_activate_with_validation_against_a_dead_port_is_424_and_saves_not
 
     // A target that refuses our certificate (an echo trusting another CA) is a 424 too.
     let other = Pki::new();
-    let echo = mtls_gateway::echo::spawn_on_thread(mtls_gateway::echo::EchoConfig {
+    let echo = mtls_gateway::dev::echo::spawn_on_thread(mtls_gateway::dev::echo::EchoConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         cert: app.pki.server.cert.clone(),
         key: app.pki.server.key.clone(),
@@ -1910,15 +1910,16 @@ async fn admin_test_calls_use_the_proxys_trust_names_and_tls_floor() {
         &Leaf::server("other.test", &["other.test"], &[]),
     )
     .expect("server cert");
-    let wrong_name = mtls_gateway::echo::spawn_on_thread(mtls_gateway::echo::EchoConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        cert: other.cert,
-        key: other.key,
-        chain: vec![],
-        client_ca: vec![app.pki.ca.cert.clone()],
-        require_client_cert: true,
-    })
-    .expect("echo");
+    let wrong_name =
+        mtls_gateway::dev::echo::spawn_on_thread(mtls_gateway::dev::echo::EchoConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            cert: other.cert,
+            key: other.key,
+            chain: vec![],
+            client_ca: vec![app.pki.ca.cert.clone()],
+            require_client_cert: true,
+        })
+        .expect("echo");
     let url = format!("https://localhost:{}/", wrong_name.addr.port());
     let (status, v) = tester_call(&app, &url).await;
     assert_eq!(status, 424, "{v}");

@@ -16,7 +16,7 @@ use mtls_gateway::auth::{
     Accepts, AccountScope, AuthConfig, AuthError, AuthSettings, Identity, IdentityKind,
     RequestParts, Scheme,
 };
-use mtls_gateway::certgen::{key_to_pem, KeyKind};
+use mtls_gateway::dev::certgen::{key_to_pem, KeyKind};
 use serde_json::{json, Value};
 
 const PIP: &str = "pip install oauthlib requests PyJWT cryptography";

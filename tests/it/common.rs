@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use boring::hash::MessageDigest;
-use mtls_gateway::certgen::{self, Issued, Leaf};
-use mtls_gateway::echo::{EchoConfig, EchoServer};
+use mtls_gateway::dev::certgen::{self, Issued, Leaf};
+use mtls_gateway::dev::echo::{EchoConfig, EchoServer};
 use mtls_gateway::store::file::FileStore;
 use mtls_gateway::store::{
     CertificateMeta, CertificateSecret, Mapping, MappingDocument, Store, StoredCertificate,
@@ -90,7 +90,7 @@ impl Pki {
 
     /// An mTLS echo target that demands a client certificate from this CA.
     pub fn echo(&self) -> EchoServer {
-        mtls_gateway::echo::spawn_on_thread(EchoConfig {
+        mtls_gateway::dev::echo::spawn_on_thread(EchoConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             cert: self.server.cert.clone(),
             key: self.server.key.clone(),
@@ -103,7 +103,7 @@ impl Pki {
 
     /// A TLS target that does not ask for a client certificate.
     pub fn echo_plain(&self) -> EchoServer {
-        mtls_gateway::echo::spawn_on_thread(EchoConfig {
+        mtls_gateway::dev::echo::spawn_on_thread(EchoConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             cert: self.server.cert.clone(),
             key: self.server.key.clone(),
@@ -442,7 +442,7 @@ impl Drop for Gw {
 }
 
 /// Status, lower-cased headers, body.
-pub type Resp = mtls_gateway::demo::RawResponse;
+pub type Resp = mtls_gateway::dev::demo::RawResponse;
 
 /// GET without a proxy: (status, headers, body).
 pub fn blocking_get(url: &str) -> Result<Resp, String> {
@@ -468,7 +468,7 @@ pub fn raw_request(addr: SocketAddr, req: &str) -> Result<Resp, String> {
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    mtls_gateway::demo::parse_response(&buf).map_err(|e| e.to_string())
+    mtls_gateway::dev::demo::parse_response(&buf).map_err(|e| e.to_string())
 }
 
 pub fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -15,7 +15,7 @@ use boring::x509::extension::{
     BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
 };
 use boring::x509::{X509Name, X509};
-use mtls_gateway::echo::{self, EchoConfig, EchoServer};
+use mtls_gateway::dev::echo::{self, EchoConfig, EchoServer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 

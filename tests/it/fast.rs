@@ -12,11 +12,11 @@ const GW_NO_LIMIT: &str = "rate_limit:\n  enabled: false\n";
 
 /// Stop the mapping's echo target and start a new one on the same port (idle connections to the
 /// old one are closed).
-fn restart_echo(m: &OneMapping) -> mtls_gateway::echo::EchoServer {
+fn restart_echo(m: &OneMapping) -> mtls_gateway::dev::echo::EchoServer {
     let addr = m.echo.addr;
     m.echo.shutdown();
     block(m.echo.stopped());
-    mtls_gateway::echo::spawn_on_thread(mtls_gateway::echo::EchoConfig {
+    mtls_gateway::dev::echo::spawn_on_thread(mtls_gateway::dev::echo::EchoConfig {
         listen: addr,
         cert: m.pki.server.cert.clone(),
         key: m.pki.server.key.clone(),
@@ -53,7 +53,7 @@ fn read_head(s: &mut TcpStream) -> (u16, Vec<(String, String)>) {
         assert!(n > 0, "connection closed inside a response head: {buf:?}");
         buf.push(byte[0]);
     }
-    let (status, headers, _) = mtls_gateway::demo::parse_response(&buf).expect("head");
+    let (status, headers, _) = mtls_gateway::dev::demo::parse_response(&buf).expect("head");
     (status, headers)
 }
 
@@ -118,7 +118,7 @@ fn split_responses(mut buf: &[u8]) -> Vec<(u16, Vec<u8>)> {
     let mut out = Vec::new();
     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
         let (status, headers, _) =
-            mtls_gateway::demo::parse_response(&buf[..end + 4]).expect("head");
+            mtls_gateway::dev::demo::parse_response(&buf[..end + 4]).expect("head");
         let len: usize = header(&headers, "content-length")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
@@ -252,7 +252,7 @@ async fn h2c_prior_knowledge_streams_are_proxied_with_the_mapping_certificate() 
     {
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         let subject = headers
-            .get(mtls_gateway::echo::HDR_CERT_SUBJECT)
+            .get(mtls_gateway::dev::echo::HDR_CERT_SUBJECT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         assert!(subject.contains("CN=h2-client"), "{subject}");
@@ -273,7 +273,7 @@ async fn h2c_prior_knowledge_streams_are_proxied_with_the_mapping_certificate() 
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(body, b"hello over h2c");
     assert!(headers
-        .get(mtls_gateway::echo::HDR_CERT_SUBJECT)
+        .get(mtls_gateway::dev::echo::HDR_CERT_SUBJECT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|s| s.contains("CN=h2-client")));
 
@@ -411,12 +411,12 @@ fn a_chunked_answer_reaches_an_http_1_0_client_decoded_and_then_the_connection_c
         .position(|w| w == b"\r\n\r\n")
         .expect("a response head")
         + 4;
-    let (status, headers, _) = mtls_gateway::demo::parse_response(&raw[..end]).expect("head");
+    let (status, headers, _) = mtls_gateway::dev::demo::parse_response(&raw[..end]).expect("head");
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "transfer-encoding"), None, "{headers:?}");
     assert_eq!(header(&headers, "connection"), Some("close"), "{headers:?}");
     assert!(
-        raw[end..] == mtls_gateway::echo::pattern(n)[..],
+        raw[end..] == mtls_gateway::dev::echo::pattern(n)[..],
         "the body must be the chunks' data only: {} bytes, starting {:?}",
         raw.len() - end,
         String::from_utf8_lossy(&raw[end..(end + 16).min(raw.len())])
@@ -506,7 +506,7 @@ fn a_body_cut_by_the_target_ends_the_client_connection_short() {
             .position(|w| w == b"\r\n\r\n")
             .expect("a response head");
         let (status, headers, _) =
-            mtls_gateway::demo::parse_response(&got[..end + 4]).expect("head");
+            mtls_gateway::dev::demo::parse_response(&got[..end + 4]).expect("head");
         assert_eq!(status, 200);
         assert_eq!(
             header(&headers, "content-length"),
@@ -636,7 +636,7 @@ fn a_chunked_request_body_is_streamed_and_a_pipelined_request_after_it_is_served
 #[test]
 fn expect_100_continue_gets_the_targets_100_before_the_body_is_sent() {
     let (_m, _gw, host, mut s) = lean();
-    let body = mtls_gateway::echo::pattern(100_000);
+    let body = mtls_gateway::dev::echo::pattern(100_000);
     s.write_all(
         format!(
             "PUT /collect HTTP/1.1\r\nHost: {host}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
@@ -726,7 +726,7 @@ fn a_slow_upload_is_not_cut_by_the_upstream_read_timeout_while_it_is_still_sent(
 #[test]
 fn streamed_bodies_go_on_the_pooled_upstream_connection() {
     let (_m, gw, host, mut s) = lean();
-    let big = mtls_gateway::echo::pattern(100_000);
+    let big = mtls_gateway::dev::echo::pattern(100_000);
     let mut ids = Vec::new();
     let mut req = format!("GET /bytes/1 HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
     for chunked in [false, true, false] {
@@ -734,7 +734,7 @@ fn streamed_bodies_go_on_the_pooled_upstream_connection() {
         let (status, headers, _) = read_framed(&mut s);
         assert_eq!(status, 200);
         ids.push(
-            header(&headers, mtls_gateway::echo::HDR_CONNECTION_ID)
+            header(&headers, mtls_gateway::dev::echo::HDR_CONNECTION_ID)
                 .expect("the echo's connection id")
                 .to_string(),
         );
@@ -760,7 +760,7 @@ fn streamed_bodies_go_on_the_pooled_upstream_connection() {
     assert_eq!(status, 200);
     assert!(body == big, "echoed unchanged");
     ids.push(
-        header(&headers, mtls_gateway::echo::HDR_CONNECTION_ID)
+        header(&headers, mtls_gateway::dev::echo::HDR_CONNECTION_ID)
             .expect("id")
             .to_string(),
     );
@@ -789,7 +789,7 @@ fn a_streamed_body_skips_a_pooled_connection_the_target_closed() {
     // The target restarts on the same port: the idle pooled connection is now closed. A
     // streamed body cannot be sent twice, so that must be noticed before it is sent.
     let echo = restart_echo(&m);
-    let big = mtls_gateway::echo::pattern(200_000);
+    let big = mtls_gateway::dev::echo::pattern(200_000);
     let mut s = connect(&gw);
     let mut req = format!(
         "POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",

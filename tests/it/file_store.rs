@@ -601,7 +601,8 @@ fn a_store_written_by_hand_from_the_readme_example_loads() {
     let echo = pki.echo();
     let port = echo.addr.port();
     let issued = pki.client("readme-example");
-    let p12 = mtls_gateway::certgen::to_p12(&issued.cert, &issued.key, &[], "pw").expect("p12");
+    let p12 =
+        mtls_gateway::dev::certgen::to_p12(&issued.cert, &issued.key, &[], "pw").expect("p12");
     use base64::Engine;
     cert["p12"] = base64::engine::general_purpose::STANDARD.encode(p12).into();
     cert["password"] = "pw".into();

@@ -457,10 +457,17 @@ fn no_temporary_trust_bundle_is_left_once_the_gateway_runs() {
     // loop, one on Pingora's path (HTTP/2 with prior knowledge).
     let req = format!("GET /bytes/3 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     let (status, _, body) = raw_request(gw.proxy, &req).expect("proxied");
-    assert_eq!((status, body.len()), (200, 3), "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        (status, body.len()),
+        (200, 3),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     let proxy = gw.proxy;
     let (status, _, body) = block(async move {
-        let tcp = tokio::net::TcpStream::connect(proxy).await.expect("connect");
+        let tcp = tokio::net::TcpStream::connect(proxy)
+            .await
+            .expect("connect");
         let (client, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
         tokio::spawn(conn);
         let req = http::Request::get(format!("http://{host}/bytes/5"))
@@ -468,7 +475,12 @@ fn no_temporary_trust_bundle_is_left_once_the_gateway_runs() {
             .expect("request");
         crate::fast::h2_ask(&client, req, None).await
     });
-    assert_eq!((status, body.len()), (200, 5), "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        (status, body.len()),
+        (200, 5),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     assert_eq!(m.echo.requests(), 2);
     assert!(gw.metric("mtls_gateway_upstream_connections_total{reused=\"false\"}") >= 2.0);
     drop(gw); // SIGKILL

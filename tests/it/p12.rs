@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use mtls_gateway::certgen::{self, Digest, Issued, KeyKind, Leaf, P12Flavour};
+use mtls_gateway::dev::certgen::{self, Digest, Issued, KeyKind, Leaf, P12Flavour};
 use mtls_gateway::p12::{self, check, KeyPolicy, P12Error, Report};
 
 const PASSWORD: &str = "correct horse";

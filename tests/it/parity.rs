@@ -94,7 +94,7 @@ fn over_http1(proxy: SocketAddr, c: &Case) -> Seen {
     s.write_all(&bytes).expect("write");
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).expect("read");
-    let (status, headers, body) = mtls_gateway::demo::parse_response(&buf).expect("response");
+    let (status, headers, body) = mtls_gateway::dev::demo::parse_response(&buf).expect("response");
     reduce(status, headers, body)
 }
 
@@ -428,5 +428,5 @@ async fn the_lean_loop_and_pingoras_path_answer_every_case_alike() {
 }
 
 fn pattern_body(n: usize) -> Vec<u8> {
-    mtls_gateway::echo::pattern(n)
+    mtls_gateway::dev::echo::pattern(n)
 }

@@ -436,7 +436,7 @@ async fn bodies_pass_through_byte_for_byte_both_ways() {
     );
 
     // Response bodies: 0 bytes, 10 MiB with a length, 10 MiB chunked.
-    let want = mtls_gateway::echo::pattern(ten_mib);
+    let want = mtls_gateway::dev::echo::pattern(ten_mib);
     for path in [format!("/bytes/{ten_mib}"), format!("/chunked/{ten_mib}")] {
         let r = c
             .get(format!("http://localhost:{port}{path}"))
@@ -470,7 +470,7 @@ async fn a_large_body_to_a_target_that_answers_while_it_reads_does_not_stall() {
         "rate_limit:\n  enabled: false\n",
     );
     let c = proxied_client(&gw);
-    let big = mtls_gateway::echo::pattern(48 * 1024 * 1024);
+    let big = mtls_gateway::dev::echo::pattern(48 * 1024 * 1024);
     for chunked in [false, true] {
         let body = if chunked {
             let parts: Vec<Result<Vec<u8>, std::io::Error>> =

@@ -619,7 +619,7 @@ async fn reindex_gives_hand_seeded_accounts_an_index_with_the_same_versions() {
 /// as behind a TLS-terminating load balancer.
 async fn tls_front(backend: &str, dir: &Path) -> (String, std::path::PathBuf) {
     use boring::ssl::{SslAcceptor, SslMethod};
-    use mtls_gateway::certgen;
+    use mtls_gateway::dev::certgen;
     let ca = certgen::new_ca("Vault Test CA").expect("ca");
     let leaf = certgen::issue(
         &ca,

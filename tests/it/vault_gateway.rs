@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use mtls_gateway::certgen::{self, Issued};
+use mtls_gateway::dev::certgen::{self, Issued};
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -44,7 +44,7 @@ fn vault_yaml(rv: &RVault, token_file: &std::path::Path) -> String {
 struct Setup {
     rv: RVault,
     pki: Pki,
-    echo: mtls_gateway::echo::EchoServer,
+    echo: mtls_gateway::dev::echo::EchoServer,
     dir: tempfile::TempDir,
     a: Issued,
 }

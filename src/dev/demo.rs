@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::certgen::{self, Leaf};
 use crate::config::Config;
-use crate::echo::EchoConfig;
+use crate::dev::certgen::{self, Leaf};
+use crate::dev::echo::EchoConfig;
 use crate::store::file::FileStore;
 use crate::store::{
     CertificateMeta, CertificateSecret, Mapping, MappingDocument, Store, StoredCertificate,
@@ -134,7 +134,7 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
     std::fs::write(&ca_path, certgen::to_pem(&ca.cert))?;
 
     // The mTLS target.
-    let echo = crate::echo::spawn_on_thread(EchoConfig {
+    let echo = crate::dev::echo::spawn_on_thread(EchoConfig {
         listen: "127.0.0.1:0".parse()?,
         cert: server.cert.clone(),
         key: server.key.clone(),
