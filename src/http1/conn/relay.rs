@@ -562,6 +562,9 @@ impl ProxyApp {
                     Err(e) => return Err(up_err(InvalidHTTPHeader, format!("response head: {e}"))),
                 }
             }
+            // While a streamed body is still being sent the target is not late; the timeout
+            // counts from the end of the body: a wait that began while sending gets one more.
+            let was_sending = want.sending.is_some_and(|s| s.load(Ordering::Relaxed));
             match fast_timeout(timeout, up.read_buf(ubuf)).await {
                 Ok(Ok(0)) if !got_any => return Err(Fail::Stale),
                 Ok(Ok(0)) => {
@@ -582,7 +585,7 @@ impl ProxyApp {
                     return Err(up_err(ReadError, e.to_string()));
                 }
                 Ok(Err(e)) => return Err(up_err(ReadError, e.to_string())),
-                Err(_) if want.sending.is_some_and(|s| s.load(Ordering::Relaxed)) => {}
+                Err(_) if was_sending => {}
                 Err(_) => return Err(up_err(ReadTimedout, "response head".into())),
             }
         }
