@@ -245,17 +245,10 @@ impl BackgroundService for AdminService {
             }
         };
         info!("admin API listening on {addr}");
-        let app = admin::router(self.state.clone());
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        admin::serve(listener, self.state.clone(), async move {
             let _ = shutdown.changed().await;
-        });
-        if let Err(e) = serve.await {
-            error!("admin API stopped: {e}");
-        }
+        })
+        .await;
     }
 }
 
@@ -332,7 +325,11 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
         })?;
     }
     let store = open_store(&cfg).map_err(|e| anyhow::anyhow!("store: {e}"))?;
-    let refresher = Refresher::new(store, cfg.refresh.clone());
+    let decoder = Arc::new(p12::Decoder::new(
+        cfg.p12.max_iterations,
+        cfg.p12.max_concurrent_decodes,
+    ));
+    let refresher = Refresher::with_decoder(store, cfg.refresh.clone(), decoder);
 
     let mut conf = ServerConf {
         threads: cfg.proxy.threads,
@@ -396,10 +393,7 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
         server.add_service(background_service(
             "admin api",
             AdminService {
-                state: admin::AdminState {
-                    cfg: cfg.clone(),
-                    refresher: refresher.clone(),
-                },
+                state: admin::AdminState::new(cfg.clone(), refresher.clone()),
             },
         ));
     }

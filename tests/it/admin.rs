@@ -315,7 +315,7 @@ impl App {
         let pki = Pki::new();
         let dir = tempfile::tempdir().expect("tmp");
         let yaml = format!(
-            "store:\n  kind: file\n  path: store\nadmin:\n  max_upload_bytes: 65536\n  max_items: 5\n  validate_timeout_ms: 3000\nupstream:\n  ca_files: [\"{}\"]\n{}",
+            "store:\n  kind: file\n  path: store\nadmin:\n  max_upload_bytes: 65536\n  max_json_bytes: 65536\n  max_items: 5\n  validate_timeout_ms: 3000\nupstream:\n  ca_files: [\"{}\"]\n{}",
             pki.ca_path.display(),
             auth_yaml
         );
@@ -323,10 +323,7 @@ impl App {
         let store = FileStore::open(dir.path().join("store")).expect("file store");
         let refresher = Refresher::new(Arc::new(store), cfg.refresh.clone());
         refresher.refresh().await.expect("first refresh");
-        let state = AdminState {
-            cfg: Arc::new(cfg),
-            refresher,
-        };
+        let state = AdminState::new(Arc::new(cfg), refresher);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
