@@ -249,11 +249,15 @@ impl Decoder {
 /// The highest iteration count in the file's outer layers, with what it protects (`PBKDF2`,
 /// `PKCS#12 PBE` or `MAC`); `None` when the outer layers do not read as PKCS#12 or name none.
 pub fn max_iterations(der: &[u8]) -> Option<(&'static str, u64)> {
+    // The first of equal counts: the key's, then the certificates', then the MAC's.
     protection(der)
         .ok()?
         .iterations
         .into_iter()
-        .max_by_key(|(_, n)| *n)
+        .fold(None, |best, (what, n)| match best {
+            Some((_, b)) if b >= n => best,
+            _ => Some((what, n)),
+        })
 }
 
 /// Refuses a file whose outer layers name an iteration count over `cap`.

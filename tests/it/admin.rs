@@ -2504,3 +2504,161 @@ async fn a_rotated_jwt_secret_file_takes_effect_in_the_running_gateway_without_a
         "a secret reached the log"
     );
 }
+
+// ------------------------------------------------------------------ PKCS#12 work bounds
+
+/// The fixture: 10,000,000 PBKDF2 and MAC iterations (tests/fixtures/README.md).
+const ITER_10M: &[u8] = include_bytes!("../fixtures/p12-iter-10000000.p12");
+const ITER_10M_REFUSAL: &str = "PBKDF2 iteration count 10000000 exceeds the cap p12.max_iterations = 1000000; re-export the file with fewer iterations";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_p12_over_the_iteration_cap_is_refused_fast_by_the_tester_create_and_update() {
+    let app = App::new().await;
+    // Opening the fixture costs 12 s or more of CPU here; every refusal must come long before.
+    let fast = std::time::Duration::from_secs(2);
+
+    let started = std::time::Instant::now();
+    let r = app
+        .call(
+            "POST",
+            "/mtls/account/acc-a/p12-test/multipart",
+            Auth::Bearer(A),
+            Body::Form(tester_form(ITER_10M.to_vec(), "pw")),
+        )
+        .await;
+    assert!(
+        started.elapsed() < fast,
+        "tester took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (422, "p12_unusable"),
+        "{r:?}"
+    );
+    let opens = &r.json()["checks"][0];
+    assert_eq!(opens["name"], "opens_with_password", "{r:?}");
+    assert_eq!(opens["passed"], false, "{r:?}");
+    assert!(
+        opens["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with(ITER_10M_REFUSAL)),
+        "{r:?}"
+    );
+
+    let started = std::time::Instant::now();
+    let r = app
+        .call(
+            "POST",
+            &certs_path(A),
+            Auth::Bearer(A),
+            Body::Json(json!([{"name": "slow", "password": "pw", "p12": b64(ITER_10M)}])),
+        )
+        .await;
+    assert!(
+        started.elapsed() < fast,
+        "create took {:?}",
+        started.elapsed()
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_p12"), "{r:?}");
+    assert_eq!(r.json()["field"], "[0].p12");
+    assert!(r.json()["message"]
+        .as_str()
+        .is_some_and(|m| m.contains(ITER_10M_REFUSAL)));
+
+    let id = app
+        .create_cert(A, "usable", &app.client_cert("usable"))
+        .await;
+    let started = std::time::Instant::now();
+    let r = app
+        .call(
+            "POST",
+            &format!("{}/by-file", certs_path(A)),
+            Auth::Bearer(A),
+            Body::Form(file_form(
+                ITER_10M.to_vec(),
+                json!({"name": "slow-file", "password": "pw"}),
+            )),
+        )
+        .await;
+    assert!(
+        started.elapsed() < fast,
+        "by-file took {:?}",
+        started.elapsed()
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_p12"), "{r:?}");
+    assert!(r.json()["message"]
+        .as_str()
+        .is_some_and(|m| m.contains(ITER_10M_REFUSAL)));
+    let r = app
+        .call(
+            "PUT",
+            &format!("{}/{id}", certs_path(A)),
+            Auth::Bearer(A),
+            Body::Json(json!({"p12": b64(ITER_10M), "password": "pw"})),
+        )
+        .await;
+    assert!(
+        started.elapsed() < fast,
+        "update took {:?}",
+        started.elapsed()
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_p12"), "{r:?}");
+    assert_eq!(
+        app.store_cert_count().await,
+        1,
+        "nothing but the usable file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_mapping_writes_are_not_delayed_by_a_certificate_update_being_decoded() {
+    let app = Arc::new(App::new().await);
+    let c = app.client_cert("slow-update");
+    let id = app.create_cert(A, "to-update", &c).await;
+    // At the default cap (1,000,000): accepted, and about 1.5 s of CPU to open here.
+    let heavy = crate::bounds::p12_with_iterations(&c, PW, 1_000_000);
+    assert_eq!(
+        mtls_gateway::p12::max_iterations(&heavy).map(|(_, n)| n),
+        Some(1_000_000)
+    );
+
+    let update = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let r = app
+                .call(
+                    "PUT",
+                    &format!("{}/{id}", certs_path(A)),
+                    Auth::Bearer(A),
+                    Body::Json(json!({"p12": b64(&heavy), "password": PW})),
+                )
+                .await;
+            (r, std::time::Instant::now())
+        })
+    };
+    // The update is decoding by now (reading the store takes milliseconds).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let r = app
+        .create_mapping(
+            A,
+            id,
+            "TEST_SERVICE",
+            "https://partner.example/during-update/*",
+            "during-update",
+        )
+        .await;
+    let (took, written_at) = (started.elapsed(), std::time::Instant::now());
+    assert_eq!(r.status, 201, "{r:?}");
+    let (r, updated_at) = update.await.expect("update task");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        written_at < updated_at,
+        "the mapping write ended after the update: the decode did not run while it waited ({took:?})"
+    );
+    assert!(
+        took < std::time::Duration::from_millis(700),
+        "a mapping write took {took:?} while a certificate update was decoding"
+    );
+}
