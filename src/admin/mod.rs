@@ -466,7 +466,7 @@ async fn run(op: Op, state: AdminState, req: Request) -> Result<Response, ApiErr
         } else {
             limit_key
         };
-        let body = read_limited(&state, &parts, body, bound, key).await?;
+        let body = read_limited(&state, &parts, body, bound, key, false).await?;
         let identity = authenticate(&state, &parts, op, &body, now)?;
         check_account(&params, &identity)?;
         (identity, body)
@@ -480,7 +480,7 @@ async fn run(op: Op, state: AdminState, req: Request) -> Result<Response, ApiErr
                 Err(e) => return Err(refuse_unread(&parts, body, e).await),
             };
         let body = if has_body(&parts) {
-            read_limited(&state, &parts, body, limit, limit_key).await?
+            read_limited(&state, &parts, body, limit, limit_key, true).await?
         } else {
             Bytes::new()
         };
@@ -646,18 +646,21 @@ async fn drain(body: Body, within: std::time::Duration) -> bool {
     tokio::time::timeout(within, drain).await.unwrap_or(false)
 }
 
-/// The most of an oversized body read and dropped before its 413 (see [`read_limited`]).
+/// The most of an oversized body read and dropped before its 413 to an authenticated caller
+/// (see [`read_limited`]); an unauthenticated one gets [`DRAIN_UNREAD_MAX`].
 const DRAIN_MAX: u64 = 8 * 1024 * 1024;
 
-/// Reads the whole body of an authenticated request: at most `limit` bytes (413 naming
-/// `limit_key`, checked against `Content-Length` first), within `admin.body_timeout_secs` (408),
-/// holding one of the `admin.max_concurrent_bodies` permits (503 when none is free).
+/// Reads the whole body: at most `limit` bytes (413 naming `limit_key`, checked against
+/// `Content-Length` first), within `admin.body_timeout_secs` (408), holding one of the
+/// `admin.max_concurrent_bodies` permits (503 when none is free). `authenticated` is false only
+/// for an OAuth1-signed form, read to verify its caller.
 async fn read_limited(
     state: &AdminState,
     parts: &Parts,
     body: Body,
     limit: usize,
     limit_key: &str,
+    authenticated: bool,
 ) -> Result<Bytes, ApiError> {
     let Ok(_permit) = state.bodies.clone().try_acquire_owned() else {
         let n = state.cfg.admin.max_concurrent_bodies;
@@ -677,7 +680,12 @@ async fn read_limited(
         // with unread data makes the kernel send a reset, and the client may then never see
         // the 413. Bounded in size and time; beyond that the connection just closes.
         let e = body_too_large(limit, limit_key);
-        if n <= DRAIN_MAX && drain(body, timeout.min(std::time::Duration::from_secs(2))).await {
+        let drain_max = if authenticated {
+            DRAIN_MAX
+        } else {
+            DRAIN_UNREAD_MAX
+        };
+        if n <= drain_max && drain(body, timeout.min(std::time::Duration::from_secs(2))).await {
             return Err(e);
         }
         return Err(e.header("connection", "close"));

@@ -577,6 +577,12 @@ mod tests {
             !oauth1_covers_body(Some("OAut"), Some(FORM)),
             "short values do not panic"
         );
+        // Only a signed form needs its body before the caller can be verified.
+        assert!(oauth1_signs_form(oauth, Some(FORM)));
+        assert!(!oauth1_signs_form(hashed, Some("application/json")));
+        assert!(!oauth1_signs_form(Some("Bearer eyJ.x.y"), Some(FORM)));
+        assert!(!oauth1_signs_form(None, Some(FORM)));
+        assert!(!oauth1_signs_form(Some("OAut"), Some(FORM)));
     }
 
     #[test]
