@@ -78,10 +78,15 @@ impl AdminState {
     }
 }
 
+/// The largest request head (request line and headers): 431 past it. hyper's read buffer is
+/// kept near this size too, so a connection holds about this much however slowly it sends.
+const MAX_HEAD: usize = 64 * 1024;
+
 /// Serves the admin router on `listener` until `shutdown` resolves: HTTP/1.1 only, each request
 /// head within `admin.header_timeout_secs` from its first byte (hyper's `header_read_timeout`;
 /// on a kept-alive connection the wait for the next request counts too), after which the
-/// connection is closed. On shutdown, connections finish their current request and close.
+/// connection is closed, and at most [`MAX_HEAD`] bytes. On shutdown, connections finish their
+/// current request and close.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
@@ -112,6 +117,8 @@ pub async fn serve(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
+                .max_header_size(MAX_HEAD)
+                .max_buf_size(MAX_HEAD)
                 .serve_connection(TokioIo::new(stream), app);
             tokio::pin!(conn);
             let result = tokio::select! {

@@ -241,6 +241,16 @@ fn admin_cuts_off_a_request_head_sent_slowly_at_the_header_timeout() {
         cut_after >= Duration::from_millis(1500) && cut_after < Duration::from_secs(4),
         "cut off after {cut_after:?}; the header timeout is 2 s"
     );
+
+    // A head over 64 KiB is refused however fast it comes (431), so a slow one cannot hold more.
+    let mut s = connect(gw.admin);
+    let big = format!(
+        "GET /mtls/account/acc/certificates HTTP/1.1\r\nHost: admin.test\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(70 * 1024)
+    );
+    let _ = s.write_all(big.as_bytes());
+    let r = read_reply(&mut s, Duration::from_secs(3)).expect("answer to a big head");
+    assert_eq!(r.status, 431, "{r:?}");
 }
 
 #[test]
