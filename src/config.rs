@@ -867,3 +867,58 @@ fn distinct_listeners(all: &[(String, SocketAddr)]) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(yaml, Path::new("."))
+    }
+
+    #[test]
+    fn admin_and_p12_bounds_have_defaults_and_name_the_key_when_out_of_range() {
+        let c = load("").expect("defaults");
+        assert_eq!(c.admin.header_timeout, Duration::from_secs(60));
+        assert_eq!(c.admin.body_timeout, Duration::from_secs(60));
+        assert_eq!(c.admin.max_concurrent_bodies, 16);
+        assert_eq!(c.admin.max_json_bytes, 256 * 1024);
+        assert_eq!(c.p12.max_iterations, 1_000_000);
+        assert_eq!(c.p12.max_concurrent_decodes, 2);
+
+        let c = load("admin:\n  header_timeout_secs: 2\n  body_timeout_secs: 5\n  max_concurrent_bodies: 1\n  max_json_bytes: 4096\np12:\n  max_iterations: 600000\n  max_concurrent_decodes: 4\n")
+            .expect("set");
+        assert_eq!(c.admin.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.admin.body_timeout, Duration::from_secs(5));
+        assert_eq!(c.admin.max_concurrent_bodies, 1);
+        assert_eq!(c.admin.max_json_bytes, 4096);
+        assert_eq!(c.p12.max_iterations, 600_000);
+        assert_eq!(c.p12.max_concurrent_decodes, 4);
+
+        for (yaml, key) in [
+            (
+                "admin:\n  header_timeout_secs: 0\n",
+                "admin.header_timeout_secs",
+            ),
+            (
+                "admin:\n  body_timeout_secs: 7200\n",
+                "admin.body_timeout_secs",
+            ),
+            (
+                "admin:\n  max_concurrent_bodies: 0\n",
+                "admin.max_concurrent_bodies",
+            ),
+            ("admin:\n  max_json_bytes: 10\n", "admin.max_json_bytes"),
+            ("p12:\n  max_iterations: 0\n", "p12.max_iterations"),
+            (
+                "p12:\n  max_concurrent_decodes: 0\n",
+                "p12.max_concurrent_decodes",
+            ),
+        ] {
+            let e = load(yaml).expect_err(yaml);
+            assert_eq!(e.key, key, "{e}");
+        }
+        let e = load("p12:\n  max_iteration: 5\n").expect_err("unknown key");
+        assert!(e.to_string().contains("max_iteration"), "{e}");
+    }
+}
