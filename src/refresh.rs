@@ -295,7 +295,7 @@ impl Refresher {
             .await;
         for (key, version, res) in results {
             let label = format!("certificate {}/{}", key.0, key.1);
-            match res {
+            let reason = match res {
                 CertResult::Loaded(c) => {
                     report.certificates_read += 1;
                     self.clear_entry_failure(&label);
@@ -306,36 +306,32 @@ impl Refresher {
                             stale: None,
                         },
                     );
+                    continue;
                 }
-                CertResult::Gone => {}
-                res @ (CertResult::Failed(_) | CertResult::Skipped(_)) => {
-                    report.certificates_failed += 1;
-                    let reason = match res {
-                        CertResult::Skipped(reason) => {
-                            metrics::CERTIFICATES_SKIPPED
-                                .with_label_values(&["iterations"])
-                                .inc();
-                            reason
-                        }
-                        CertResult::Failed(reason) => {
-                            metrics::REFRESH_FAILURES
-                                .with_label_values(&["certificate"])
-                                .inc();
-                            reason
-                        }
-                        _ => continue,
-                    };
-                    self.log_entry_failure(&label, &reason);
-                    let entry = match prev.certs.get(&key).and_then(|e| e.cert().cloned()) {
-                        Some(good) => CertEntry::Ready {
-                            cert: good,
-                            stale: Some((version, reason)),
-                        },
-                        None => CertEntry::Failed { version, reason },
-                    };
-                    certs.insert(key, entry);
+                CertResult::Gone => continue,
+                CertResult::Skipped(reason) => {
+                    metrics::CERTIFICATES_SKIPPED
+                        .with_label_values(&["iterations"])
+                        .inc();
+                    reason
                 }
-            }
+                CertResult::Failed(reason) => {
+                    metrics::REFRESH_FAILURES
+                        .with_label_values(&["certificate"])
+                        .inc();
+                    reason
+                }
+            };
+            report.certificates_failed += 1;
+            self.log_entry_failure(&label, &reason);
+            let entry = match prev.certs.get(&key).and_then(|e| e.cert().cloned()) {
+                Some(good) => CertEntry::Ready {
+                    cert: good,
+                    stale: Some((version, reason)),
+                },
+                None => CertEntry::Failed { version, reason },
+            };
+            certs.insert(key, entry);
         }
         report.certificates = certs.len();
 
