@@ -13,6 +13,8 @@
 //! | `x-seen-host`            | the `Host` header received (empty if none)                     |
 //! | `x-seen-method`          | the request method                                             |
 //! | `x-seen-path`            | path and query exactly as received                             |
+//! | `x-seen-header-names`    | the request's field names, lower case, sorted, comma-separated |
+//! | `x-seen-framing`         | the request body's framing: `length:N`, `chunked` or `none`    |
 //!
 //! Routes (`GET` or `HEAD`; any other method on these paths falls through to the echo):
 //! - `/bytes/{n}`: `n` bytes of [`pattern`] with a `content-length`;
@@ -24,6 +26,8 @@
 //! - `/status/{code}`: that status (200-599) with a short body;
 //! - `/collect` (any method): the whole request body read first, then sent back (status 200);
 //!   with `Expect: 100-continue` the client gets a `100 Continue` before it sends the body;
+//! - `/drop` (any method): the whole request read, then the connection closed without an answer
+//!   (a target that acted on a request and failed before answering);
 //! - `/refuse/{code}` (any method): that status (200-599) at once, the request body never read
 //!   (and so no `100 Continue`);
 //! - anything else, any method: the request body streamed back byte for byte, status 200, the
@@ -83,6 +87,8 @@ pub const HDR_CONNECTION_ID: &str = "x-connection-id";
 pub const HDR_SEEN_HOST: &str = "x-seen-host";
 pub const HDR_SEEN_METHOD: &str = "x-seen-method";
 pub const HDR_SEEN_PATH: &str = "x-seen-path";
+pub const HDR_SEEN_HEADER_NAMES: &str = "x-seen-header-names";
+pub const HDR_SEEN_FRAMING: &str = "x-seen-framing";
 
 /// What the echo server serves and whom it accepts.
 pub struct EchoConfig {
@@ -410,10 +416,18 @@ async fn connection(
         };
     let id = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
     let info = Arc::new(ConnInfo::new(id, tls.ssl().peer_certificate()));
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |req: Request<Incoming>| {
         let info = info.clone();
         shared.requests.fetch_add(1, Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(handle(req, &info).await) }
+        async move {
+            if req.uri().path() == "/drop" {
+                // Read the whole request, then close the connection without an answer (a
+                // target that fails after it has acted on a request).
+                let _ = req.into_body().collect().await;
+                return Err(io::Error::other("dropped on purpose (/drop)"));
+            }
+            Ok::<_, io::Error>(handle(req, &info).await)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.keep_alive(true).timer(TokioTimer::new());
@@ -470,6 +484,20 @@ async fn handle(req: Request<Incoming>, info: &ConnInfo) -> Response<EchoBody> {
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| req.uri().path().to_owned());
+    // The request's field names (sorted, once each) and its body framing, as this target read
+    // them: two requests that differ in either show it in the answer.
+    let mut names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let names = lossy_header(&names.join(","));
+    let framing = if req.headers().get(http::header::TRANSFER_ENCODING).is_some() {
+        "chunked".to_string()
+    } else {
+        match req.headers().get(http::header::CONTENT_LENGTH) {
+            Some(v) => format!("length:{}", v.to_str().unwrap_or("?")),
+            None => "none".to_string(),
+        }
+    };
 
     let mut resp = route(req).await;
 
@@ -498,6 +526,11 @@ async fn handle(req: Request<Incoming>, info: &ConnInfo) -> Response<EchoBody> {
     h.insert(
         HeaderName::from_static(HDR_SEEN_PATH),
         lossy_header(&path_and_query),
+    );
+    h.insert(HeaderName::from_static(HDR_SEEN_HEADER_NAMES), names);
+    h.insert(
+        HeaderName::from_static(HDR_SEEN_FRAMING),
+        lossy_header(&framing),
     );
     resp
 }

@@ -14,8 +14,9 @@ pub mod certgen;
 pub mod config;
 pub mod demo;
 pub mod echo;
-pub mod fast;
 mod file_stamp;
+pub mod gateway;
+pub mod http1;
 pub mod metrics;
 pub mod ops;
 pub mod p12;
@@ -24,7 +25,7 @@ pub mod ratelimit;
 pub mod refresh;
 pub mod snapshot;
 pub mod store;
-pub mod tls_client;
+pub mod upstream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,12 +39,13 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::config::{Config, StoreConfig};
-use crate::proxy::{Gateway, InFlight};
+use crate::gateway::{Gateway, InFlight};
 use crate::refresh::{RefreshService, Refresher};
 use crate::store::file::FileStore;
 use crate::store::{
     Inventory, MappingDocument, Store, StoreError, StoreResult, StoredCertificate, Versioned,
 };
+use crate::upstream::{Resolver, TlsClient};
 
 /// A header value made from error text (TLS stacks and targets may put anything in it): visible
 /// ASCII and spaces only, at most 512 characters.
@@ -187,6 +189,31 @@ fn trust_bundle(cfg: &Config) -> std::io::Result<Option<tempfile::TempPath>> {
         .map_err(named)?;
     std::io::Write::write_all(&mut file, &pem).map_err(named)?;
     Ok(Some(file.into_temp_path()))
+}
+
+/// The one upstream TLS connector, from the trust bundle `trust_bundle` wrote (`None`: the
+/// system default paths). `build` makes one and gives it to the lean loop and the admin.
+fn upstream_tls(cfg: &Config, bundle: Option<&std::path::Path>) -> anyhow::Result<Arc<TlsClient>> {
+    let tls = TlsClient::new(
+        bundle,
+        cfg.upstream.connect_timeout,
+        cfg.upstream.tls_timeout,
+    )
+    .map_err(|e| anyhow::anyhow!("upstream TLS set-up: {e}"))?;
+    Ok(Arc::new(tls))
+}
+
+/// The upstream parts for an admin API served without a proxy (tests): a connector with the
+/// same trust and version set-up `build` gives the proxy (system roots unless
+/// `upstream.use_system_roots: false`, plus `upstream.ca_files`), and a resolver with its cache.
+/// `build` shares the proxy's own instead.
+pub fn upstream_parts(cfg: &Config) -> anyhow::Result<(Arc<TlsClient>, Arc<Resolver>)> {
+    let bundle = trust_bundle(cfg)?;
+    let tls = upstream_tls(cfg, bundle.as_deref())?;
+    if let Some(b) = bundle {
+        let _ = b.close();
+    }
+    Ok((tls, Arc::new(Resolver::new(cfg.upstream.dns_cache))))
 }
 
 /// On SIGTERM: report not-ready, wait until no request is in flight (or the grace period ends),
@@ -353,9 +380,13 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
     let inflight = Arc::new(InFlight::default());
     let draining = Arc::new(AtomicBool::new(false));
     let gateway = Gateway::new(cfg.clone(), refresher.snapshot().clone(), inflight.clone());
+    // One upstream connector and one resolver for the lean loop and the admin's calls
+    // (activation, the P12 tester): the same trust, versions and DNS cache as production traffic.
+    let tls = upstream_tls(&cfg, bundle.as_deref())?;
+    let resolver = gateway.resolver.clone();
     // The listener's app: a lean HTTP/1.1 loop for ordinary requests, Pingora's proxy for the
-    // rest (see src/fast.rs).
-    let app = fast::ProxyApp::new(gateway, &server.configuration)?;
+    // rest (see src/http1/conn.rs).
+    let app = http1::ProxyApp::new(gateway, &server.configuration, tls.clone())?;
     // Both upstream connectors (the lean loop's and Pingora's) have loaded the trust bundle;
     // nothing reads it again, so it goes now rather than at exit (which a SIGKILL never reaches).
     if let Some(b) = bundle {
@@ -393,7 +424,7 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
         server.add_service(background_service(
             "admin api",
             AdminService {
-                state: admin::AdminState::new(cfg.clone(), refresher.clone()),
+                state: admin::AdminState::new(cfg.clone(), refresher.clone(), tls, resolver),
             },
         ));
     }

@@ -66,6 +66,14 @@ pub static UPSTREAM_CONNECT_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric mtls_gateway_upstream_connect_failures_total registers once")
 });
 
+pub static UPSTREAM_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "mtls_gateway_upstream_retries_total",
+        "Idempotent requests sent again on a new connection after a pooled one failed before any byte of the answer (a non-idempotent request is never sent twice)"
+    )
+    .expect("metric mtls_gateway_upstream_retries_total registers once")
+});
+
 pub static ACCESS_LOG_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "mtls_gateway_access_log_dropped_total",
@@ -201,6 +209,7 @@ pub fn init() {
     LazyLock::force(&MAPPED_REQUESTS);
     LazyLock::force(&UPSTREAM_TLS_FAILURES);
     LazyLock::force(&UPSTREAM_CONNECT_FAILURES);
+    LazyLock::force(&UPSTREAM_RETRIES);
     LazyLock::force(&RATE_LIMITED);
     LazyLock::force(&ACCESS_LOG_DROPPED);
     LazyLock::force(&SNAPSHOT_AGE);

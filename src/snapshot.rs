@@ -256,17 +256,42 @@ impl UrlPattern {
 /// for anything that is not an absolute http(s) URL with a host (userinfo is refused: it would let
 /// `https://bank.test@evil.test/` look like a bank URL).
 pub fn normalize_url(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
+    normalize_url_checked(url).ok()
+}
+
+/// [`normalize_url`], saying why a URL is refused. The path is held to the request path's rules
+/// (`crate::http1::codec`): only RFC 3986 characters, no `%2F`, `%5C` or encoded dot-segments,
+/// and dot-segments resolved, so a mapping, a check and a request are compared in one form.
+pub fn normalize_url_checked(url: &str) -> Result<String, String> {
+    use crate::http1::codec::{check_uri_chars, resolve_path};
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or("not an absolute URL (scheme://host/path)")?;
     let scheme = scheme.to_ascii_lowercase();
     let default_port = match scheme.as_str() {
         "https" => "443",
         "http" => "80",
-        _ => return None,
+        _ => return Err(format!("scheme {scheme:?} is not http or https")),
     };
     let rest = rest.split('#').next().unwrap_or("");
     let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path_query) = rest.split_at(auth_end);
-    let (host, port) = split_host_port(authority)?;
+    let (host, port) = split_host_port(authority)
+        .ok_or_else(|| format!("{authority:?} is not a host with an optional port"))?;
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+    {
+        return Err(format!(
+            "the host {host:?} has characters a host name may not have"
+        ));
+    }
+    check_uri_chars(path_query, "the URL's path")?;
+    let path_query = if path_query.starts_with('/') {
+        resolve_path(path_query)?
+    } else {
+        resolve_path(&format!("/{path_query}"))?
+    };
     let mut out = String::with_capacity(url.len() + 1);
     out.push_str(&scheme);
     out.push_str("://");
@@ -279,11 +304,8 @@ pub fn normalize_url(url: &str) -> Option<String> {
             out.push_str(p);
         }
     }
-    if !path_query.starts_with('/') {
-        out.push('/');
-    }
-    out.push_str(path_query);
-    Some(out)
+    out.push_str(&path_query);
+    Ok(out)
 }
 
 /// Split `host[:port]` (IPv6 in brackets). Refuses userinfo, empty hosts and non-numeric ports.
@@ -384,6 +406,16 @@ mod tests {
         assert!(normalize_url("https://a.test:99999/").is_none());
         assert!(normalize_url("https://:80/").is_none());
         assert!(normalize_url("a.test/x").is_none());
+        // The request path's rules: dot-segments resolved, encoded separators and characters
+        // outside RFC 3986 refused.
+        assert_eq!(
+            normalize_url("https://a.test/api/../admin").as_deref(),
+            Some("https://a.test/admin")
+        );
+        assert!(normalize_url("https://a.test/api/%2e%2e/admin").is_none());
+        assert!(normalize_url("https://a.test/api%2Fadmin").is_none());
+        assert!(normalize_url("https://a.test/a b").is_none());
+        assert!(normalize_url("https://a.test/{x}").is_none());
     }
 
     fn m(id: u64, url: &str, cert: u64) -> Mapping {

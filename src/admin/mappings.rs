@@ -1,5 +1,6 @@
 //! Mappings (LivePerson's ac-common `mtls` objects): list, get, create, update, delete, and
-//! activate (map a certificate to a (service, url), optionally after a real mTLS call).
+//! activate (map a certificate to a (service, url), optionally after a real mTLS call made with
+//! [`crate::upstream::call`] through the proxy's resolver and TLS connector).
 //!
 //! All mappings of an account are one store document, written with compare-and-set: read, change,
 //! write if nobody wrote in between, else retry (a few times, then 409 `concurrent_write`).
@@ -10,13 +11,13 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::client::{self, CallError, CallSpec};
 use super::error::ApiError;
 use super::input::{self, Obj};
 use super::{certificates, json, Call, WRITE_LOCK};
 use crate::config::Config;
 use crate::snapshot::UrlPattern;
 use crate::store::{Mapping, MappingDocument, StoreError};
+use crate::upstream::call::{self as upstream_call, CallError, CallSpec};
 
 /// Compare-and-set attempts before giving up with 409.
 const CAS_ATTEMPTS: usize = 5;
@@ -137,6 +138,16 @@ fn service(obj: &Obj<'_>, cfg: &Config) -> Result<Option<String>, ApiError> {
 
 /// A mapping URL: an absolute http(s) URL, optionally ending in `*` (prefix mapping).
 pub(crate) fn check_url(url: &str, field: &str) -> Result<String, ApiError> {
+    let base = url.strip_suffix('*').unwrap_or(url);
+    if let Err(why) = crate::snapshot::normalize_url_checked(base) {
+        if url.len() <= MAX_URL && url.contains("://") {
+            return Err(ApiError::bad(
+                "invalid_url",
+                field,
+                format!("{field} is not usable: {why}; send an absolute https URL, e.g. https://api.example.com/path (a trailing * maps every URL with that prefix)"),
+            ));
+        }
+    }
     if url.len() > MAX_URL || UrlPattern::parse(url).is_none() {
         return Err(ApiError::bad(
             "invalid_url",
@@ -540,9 +551,10 @@ pub async fn activate(call: &Call) -> Result<Response, ApiError> {
             body: Vec::new(),
             head_only: true,
         };
-        match client::call(
-            call.cfg(),
-            &decoded,
+        match upstream_call::call(
+            &call.state.tls,
+            &call.state.resolver,
+            &crate::p12::cert_key(&decoded),
             &spec,
             call.cfg().admin.validate_timeout,
         )

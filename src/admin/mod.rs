@@ -34,7 +34,6 @@
 
 mod certificates;
 mod checks;
-pub mod client;
 pub mod error;
 mod input;
 mod mappings;
@@ -55,6 +54,7 @@ use bytes::Bytes;
 use crate::auth::{Accepts, Identity, IdentityKind, RequestParts};
 use crate::config::{AdminConfig, Config};
 use crate::refresh::Refresher;
+use crate::upstream::{Resolver, TlsClient};
 
 pub use error::ApiError;
 
@@ -63,16 +63,28 @@ pub use error::ApiError;
 pub struct AdminState {
     pub cfg: Arc<Config>,
     pub refresher: Arc<Refresher>,
+    /// The proxy's upstream TLS connector (one trust and version set-up for every call to a
+    /// target), for the activate validation and the tester's test call.
+    pub tls: Arc<TlsClient>,
+    /// The proxy's resolver (one DNS cache).
+    pub resolver: Arc<Resolver>,
     /// One permit per request body being read (`admin.max_concurrent_bodies`).
     bodies: Arc<tokio::sync::Semaphore>,
 }
 
 impl AdminState {
-    pub fn new(cfg: Arc<Config>, refresher: Arc<Refresher>) -> AdminState {
+    pub fn new(
+        cfg: Arc<Config>,
+        refresher: Arc<Refresher>,
+        tls: Arc<TlsClient>,
+        resolver: Arc<Resolver>,
+    ) -> AdminState {
         let bodies = Arc::new(tokio::sync::Semaphore::new(cfg.admin.max_concurrent_bodies));
         AdminState {
             cfg,
             refresher,
+            tls,
+            resolver,
             bodies,
         }
     }

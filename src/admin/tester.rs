@@ -7,18 +7,19 @@
 //! to that URL with the file's certificate (`LP-method-override`, default GET, or POST when a
 //! `body` part is sent; `LP-content-type-override`; `LP-authorization-override`) and its result
 //! is added as `call`; a target that cannot be reached is 424 with LivePerson's transport
-//! headers.
+//! headers. The call is [`crate::upstream::call`], through the proxy's resolver and TLS connector
+//! (`AdminState::tls`, `AdminState::resolver`): the same trust and TLS set-up as proxied traffic.
 
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::client::{self, CallError, CallSpec};
 use super::error::ApiError;
 use super::input;
 use super::mappings::transport_error;
 use super::{json, Call};
 use crate::p12::KeyPolicy;
+use crate::upstream::call::{self as upstream_call, CallError, CallSpec};
 
 pub async fn run(call: &Call) -> Result<Response, ApiError> {
     let form = input::multipart(&call.parts, call.body.clone()).await?;
@@ -121,9 +122,10 @@ pub async fn run(call: &Call) -> Result<Response, ApiError> {
             body,
             head_only: false,
         };
-        match client::call(
-            call.cfg(),
-            &decoded,
+        match upstream_call::call(
+            &call.state.tls,
+            &call.state.resolver,
+            &crate::p12::cert_key(&decoded),
             &spec,
             call.cfg().admin.validate_timeout,
         )

@@ -5,6 +5,14 @@
 //! {dir}/accounts/{account}/certificates/{id}.json   StoredCertificate
 //! {dir}/accounts/{account}/mappings.json            MappingDocument
 //! ```
+//! `{id}` is the document's `id` in decimal (no leading zeros), `{account}` its `accountId`.
+//! Nothing else is read. Every other entry under the directory (a `.p12` dropped next to the
+//! documents, `mapping.json`, `certificates/cert-1.json`, `certificates/01.json`, ...) gets one
+//! warning naming its path, why it is not read and what to do, when [`Store::inventory`] first
+//! sees it and again only when it changes (see [`SkipLog`]); names and metadata only, never
+//! content. A document that is read but does not decode, or whose `id`/`accountId` disagree
+//! with its path, is an error for that entry whose reason names the file and the fix (the
+//! refresher logs it once).
 //!
 //! Writes are atomic: the new bytes go to a temp file in the target's directory (created 0600,
 //! named `.{target}.{pid}.{n}.tmp`), which is fsynced, renamed over the target, and then the
@@ -25,6 +33,7 @@
 //! also makes the compare-and-set of [`Store::put_mappings`] atomic within this process (the file
 //! store is meant for one gateway process per directory).
 
+use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -47,11 +56,71 @@ const CERTIFICATES: &str = "certificates";
 const MAPPINGS_FILE: &str = "mappings.json";
 /// Temp files older than this are leftovers of a crash and removed at open.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+/// At most this many skipped entries are remembered (and warned about one by one); more are
+/// summarised in one line.
+const SKIP_LOG_CAP: usize = 1024;
+/// Where a hand-written store is described.
+const LAYOUT_DOC: &str = "README.md, \"File store layout\"";
 
 /// Directory-backed [`Store`]. Cheap to share behind an `Arc`.
 pub struct FileStore {
     root: Arc<PathBuf>,
     write_lock: tokio::sync::Mutex<()>,
+    skipped: Arc<parking_lot::Mutex<SkipLog>>,
+}
+
+/// One entry under the store directory that the store does not read.
+#[derive(Debug)]
+struct Skip {
+    path: PathBuf,
+    /// `len-mtime-inode` of the entry (not followed if a symlink): a change warns again.
+    stamp: String,
+    /// Why it is not read and what to do; names only, never content.
+    why: String,
+}
+
+/// The skipped entries already warned about, so that a refresh every few seconds does not
+/// repeat them: keyed by path, with the stamp the entry had then. Rebuilt from each scan, so an
+/// entry that goes away is forgotten (and warned about again if it comes back); bounded by
+/// [`SKIP_LOG_CAP`].
+#[derive(Debug, Default)]
+struct SkipLog {
+    warned: HashMap<PathBuf, String>,
+    /// Entries over the cap at the last scan.
+    unlisted: usize,
+}
+
+impl SkipLog {
+    /// Warns about each entry of this scan not warned about at its current stamp, and forgets
+    /// entries that are gone.
+    fn report(&mut self, root: &Path, skips: Vec<Skip>) {
+        let mut next = HashMap::with_capacity(skips.len().min(SKIP_LOG_CAP));
+        let mut unlisted = 0;
+        for skip in skips {
+            if next.len() >= SKIP_LOG_CAP {
+                unlisted += 1;
+                continue;
+            }
+            if self.warned.get(&skip.path) != Some(&skip.stamp) {
+                log::warn!(
+                    "file store: not reading {}: {}",
+                    skip.path.display(),
+                    skip.why
+                );
+            }
+            next.insert(skip.path, skip.stamp);
+        }
+        if unlisted > 0 && unlisted != self.unlisted {
+            log::warn!(
+                "file store: {unlisted} more entries under {} are not read (past the first \
+                 {SKIP_LOG_CAP}, which are named one by one); the store reads only \
+                 accounts/{{accountId}}/mappings.json and accounts/{{accountId}}/certificates/{{id}}.json",
+                root.display()
+            );
+        }
+        self.warned = next;
+        self.unlisted = unlisted;
+    }
 }
 
 impl std::fmt::Debug for FileStore {
@@ -127,6 +196,7 @@ impl FileStore {
         Ok(FileStore {
             root: Arc::new(root),
             write_lock: tokio::sync::Mutex::new(()),
+            skipped: Arc::default(),
         })
     }
 
@@ -183,6 +253,15 @@ fn read_versioned(path: &Path) -> io::Result<Option<(Vec<u8>, String)>> {
     let mut f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "{e}; the gateway runs as uid {}: give the file to that user with mode 0600",
+                    nix::unistd::geteuid().as_raw()
+                ),
+            ))
+        }
         Err(e) => return Err(e),
     };
     let meta = f.metadata()?;
@@ -191,9 +270,16 @@ fn read_versioned(path: &Path) -> io::Result<Option<(Vec<u8>, String)>> {
     Ok(Some((bytes, version_of(&meta))))
 }
 
-/// A parse error without the parsed text: serde's "invalid type" messages can quote values, and
-/// these documents hold passwords.
-fn parse<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> StoreResult<T> {
+/// What a certificate document holds, for error messages.
+const CERTIFICATE_SHAPE: &str = "a certificate file is one JSON object with id, accountId, name, \
+     displayName, p12 (the PKCS#12 in base64) and password";
+/// What a mapping document holds, for error messages.
+const MAPPINGS_SHAPE: &str = "mappings.json is one JSON object {\"mappings\": [...]}, each \
+     mapping with id, accountId, name, serviceName, url and certificateId";
+
+/// A parse error without the parsed text (serde's "invalid type" messages can quote values, and
+/// these documents hold passwords), naming the file, what it should hold and the fix.
+fn parse<T: DeserializeOwned>(key: &str, path: &Path, shape: &str, bytes: &[u8]) -> StoreResult<T> {
     serde_json::from_slice(bytes).map_err(|e| {
         let what = match e.classify() {
             serde_json::error::Category::Io => "I/O error",
@@ -203,7 +289,13 @@ fn parse<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> StoreResult<T> {
         };
         StoreError::Corrupt {
             key: key.to_owned(),
-            reason: format!("{what} at line {} column {}", e.line(), e.column()),
+            reason: format!(
+                "{what} at line {} column {} of {}; {shape} ({LAYOUT_DOC}): correct the file, \
+                 or write it again through the admin API",
+                e.line(),
+                e.column(),
+                path.display()
+            ),
         }
     })
 }
@@ -335,9 +427,133 @@ fn read_dir_if_exists(dir: &Path) -> io::Result<Option<fs::ReadDir>> {
     }
 }
 
-fn inventory_blocking(root: &Path) -> StoreResult<Inventory> {
+/// Records `entry` as not read, with `why` (reason and fix).
+fn skip(skips: &mut Vec<Skip>, entry: &fs::DirEntry, why: String) {
+    let stamp = entry.metadata().map(|m| version_of(&m)).unwrap_or_default();
+    skips.push(Skip {
+        path: entry.path(),
+        stamp,
+        why,
+    });
+}
+
+/// Whether `name` looks like a certificate or key file in a format the store does not read.
+fn is_key_material_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    [".p12", ".pfx", ".pem", ".crt", ".cer", ".der", ".key"]
+        .iter()
+        .any(|ext| lower.ends_with(ext))
+}
+
+/// The id a certificate file name stands for when it is written in a form the store does not
+/// read: `01.json`, `+1.json` or `1` (no `.json`).
+fn near_certificate_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".json").unwrap_or(name);
+    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit() || b == b'+') {
+        return None;
+    }
+    stem.parse::<u64>().ok()
+}
+
+fn key_material_why(account: &str) -> String {
+    format!(
+        "the store does not read PKCS#12 or PEM files: a certificate is a JSON document \
+         accounts/{account}/certificates/{{id}}.json holding the PKCS#12 in base64 and its \
+         password ({LAYOUT_DOC}); write one, or upload the file through the admin API \
+         (POST /mtls/account/{account}/certificates/by-file), then remove this file"
+    )
+}
+
+/// Why an entry in the store directory itself (other than `accounts/`) is not read.
+fn root_entry_why(name: &str, is_dir: bool) -> String {
+    let hint = if is_dir && valid_account_id(name) {
+        format!(" (if {name} is an account, move it to accounts/{name})")
+    } else {
+        String::new()
+    };
+    format!(
+        "the store reads only accounts/{{accountId}}/mappings.json and \
+         accounts/{{accountId}}/certificates/{{id}}.json in this directory{hint}; \
+         see {LAYOUT_DOC}, move it or remove it"
+    )
+}
+
+/// Why an entry of `accounts/{account}/` (other than `mappings.json` and `certificates/`) is
+/// not read.
+fn account_entry_why(account: &str, name: &str, is_dir: bool) -> String {
+    let lower = name.to_ascii_lowercase();
+    let base = lower.strip_suffix(".json").unwrap_or(&lower);
+    if base == "mapping" || base == "mappings" {
+        return format!(
+            "the account's mapping document must be named exactly mappings.json; rename it to \
+             accounts/{account}/mappings.json"
+        );
+    }
+    if !is_dir {
+        if let Some(id) = near_certificate_name(name) {
+            return format!(
+                "certificate files go in the certificates/ subdirectory; move it to \
+                 accounts/{account}/certificates/{id}.json"
+            );
+        }
+        if is_key_material_name(name) {
+            return key_material_why(account);
+        }
+    }
+    format!(
+        "an account directory holds only mappings.json and certificates/{{id}}.json \
+         ({LAYOUT_DOC}); move or remove it"
+    )
+}
+
+/// Why an entry of `accounts/{account}/certificates/` is not read.
+fn certificate_entry_why(account: &str, name: &str, is_dir: bool) -> String {
+    if is_dir {
+        return format!(
+            "a directory; accounts/{account}/certificates/ holds only files named \
+             {{id}}.json ({LAYOUT_DOC}); move or remove it"
+        );
+    }
+    if let Some(id) = near_certificate_name(name) {
+        return format!(
+            "a certificate file is named by its document's id in decimal with the extension \
+             .json; rename it to {id}.json"
+        );
+    }
+    if is_key_material_name(name) {
+        return key_material_why(account);
+    }
+    let stem = name.strip_suffix(".json");
+    if stem.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())) {
+        return format!(
+            "the id in the name is larger than the largest id ({}); a certificate file is \
+             named {{id}}.json after its document's id",
+            u64::MAX
+        );
+    }
+    format!(
+        "a certificate file is named {{id}}.json, {{id}} being its document's numeric id \
+         (for example 1001.json); rename it, or move it out of accounts/{account}/certificates/"
+    )
+}
+
+/// What the store holds, with versions; every entry it does not read goes to `skips`.
+fn inventory_blocking(root: &Path, skips: &mut Vec<Skip>) -> StoreResult<Inventory> {
     let accounts_dir = root.join(ACCOUNTS);
     let mut inv = Inventory::default();
+    // The store directory itself: best effort (a listing error shows up on accounts/ below).
+    if let Ok(entries) = fs::read_dir(root) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name == ACCOUNTS || name == "lost+found" || is_temp_name(&name) {
+                continue;
+            }
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            let why = root_entry_why(&name, is_dir);
+            skip(skips, &entry, why);
+        }
+    }
     let Some(accounts) = read_dir_if_exists(&accounts_dir).map_err(|e| io_err(&accounts_dir, e))?
     else {
         return Ok(inv);
@@ -346,32 +562,80 @@ fn inventory_blocking(root: &Path) -> StoreResult<Inventory> {
         let entry = entry.map_err(|e| io_err(&accounts_dir, e))?;
         let name = entry.file_name();
         let Some(account) = name.to_str().filter(|a| valid_account_id(a)) else {
-            log::warn!(
-                "file store: ignoring {} (not a valid account id)",
-                entry.path().display()
-            );
+            if !is_temp_name(&name.to_string_lossy()) {
+                let why = "not a valid account id (1-64 characters from A-Z, a-z, 0-9, '-' \
+                           and '_'); an account is a directory accounts/{accountId}/: rename it";
+                skip(skips, &entry, why.to_owned());
+            }
             continue;
         };
-        if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+        let file_type = match entry.file_type() {
+            Ok(t) => t,
+            Err(e) => {
+                skip(skips, &entry, format!("cannot tell what it is: {e}"));
+                continue;
+            }
+        };
+        if !file_type.is_dir() {
+            let why = if file_type.is_symlink() {
+                format!(
+                    "a symbolic link; the store reads account directories only as real \
+                     directories: replace the link with the directory accounts/{account}/"
+                )
+            } else {
+                format!(
+                    "not a directory; an account is a directory accounts/{account}/ holding \
+                     mappings.json and certificates/{{id}}.json ({LAYOUT_DOC})"
+                )
+            };
+            skip(skips, &entry, why);
             continue;
+        }
+        // What else the account directory holds: best effort, reads below report errors.
+        if let Ok(files) = fs::read_dir(entry.path()) {
+            for file in files.flatten() {
+                let name = file.file_name();
+                let name = name.to_string_lossy();
+                if name == MAPPINGS_FILE || is_temp_name(&name) {
+                    continue;
+                }
+                // certificates/ may be a symlink to a directory (it is read through it).
+                let is_dir = file.path().is_dir();
+                if name == CERTIFICATES && is_dir {
+                    continue;
+                }
+                let why = account_entry_why(account, &name, is_dir);
+                skip(skips, &file, why);
+            }
         }
         let mappings = mappings_path(root, account);
         if let Some(v) = current_version(&mappings).map_err(|e| io_err(&mappings, e))? {
             inv.mappings.push((account.to_owned(), v));
         }
         let certs_dir = entry.path().join(CERTIFICATES);
+        if certs_dir.exists() && !certs_dir.is_dir() {
+            // A file named certificates: warned about above.
+            continue;
+        }
         let Some(certs) = read_dir_if_exists(&certs_dir).map_err(|e| io_err(&certs_dir, e))? else {
             continue;
         };
         for cert in certs {
             let cert = cert.map_err(|e| io_err(&certs_dir, e))?;
             let file_name = cert.file_name();
-            let Some(id) = file_name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".json"))
+            let name = file_name.to_string_lossy();
+            if is_temp_name(&name) {
+                continue;
+            }
+            let is_dir = cert.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            // Only the canonical `{id}.json` names the file that get_certificate reads.
+            let id = name
+                .strip_suffix(".json")
                 .and_then(|stem| stem.parse::<u64>().ok())
-            else {
-                // Temp files and anything else that is not `{id}.json`.
+                .filter(|id| !is_dir && *name == format!("{id}.json"));
+            let Some(id) = id else {
+                let why = certificate_entry_why(account, &name, is_dir);
+                skip(skips, &cert, why);
                 continue;
             };
             let path = cert.path();
@@ -396,13 +660,17 @@ fn get_certificate_blocking(
         return Ok(None);
     };
     let key = certificate_key(account, id);
-    let value: StoredCertificate = parse(&key, &bytes)?;
+    let value: StoredCertificate = parse(&key, &path, CERTIFICATE_SHAPE, &bytes)?;
     if value.meta.id != id || value.meta.account_id != account {
         return Err(StoreError::Corrupt {
             key,
             reason: format!(
-                "document says account {:?} id {}, but is stored as account {account:?} id {id}",
-                value.meta.account_id, value.meta.id
+                "{} says account {:?} id {}, but its path says account {account:?} id {id}; \
+                 a certificate is read from accounts/{{accountId}}/certificates/{{id}}.json: \
+                 move the file there or correct its id and accountId",
+                path.display(),
+                value.meta.account_id,
+                value.meta.id
             ),
         });
     }
@@ -416,10 +684,30 @@ fn get_mappings_blocking(root: &Path, account: &str) -> StoreResult<Versioned<Ma
             value: MappingDocument::default(),
             version: String::new(),
         }),
-        Some((bytes, version)) => Ok(Versioned {
-            value: parse(&mappings_key(account), &bytes)?,
-            version,
-        }),
+        Some((bytes, version)) => {
+            let key = mappings_key(account);
+            let value: MappingDocument = parse(&key, &path, MAPPINGS_SHAPE, &bytes)?;
+            // As the Vault store and every write do: an account's document holds its own only.
+            if let Some((i, m)) = value
+                .mappings
+                .iter()
+                .enumerate()
+                .find(|(_, m)| m.account_id != account)
+            {
+                return Err(StoreError::Corrupt {
+                    key,
+                    reason: format!(
+                        "mappings[{i}] (id {}) of {} says account {:?}; a mapping belongs in the \
+                         mappings.json of its own account: move it to \
+                         accounts/{{accountId}}/mappings.json or correct its accountId",
+                        m.id,
+                        path.display(),
+                        m.account_id
+                    ),
+                });
+            }
+            Ok(Versioned { value, version })
+        }
     }
 }
 
@@ -451,7 +739,14 @@ impl Store for FileStore {
     }
 
     async fn inventory(&self) -> StoreResult<Inventory> {
-        self.blocking(inventory_blocking).await
+        let skipped = self.skipped.clone();
+        self.blocking(move |root| {
+            let mut skips = Vec::new();
+            let inv = inventory_blocking(root, &mut skips)?;
+            skipped.lock().report(root, skips);
+            Ok(inv)
+        })
+        .await
     }
 
     async fn get_certificate(
@@ -531,5 +826,57 @@ impl Store for FileStore {
             write_atomic(&path, &bytes).map_err(|e| io_err(&path, e))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skips(names: impl IntoIterator<Item = String>, stamp: &str) -> Vec<Skip> {
+        names
+            .into_iter()
+            .map(|n| Skip {
+                path: PathBuf::from(n),
+                stamp: stamp.to_owned(),
+                why: "test".to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_skip_log_is_bounded_and_forgets_entries_that_are_gone() {
+        let mut log = SkipLog::default();
+        let root = Path::new("/store");
+        log.report(
+            root,
+            skips((0..SKIP_LOG_CAP + 10).map(|i| format!("a{i}")), "1"),
+        );
+        assert_eq!(log.warned.len(), SKIP_LOG_CAP);
+        assert_eq!(log.unlisted, 10);
+        log.report(root, skips(["b".to_owned()], "1"));
+        assert_eq!(log.warned.len(), 1);
+        assert_eq!(log.unlisted, 0);
+        assert_eq!(
+            log.warned.get(Path::new("b")).map(String::as_str),
+            Some("1")
+        );
+        log.report(root, skips(["b".to_owned()], "2"));
+        assert_eq!(
+            log.warned.get(Path::new("b")).map(String::as_str),
+            Some("2")
+        );
+    }
+
+    #[test]
+    fn names_close_to_a_certificate_file_get_the_right_name() {
+        assert_eq!(near_certificate_name("01.json"), Some(1));
+        assert_eq!(near_certificate_name("+7.json"), Some(7));
+        assert_eq!(near_certificate_name("12"), Some(12));
+        assert_eq!(near_certificate_name("cert-1.json"), None);
+        assert_eq!(near_certificate_name(".json"), None);
+        assert!(certificate_entry_why("a", "99999999999999999999.json", false).contains("largest"));
+        assert!(account_entry_why("a", "Mappings", false).contains("mappings.json"));
+        assert!(account_entry_why("a", "c.PFX", false).contains("PKCS#12"));
     }
 }

@@ -5,7 +5,9 @@
 //! [`Inventory`] (what exists, with a version per entry) and reads only entries whose version
 //! changed; the admin API writes through the same trait.
 //!
-//! Layout shared by both backends (a "document" is one JSON file or one Vault secret):
+//! Layout shared by both backends (a "document" is one Vault secret at that path, or one JSON
+//! file at that path plus `.json` in the file store: `certificates/{certificateId}.json`,
+//! `mappings.json`):
 //! - `accounts/{accountId}/certificates/{certificateId}`: [`StoredCertificate`] (metadata, PKCS#12
 //!   bytes as base64 and the password in one document, so a write is all or nothing);
 //! - `accounts/{accountId}/mappings`: [`MappingDocument`] (all mappings of the account).

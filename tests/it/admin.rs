@@ -311,19 +311,31 @@ impl App {
 
     /// The app with this `auth:` section.
     async fn with_auth(auth_yaml: String) -> App {
+        App::with_trust(auth_yaml, true).await
+    }
+
+    /// The app with this `auth:` section; the test CA in `upstream.ca_files` or not (then only
+    /// the system roots are trusted).
+    async fn with_trust(auth_yaml: String, test_ca: bool) -> App {
         capture_logs();
         let pki = Pki::new();
         let dir = tempfile::tempdir().expect("tmp");
+        let upstream = if test_ca {
+            format!("upstream:\n  ca_files: [\"{}\"]\n", pki.ca_path.display())
+        } else {
+            "upstream:\n  use_system_roots: true\n".to_string()
+        };
         let yaml = format!(
-            "store:\n  kind: file\n  path: store\nadmin:\n  max_upload_bytes: 65536\n  max_json_bytes: 65536\n  max_items: 5\n  validate_timeout_ms: 3000\nupstream:\n  ca_files: [\"{}\"]\n{}",
-            pki.ca_path.display(),
+            "store:\n  kind: file\n  path: store\nadmin:\n  max_upload_bytes: 65536\n  max_json_bytes: 65536\n  max_items: 5\n  validate_timeout_ms: 3000\n{upstream}{}",
             auth_yaml
         );
         let cfg = Config::from_yaml(&yaml, dir.path()).expect("config");
         let store = FileStore::open(dir.path().join("store")).expect("file store");
         let refresher = Refresher::new(Arc::new(store), cfg.refresh.clone());
         refresher.refresh().await.expect("first refresh");
-        let state = AdminState::new(Arc::new(cfg), refresher);
+        // The upstream connector and resolver built as the gateway builds them for the proxy.
+        let (tls, resolver) = mtls_gateway::upstream_parts(&cfg).expect("upstream parts");
+        let state = AdminState::new(Arc::new(cfg), refresher, tls, resolver);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -1808,6 +1820,117 @@ async fn admin_p12_tester_test_call_reaches_the_target_with_the_uploaded_certifi
     assert_eq!(v["usable"], true);
     assert!(v["call"]["error"].is_string(), "{v}");
     assert_eq!(app.store_cert_count().await, 0);
+}
+
+/// The tester's test call to `url` with a fresh client certificate: (HTTP status, JSON answer).
+async fn tester_call(app: &App, url: &str) -> (u16, Value) {
+    let c = app.client_cert("shared-setup");
+    let r = app
+        .api
+        .http
+        .post(format!(
+            "http://{}/mtls/account/{A}/p12-test/multipart",
+            app.api.host
+        ))
+        .header("authorization", bearer_for(A))
+        .header("lp-forward-url", url)
+        .multipart(tester_form(p12_of(&c), PW))
+        .send()
+        .await
+        .expect("tester");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("json"))
+}
+
+/// A TLS target for `localhost` that speaks TLS 1.0 and 1.1 only; it answers any request it
+/// reads with 200.
+async fn tls11_target(pki: &Pki) -> std::net::SocketAddr {
+    use boring::ssl::{SslAcceptor, SslMethod, SslVersion};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut b = SslAcceptor::mozilla_intermediate(SslMethod::tls()).expect("acceptor");
+    b.set_min_proto_version(Some(SslVersion::TLS1))
+        .expect("min");
+    b.set_max_proto_version(Some(SslVersion::TLS1_1))
+        .expect("max");
+    b.set_cipher_list("ALL").expect("ciphers");
+    b.set_certificate(&pki.server.cert).expect("cert");
+    b.set_private_key(&pki.server.key).expect("key");
+    let acceptor = b.build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(mut s) = tokio_boring::accept(&acceptor, tcp).await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+        }
+    });
+    addr
+}
+
+/// The admin's calls go through the proxy's upstream set-up (`upstream_parts`, as `build`
+/// shares it): the target is trusted through `upstream.ca_files` alone, its name is verified,
+/// and TLS below 1.2 is refused, with messages that say which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_test_calls_use_the_proxys_trust_names_and_tls_floor() {
+    let app = App::new().await;
+    let echo = app.pki.echo();
+
+    // Trusted through upstream.ca_files (the test CA is in no system store).
+    let url = format!("https://localhost:{}/status/204", echo.addr.port());
+    let (status, v) = tester_call(&app, &url).await;
+    assert_eq!((status, &v["call"]["status"]), (200, &json!(204)), "{v}");
+
+    // Without upstream.ca_files the same target is not trusted.
+    let system_only = App::with_trust(auth_yaml(), false).await;
+    let echo2 = system_only.pki.echo();
+    let url = format!("https://localhost:{}/status/204", echo2.addr.port());
+    let (status, v) = tester_call(&system_only, &url).await;
+    assert_eq!(status, 424, "{v}");
+    let err = v["call"]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("InvalidCert") && err.contains("localhost"),
+        "{err}"
+    );
+
+    // A certificate from the trusted CA, for another name: refused by the name check.
+    let other = certgen::issue(
+        &app.pki.ca,
+        &Leaf::server("other.test", &["other.test"], &[]),
+    )
+    .expect("server cert");
+    let wrong_name = mtls_gateway::echo::spawn_on_thread(mtls_gateway::echo::EchoConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        cert: other.cert,
+        key: other.key,
+        chain: vec![],
+        client_ca: vec![app.pki.ca.cert.clone()],
+        require_client_cert: true,
+    })
+    .expect("echo");
+    let url = format!("https://localhost:{}/", wrong_name.addr.port());
+    let (status, v) = tester_call(&app, &url).await;
+    assert_eq!(status, 424, "{v}");
+    let err = v["call"]["error"].as_str().unwrap_or_default();
+    assert!(err.contains("InvalidCert"), "{err}");
+    assert_eq!(wrong_name.requests(), 0);
+
+    // TLS 1.1 only: below the connector's TLS 1.2 floor, as for proxied traffic.
+    let addr = tls11_target(&app.pki).await;
+    let url = format!("https://localhost:{}/", addr.port());
+    let (status, v) = tester_call(&app, &url).await;
+    assert_eq!(status, 424, "{v}");
+    let err = v["call"]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("TLSHandshakeFailure") && err.to_ascii_uppercase().contains("PROTOCOL"),
+        "{err}"
+    );
 }
 
 // ------------------------------------------------------------------ auth

@@ -3,12 +3,15 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use mtls_gateway::store::file::FileStore;
 use mtls_gateway::store::{
     CertificateMeta, CertificateSecret, Mapping, MappingDocument, Store, StoreError,
     StoredCertificate,
 };
+
+use crate::common::{raw_request, wait_for, Gw, OneMapping};
 
 fn cert(account: &str, id: u64, p12: &[u8]) -> StoredCertificate {
     StoredCertificate {
@@ -323,6 +326,28 @@ async fn corrupt_file_is_reported_for_that_entry_only() {
     );
 }
 
+/// Written by hand, a mapping document could name another account in a mapping: refused when
+/// read (as every write and the Vault store refuse it), naming the file and the fix.
+#[tokio::test]
+async fn a_mapping_document_holding_another_accounts_mapping_is_corrupt() {
+    let (tmp, s) = store();
+    let d = doc(vec![mapping("acme", 1, "https://a/")]);
+    s.put_mappings("acme", &d, None).await.expect("put");
+    let path = tmp.path().join("store/accounts/acme/mappings.json");
+    let text = fs::read_to_string(&path).expect("read");
+    fs::write(&path, text.replace("\"acme\"", "\"other\"")).expect("write");
+    match s.get_mappings("acme").await {
+        Err(StoreError::Corrupt { key, reason }) => {
+            assert_eq!(key, "accounts/acme/mappings");
+            assert!(
+                reason.contains(&path.display().to_string()) && reason.contains("\"other\""),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn certificate_stored_under_the_wrong_name_is_corrupt() {
     let (tmp, s) = store();
@@ -424,4 +449,201 @@ fn a_store_directory_owned_by_another_user_gets_a_warning_naming_the_subdirector
     FileStore::open(&store).expect("open the subdirectory");
     assert_eq!(mode(&store), 0o700);
     assert!(at(&store).is_empty(), "{:?}", at(&store));
+}
+
+/// Lines of the gateway log that name `path` as a path (followed by ':' or ';' or a space).
+fn lines_naming(logs: &str, path: &Path) -> Vec<String> {
+    let shown = path.display().to_string();
+    logs.lines()
+        .filter(|l| {
+            l.match_indices(&shown).any(|(i, _)| {
+                matches!(
+                    l[i + shown.len()..].chars().next(),
+                    None | Some(':' | ';' | ' ' | ',')
+                )
+            })
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until the gateway has finished `n` more successful refreshes.
+fn wait_refreshes(gw: &Gw, n: f64) {
+    let series = "mtls_gateway_refresh_duration_seconds_count{result=\"ok\"}";
+    let start = gw.metric(series);
+    wait_for("refreshes", Duration::from_secs(30), || {
+        (gw.metric(series) >= start + n).then_some(())
+    });
+}
+
+/// A store written by hand, with entries next to the good ones that the store does not read
+/// (names from an older README, a PKCS#12 dropped in, a leading zero, ...): the gateway starts
+/// and serves the good entries, and its log names each other entry once, with why and the fix,
+/// however many refreshes run; an entry added or changed later is named once more. Documents
+/// that are read but do not load name their file and the fix too. No file content is logged.
+#[test]
+fn entries_the_file_store_does_not_read_are_each_named_once_in_the_log() {
+    let m = OneMapping::new("a");
+    let store = m.seed.dir.clone();
+    let acc = store.join("accounts/acc");
+    let certs = acc.join("certificates");
+    // Stands for a password: no line of the log may contain it.
+    let secret = "pw-that-must-never-be-logged";
+    let content = format!("{{\"password\": \"{secret}\"}}\n");
+    fs::create_dir(store.join("acc")).expect("mkdir");
+    let strays: Vec<(std::path::PathBuf, &str)> = vec![
+        (
+            acc.join("mapping.json"),
+            "rename it to accounts/acc/mappings.json",
+        ),
+        (acc.join("cert-1.p12"), "does not read PKCS#12"),
+        (
+            acc.join("7.json"),
+            "move it to accounts/acc/certificates/7.json",
+        ),
+        (certs.join("01.json"), "rename it to 1.json"),
+        (certs.join("cert-2.json"), "named {id}.json"),
+        (certs.join("5"), "rename it to 5.json"),
+        (store.join("accounts/bad.name"), "not a valid account id"),
+        (store.join("acc"), "move it to accounts/acc"),
+    ];
+    for (path, _) in &strays {
+        if !path.is_dir() {
+            fs::write(path, &content).expect("stray");
+        }
+    }
+    // Read, but not loadable: bad JSON, and a document whose id disagrees with its name.
+    let broken = certs.join("2.json");
+    fs::write(&broken, format!("{{\"password\": \"{secret}\", trunc")).expect("broken");
+    let misnamed = certs.join("3.json");
+    fs::copy(certs.join("1.json"), &misnamed).expect("copy");
+
+    let gw = Gw::start(
+        m.dir.path(),
+        &m.pki.ca_path,
+        "refresh:\n  interval_secs: 1\n",
+    );
+    let port = m.port;
+    let r = raw_request(
+        gw.proxy,
+        &format!("GET http://localhost:{port}/x HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .expect("request");
+    assert_eq!(r.0, 200, "the good certificate and mapping are served");
+    wait_refreshes(&gw, 3.0);
+
+    let logs = gw.logs();
+    for (path, why) in &strays {
+        let lines = lines_naming(&logs, path);
+        assert_eq!(lines.len(), 1, "{}: {lines:#?}\n{logs}", path.display());
+        assert!(
+            lines[0].contains("WARN") && lines[0].contains(why),
+            "{}: {lines:#?}",
+            path.display()
+        );
+    }
+    let lines = lines_naming(&logs, &broken);
+    assert!(
+        lines.len() == 1
+            && lines[0].contains("invalid JSON")
+            && lines[0].contains("correct the file"),
+        "{lines:#?}"
+    );
+    let lines = lines_naming(&logs, &misnamed);
+    assert!(
+        lines.len() == 1 && lines[0].contains("move the file there or correct its id"),
+        "{lines:#?}"
+    );
+    assert!(!logs.contains(secret), "file content in the log:\n{logs}");
+
+    // A stray that appears while the gateway runs is named once; one that changes, once more.
+    let late = acc.join("1.txt");
+    fs::write(&late, &content).expect("late stray");
+    fs::write(acc.join("mapping.json"), format!("{content}\n")).expect("changed stray");
+    wait_refreshes(&gw, 3.0);
+    let logs = gw.logs();
+    assert_eq!(lines_naming(&logs, &late).len(), 1, "{logs}");
+    assert_eq!(
+        lines_naming(&logs, &acc.join("mapping.json")).len(),
+        2,
+        "{logs}"
+    );
+    assert_eq!(
+        lines_naming(&logs, &acc.join("cert-1.p12")).len(),
+        1,
+        "{logs}"
+    );
+    assert!(!logs.contains(secret), "file content in the log:\n{logs}");
+}
+
+/// The JSON block that follows `caption` in the README.
+fn readme_json(readme: &str, caption: &str) -> serde_json::Value {
+    let at = readme
+        .find(caption)
+        .unwrap_or_else(|| panic!("README has no {caption}"));
+    let rest = &readme[at..];
+    let start = rest.find("```json\n").expect("a json block") + "```json\n".len();
+    let end = start + rest[start..].find("```").expect("end of the block");
+    serde_json::from_str(&rest[start..end]).expect("the README's JSON parses")
+}
+
+/// The README's file-store example, written by hand as it says (not through `FileStore`), with
+/// a real PKCS#12 and the test target's URL in place of the placeholders: the gateway loads it,
+/// serves the mapping with the certificate, and warns about nothing.
+#[test]
+fn a_store_written_by_hand_from_the_readme_example_loads() {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let mut cert = readme_json(&readme, "`accounts/acme/certificates/1001.json`:");
+    let mut maps = readme_json(&readme, "`accounts/acme/mappings.json`:");
+
+    let pki = crate::common::Pki::new();
+    let echo = pki.echo();
+    let port = echo.addr.port();
+    let issued = pki.client("readme-example");
+    let p12 = mtls_gateway::certgen::to_p12(&issued.cert, &issued.key, &[], "pw").expect("p12");
+    use base64::Engine;
+    cert["p12"] = base64::engine::general_purpose::STANDARD.encode(p12).into();
+    cert["password"] = "pw".into();
+    maps["mappings"][0]["url"] = format!("https://localhost:{port}/*").into();
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    let certs = store.join("accounts/acme/certificates");
+    fs::create_dir_all(&certs).expect("mkdir");
+    for d in [
+        store.clone(),
+        store.join("accounts"),
+        store.join("accounts/acme"),
+        certs.clone(),
+    ] {
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    for (path, value) in [
+        (certs.join("1001.json"), &cert),
+        (store.join("accounts/acme/mappings.json"), &maps),
+    ] {
+        // Written next to the store, then moved in, as the README says.
+        let tmp = dir.path().join("new.json");
+        fs::write(&tmp, serde_json::to_vec_pretty(value).expect("json")).expect("write");
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).expect("chmod");
+        fs::rename(&tmp, &path).expect("mv");
+    }
+
+    let gw = Gw::start(
+        dir.path(),
+        &pki.ca_path,
+        "proxy:\n  listen: [\"127.0.0.1:{proxy}\"]\n  default_account: acme\n  default_service: TEST_SERVICE\n",
+    );
+    let r = raw_request(
+        gw.proxy,
+        &format!("GET http://localhost:{port}/x HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .expect("request");
+    assert_eq!(r.0, 200, "{}", gw.logs());
+    let subject = crate::common::header(&r.1, "x-client-cert-subject").unwrap_or_default();
+    assert!(subject.contains("readme-example"), "{subject:?}");
+    let logs = gw.logs();
+    assert!(!logs.contains("not reading"), "{logs}");
+    assert!(!logs.contains("corrupt"), "{logs}");
 }

@@ -454,14 +454,33 @@ fn no_temporary_trust_bundle_is_left_once_the_gateway_runs() {
     );
     let host = format!("localhost:{}", m.port);
     // New upstream connections after the removal, verified against the CA: one on the lean
-    // loop, one on Pingora's path (a `Connection` option the loop hands over).
-    for (req, want) in [
-        (format!("GET /bytes/3 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"), 3),
-        (format!("GET /bytes/5 HTTP/1.1\r\nHost: {host}\r\nConnection: close, x-hop\r\nx-hop: 1\r\n\r\n"), 5),
-    ] {
-        let (status, _, body) = raw_request(gw.proxy, &req).expect("proxied");
-        assert_eq!((status, body.len()), (200, want), "{}", String::from_utf8_lossy(&body));
-    }
+    // loop, one on Pingora's path (HTTP/2 with prior knowledge).
+    let req = format!("GET /bytes/3 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (status, _, body) = raw_request(gw.proxy, &req).expect("proxied");
+    assert_eq!(
+        (status, body.len()),
+        (200, 3),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let proxy = gw.proxy;
+    let (status, _, body) = block(async move {
+        let tcp = tokio::net::TcpStream::connect(proxy)
+            .await
+            .expect("connect");
+        let (client, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("http://{host}/bytes/5"))
+            .body(())
+            .expect("request");
+        crate::fast::h2_ask(&client, req, None).await
+    });
+    assert_eq!(
+        (status, body.len()),
+        (200, 5),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     assert_eq!(m.echo.requests(), 2);
     assert!(gw.metric("mtls_gateway_upstream_connections_total{reused=\"false\"}") >= 2.0);
     drop(gw); // SIGKILL

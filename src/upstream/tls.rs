@@ -1,4 +1,5 @@
-//! Upstream mutual TLS for the lean HTTP/1.1 path (`crate::fast`): one `SslConnector` with the
+//! Upstream mutual TLS for the lean HTTP/1.1 path (`crate::http1`) and the admin's calls
+//! ([`super::call`]): one `SslConnector`, built once in `lib.rs` and shared by both, with the
 //! trust bundle, the mapping's certificate and key set per connection, SNI = target host, the
 //! server certificate and its name (or IP) verified. Equivalent to what Pingora's connector does
 //! for the full path (same trust bundle, same verification), with one difference that matters
@@ -12,16 +13,16 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use boring::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+use boring::x509::X509VerifyError;
 use pingora::prelude::*;
 use pingora_timeout::fast_timeout::fast_timeout;
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
-use crate::snapshot::LoadedCert;
+use pingora::utils::tls::CertKey;
 
 /// An established upstream connection.
 pub type UpConn = tokio_boring::SslStream<BufReader<TcpStream>>;
@@ -60,12 +61,14 @@ impl TlsClient {
         })
     }
 
-    /// TCP connect and TLS handshake to `addr`, presenting `cert` (none: plain TLS).
+    /// TCP connect and TLS handshake to `addr`, presenting `cert` (none: plain TLS). The proxy
+    /// passes a mapping's loaded certificate (`LoadedCert::cert_key`), the admin the one under
+    /// test (`crate::p12::cert_key`).
     pub async fn connect(
         &self,
         addr: SocketAddr,
         sni: &str,
-        cert: Option<&Arc<LoadedCert>>,
+        cert: Option<&CertKey>,
     ) -> Result<UpConn> {
         let tcp = match fast_timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
@@ -89,8 +92,7 @@ impl TlsClient {
             .connector
             .configure()
             .or_err(InternalError, "TLS configuration")?;
-        if let Some(c) = cert {
-            let ck = &c.cert_key;
+        if let Some(ck) = cert {
             cfg.set_certificate(ck.leaf())
                 .or_err(InternalError, "invalid client certificate")?;
             cfg.set_private_key(ck.key())
@@ -105,7 +107,11 @@ impl TlsClient {
             Ok(Ok(s)) => Ok(s),
             Ok(Err(e)) => {
                 let context = format!("TLS handshake with {sni} ({addr}): {e}");
-                let bad_cert = e.ssl().is_some_and(|s| s.verify_result().is_err());
+                // A handshake that failed before the peer's certificate was checked (a protocol
+                // version refused, say) reports INVALID_CALL, not a verification failure.
+                let bad_cert = e.ssl().is_some_and(
+                    |s| matches!(s.verify_result(), Err(v) if v != X509VerifyError::INVALID_CALL),
+                );
                 Error::e_explain(
                     if bad_cert {
                         InvalidCert
