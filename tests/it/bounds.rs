@@ -162,6 +162,11 @@ fn admin_refuses_an_unauthenticated_upload_from_its_head_before_reading_the_body
             Some("Bearer e30.e30.c2ln"),
             401,
         ),
+        (
+            "an OAuth1 signature with oauth_body_hash from an unknown key",
+            Some("OAuth oauth_consumer_key=\"nobody\", oauth_body_hash=\"2jmj7l5rSw0yVb/vlWAYkK/YBwk=\", oauth_nonce=\"n1\", oauth_signature=\"c2ln\", oauth_signature_method=\"HMAC-SHA1\", oauth_timestamp=\"1\""),
+            401,
+        ),
         ("a token for another account", Some(other.as_str()), 403),
     ] {
         let mut s = connect(gw.admin);
