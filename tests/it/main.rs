@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod bounds;
 mod common;
 mod echo;
 mod fast;
