@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mtls_gateway::certgen::{self, Issued};
+use mtls_gateway::dev::certgen::{self, Issued};
 use serde_json::{json, Value};
 
 use crate::common::*;
