@@ -15,14 +15,13 @@
 //! (`crate::http1::codec::resolve_path`) before the mapping lookup; the resolved path is what the
 //! target receives.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::StatusCode;
 use log::debug;
-use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use serde_json::json;
 
@@ -285,8 +284,8 @@ impl<'a> HeaderPolicy<'a> {
     }
 }
 
-/// What routing needs to see of a request: implemented by Pingora's `RequestHeader` (the full
-/// path, HTTP/2) and by the lean HTTP/1 loop's borrowed view of the parsed head (`crate::http1`).
+/// What routing needs to see of a request: the lean loop's borrowed view of the parsed head
+/// (`crate::http1`).
 pub(crate) trait ReqView {
     fn method(&self) -> &http::Method;
     fn uri(&self) -> &http::Uri;
@@ -310,7 +309,9 @@ pub(crate) fn oauth1_covers_body(req: &impl ReqView) -> bool {
         .any(|h| crate::auth::oauth1_covers_body(header_str(req, h), content_type))
 }
 
-impl ReqView for RequestHeader {
+/// Pingora's request head as a [`ReqView`], for the unit tests' requests.
+#[cfg(test)]
+impl ReqView for pingora::http::RequestHeader {
     fn method(&self) -> &http::Method {
         &self.method
     }
@@ -328,8 +329,8 @@ impl ReqView for RequestHeader {
     }
 }
 
-/// The gateway's request logic, shared (cheap clones) by the lean HTTP/1 path and Pingora's
-/// proxy: one rate limiter, one DNS cache, one in-flight count.
+/// The gateway's request logic, shared (cheap clones) by the request path and the admin: one
+/// rate limiter, one DNS cache, one in-flight count.
 #[derive(Clone)]
 pub struct Gateway {
     pub(crate) cfg: Arc<Config>,
@@ -862,6 +863,27 @@ impl Gateway {
         r.extra.push(("retry-after", "1".to_string()));
         r.fields = rate_limited_body(limit);
         Err(r)
+    }
+}
+
+impl Gateway {
+    /// The target's address (async DNS, cached; counted as a connect failure when it fails).
+    pub(crate) async fn resolve(&self, target: &UpstreamTarget) -> Result<SocketAddr> {
+        self.resolver
+            .resolve(&target.authority, &target.host, target.port)
+            .await
+            .map_err(|e| {
+                metrics::UPSTREAM_CONNECT_FAILURES.inc();
+                Error::explain(
+                    ConnectNoRoute,
+                    format!("cannot resolve {}: {e}", target.host),
+                )
+            })
+    }
+
+    /// The SNI for a target: its host without IPv6 brackets.
+    pub(crate) fn sni(target: &UpstreamTarget) -> &str {
+        target.host.trim_start_matches('[').trim_end_matches(']')
     }
 }
 

@@ -1,327 +1,374 @@
-//! Pingora's proxy, the adapter for what the lean HTTP/1 loop (`crate::http1`) does not serve:
-//! HTTP/2 with prior knowledge (h2c). Every decision is the gateway core's (`crate::gateway`):
-//! `request_filter` runs `Gateway::admit`, `upstream_request_filter` applies the same
-//! `HeaderPolicy`, `fail_to_proxy` renders the same 424 and JSON errors.
+//! Pingora's HTTP/2 server, the adapter for connections that open with HTTP/2's preface (h2c
+//! with prior knowledge). Pingora multiplexes the streams; each stream is then served by the one
+//! request path, the lean loop (`crate::http1::conn::Lean`): the stream is written as the
+//! HTTP/1.1 request it stands for (origin-form, `:authority` as `Host`, its fields, its body with
+//! `Content-Length`) into an in-memory pipe, the lean loop serves it exactly as it serves a
+//! request from a socket (strict parse, `Gateway::admit`, `HeaderPolicy`, the upstream module's
+//! resolver, connector and pool, the retry rule, the 424), and its HTTP/1.1 answer is read back
+//! from the pipe and sent on the stream.
 //!
-//! Phase order (Pingora `ProxyHttp`), and what each does here:
-//! 1. `request_filter`: the h2 request routed as origin-form with `:authority` as Host; client
-//!    read/write timeouts (`proxy.client_timeout_secs`); `admit` (rate limit, route, auth,
-//!    mapping); refusals answered with JSON.
-//! 2. `upstream_peer`: resolve the host asynchronously (cached), build an `HttpPeer` with SNI =
-//!    target host, verification on, timeouts set, the mapping's `Arc<CertKey>`, and a `group_key`
-//!    derived from the leaf certificate's SHA-256 so that the connection pool follows the real
-//!    identity (Pingora's own key hashes only serial numbers).
-//! 3. `upstream_request_filter`: origin-form URI with the resolved path, `Host` = target
-//!    authority, `HeaderPolicy`.
-//! 4. `connected_to_upstream`: the TLS 1.2 floor (Pingora's connector allows 1.0).
-//! 5. `fail_to_proxy`: a target that cannot be reached or whose TLS fails gives 424 with
-//!    `LP-message-from-transport` / `LP-error-from-transport` (LivePerson's contract).
-//!    A non-idempotent request is never retried (Pingora's default `error_while_proxy`).
-//! 6. `logging`: metrics (bounded labels).
+//! So there is one decision, one upstream head, one connector and one pool whatever the engine;
+//! `tests/it/parity.rs` checks that the target and the client see no difference. What the pipe
+//! costs (a copy of each body, both ways) is paid by HTTP/2 streams only.
+//!
+//! Bounds: a stream's request body is read whole first, at most [`H2_MAX_BODY`] (413 beyond), so
+//! that the request can be written to the pipe while the answer is read from it; the stream's
+//! reads and writes have `proxy.client_timeout_secs` each.
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::protocols::Digest;
-use pingora::upstreams::peer::HttpPeer;
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use serde_json::json;
-
-use crate::gateway::{
-    count_connect_failure, upstream_failure, Ctx, Gateway, HeaderPolicy, Mode, UpstreamTarget,
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, UniqueID, UniqueIDType,
 };
-use crate::metrics;
-use crate::snapshot::LoadedCert;
+use pingora::upstreams::peer::HttpPeer;
+use pingora_proxy::{ProxyHttp, Session};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 
+use crate::http1::codec::ChunkedDecoder;
+use crate::http1::conn::Lean;
+
+/// The largest request body of an HTTP/2 stream (read whole before it is written to the pipe).
+pub const H2_MAX_BODY: usize = 8 * 1024 * 1024;
+/// The pipe's buffer each way.
+const PIPE: usize = 64 * 1024;
+/// Header fields of an answer read back from the pipe.
+const MAX_HEADERS: usize = 128;
+
+/// Pingora's `ProxyHttp` for HTTP/2 streams: every stream is answered in `request_filter` by
+/// the lean loop (see the module documentation); Pingora's own upstream phases never run.
+pub struct H2Streams {
+    lean: Arc<Lean>,
+}
+
+impl H2Streams {
+    pub(crate) fn new(lean: Arc<Lean>) -> H2Streams {
+        H2Streams { lean }
+    }
+}
+
+/// One end of the in-memory pipe, as a Pingora stream (the lean loop reads requests from and
+/// writes answers to a `pingora::protocols::Stream`).
+#[derive(Debug)]
+struct Pipe(DuplexStream);
+
+impl AsyncRead for Pipe {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Pipe {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for Pipe {
+    async fn shutdown(&mut self) {
+        let _ = AsyncWriteExt::shutdown(&mut self.0).await;
+    }
+}
+impl UniqueID for Pipe {
+    fn id(&self) -> UniqueIDType {
+        0
+    }
+}
+impl Ssl for Pipe {}
+impl GetTimingDigest for Pipe {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        Vec::new()
+    }
+}
+impl GetProxyDigest for Pipe {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        None
+    }
+}
+impl GetSocketDigest for Pipe {
+    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+        None
+    }
+}
+impl Peek for Pipe {}
+
+/// A JSON answer from the adapter itself (the only one: a body over [`H2_MAX_BODY`]).
 async fn respond_json(
     session: &mut Session,
     status: StatusCode,
     body: serde_json::Value,
-    extra: &[(&'static str, String)],
 ) -> Result<()> {
     let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
-    for (k, v) in extra {
-        resp.insert_header(*k, v.as_str())?;
-    }
-    session.set_keepalive(None);
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(())
 }
 
-/// An HTTP/2 request (h2c with prior knowledge) carries its target in `:authority`, which
-/// the URI here holds, as though it were absolute-form. It is sent to the gateway as to an
-/// origin (HTTP/2 has no proxy form), so it is routed as HTTP/1.1 origin-form with that `Host`:
-/// the forward resource by its path, transparent mode by `Host`.
-fn h2_as_origin_form(req: &mut RequestHeader) {
-    let Some(authority) = req.uri.authority().map(|a| a.as_str().to_string()) else {
-        return;
-    };
-    if req.headers.get(http::header::HOST).is_none() {
-        let _ = req.insert_header(http::header::HOST, authority);
-    }
+/// The HTTP/1.1 request an HTTP/2 stream stands for: origin-form with its path, `:authority`
+/// as `Host` (or its `host` field), its fields (HTTP/2 has no connection-specific ones), and the
+/// body with its `Content-Length`. The lean loop parses it strictly like any other.
+fn as_http1(session: &Session, body: &[u8]) -> Vec<u8> {
+    let req = session.req_header();
+    let authority = req
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
     let path = req
         .uri
         .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    req.set_uri(http::Uri::from(path));
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/");
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(authority.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in req.headers.iter() {
+        let n = name.as_str();
+        if matches!(
+            n,
+            "host" | "content-length" | "transfer-encoding" | "connection"
+        ) {
+            continue;
+        }
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let has_length = req.headers.get(http::header::CONTENT_LENGTH).is_some();
+    if !body.is_empty() || has_length {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(body);
+    out
 }
 
-impl Gateway {
-    /// Step 2: the upstream peer for a routed request: address (async DNS, cached), SNI =
-    /// target host, verification on, timeouts, the mapping's certificate and a pool group
-    /// derived from its leaf digest.
-    pub(crate) async fn peer_for(
-        &self,
-        target: &UpstreamTarget,
-        cert: Option<&Arc<LoadedCert>>,
-    ) -> Result<HttpPeer> {
-        let addr = self.resolve(target).await?;
-        Ok(self.build_peer(addr, target, cert))
-    }
-
-    /// The target's address (async DNS, cached; counted as a connect failure when it fails).
-    pub(crate) async fn resolve(&self, target: &UpstreamTarget) -> Result<SocketAddr> {
-        self.resolver
-            .resolve(&target.authority, &target.host, target.port)
+/// Read the lean loop's HTTP/1.1 answer from the pipe and send it on the stream: the status and
+/// fields (less the connection-specific ones HTTP/2 forbids), then the body by its framing
+/// (`Content-Length`, the gateway's own chunks, or to the close). Interim 1xx answers are not
+/// sent on. `Ok(status)`, 0 when the pipe closed before an answer.
+async fn relay_answer<R: AsyncRead + Unpin>(
+    session: &mut Session,
+    pipe: &mut R,
+    is_head: bool,
+) -> Result<u16> {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let (resp, framing, head_len) = loop {
+        let n = pipe
+            .read(&mut chunk)
             .await
-            .map_err(|e| {
-                metrics::UPSTREAM_CONNECT_FAILURES.inc();
-                Error::explain(
-                    ConnectNoRoute,
-                    format!("cannot resolve {}: {e}", target.host),
-                )
-            })
-    }
-
-    /// The SNI for a target: its host without IPv6 brackets.
-    pub(crate) fn sni(target: &UpstreamTarget) -> &str {
-        target.host.trim_start_matches('[').trim_end_matches(']')
-    }
-
-    /// The peer for a resolved target (see `peer_for`).
-    pub(crate) fn build_peer(
-        &self,
-        addr: SocketAddr,
-        target: &UpstreamTarget,
-        cert: Option<&Arc<LoadedCert>>,
-    ) -> HttpPeer {
-        let sni = Self::sni(target).to_string();
-        let mut peer = HttpPeer::new(addr, true, sni);
-        let up = &self.cfg.upstream;
-        peer.options.connection_timeout = Some(up.connect_timeout);
-        peer.options.total_connection_timeout = Some(up.connect_timeout + up.tls_timeout);
-        peer.options.read_timeout = Some(up.read_timeout);
-        peer.options.write_timeout = Some(up.write_timeout);
-        peer.options.idle_timeout = Some(up.idle_timeout);
-        peer.options.verify_cert = true;
-        peer.options.verify_hostname = true;
-        if let Some(cert) = cert {
-            peer.client_cert_key = Some(cert.cert_key.clone());
-            peer.group_key = cert.identity_key();
-        } else {
-            // Plain TLS fallback: its own pool group, never shared with an identity.
-            peer.group_key = 0;
+            .or_err(ReadError, "reading the answer from the pipe")?;
+        if n == 0 {
+            return Ok(0);
         }
-        peer
+        buf.extend_from_slice(&chunk[..n]);
+        let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut r = httparse::Response::new(&mut hdrs);
+        let head_len = match r.parse(&buf) {
+            Ok(httparse::Status::Complete(h)) => h,
+            Ok(httparse::Status::Partial) => continue,
+            Err(e) => return Error::e_explain(InvalidHTTPHeader, format!("piped answer: {e}")),
+        };
+        let status = r.code.unwrap_or(500);
+        if (100..200).contains(&status) {
+            buf.drain(..head_len);
+            continue;
+        }
+        let mut resp = ResponseHeader::build(status, Some(r.headers.len()))?;
+        let mut length: Option<u64> = None;
+        let mut chunked = false;
+        for h in r.headers.iter() {
+            let n = h.name.to_ascii_lowercase();
+            match n.as_str() {
+                "connection" | "keep-alive" | "proxy-connection" | "upgrade" => continue,
+                "transfer-encoding" => {
+                    chunked = true;
+                    continue;
+                }
+                "content-length" => {
+                    length = std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok());
+                }
+                _ => {}
+            }
+            resp.append_header(n, h.value)?;
+        }
+        let framing = if is_head || status == 204 || status == 304 {
+            Some(0)
+        } else if chunked {
+            None
+        } else {
+            length.or(Some(u64::MAX))
+        };
+        break (resp, framing, head_len);
+    };
+    let status = resp.status.as_u16();
+    buf.drain(..head_len);
+    let no_body = framing == Some(0);
+    session
+        .write_response_header(Box::new(resp), no_body)
+        .await?;
+    if no_body {
+        return Ok(status);
+    }
+    // The body: `Some(n)` bytes (u64::MAX: to the close), `None`: chunked.
+    let mut left = framing.unwrap_or(0);
+    let mut dec = ChunkedDecoder::new();
+    let mut data = Vec::with_capacity(16 * 1024);
+    loop {
+        if !buf.is_empty() {
+            data.clear();
+            let done = match framing {
+                Some(_) => {
+                    let take = (buf.len() as u64).min(left) as usize;
+                    data.extend_from_slice(&buf[..take]);
+                    if left != u64::MAX {
+                        left -= take as u64;
+                    }
+                    buf.clear();
+                    left == 0
+                }
+                None => {
+                    let end = dec.feed(&buf, &mut data).map_err(|e| {
+                        Error::explain(InvalidHTTPHeader, format!("piped chunked answer: {e}"))
+                    })?;
+                    buf.clear();
+                    end.is_some()
+                }
+            };
+            if done {
+                session
+                    .write_response_body(Some(Bytes::from(std::mem::take(&mut data))), true)
+                    .await?;
+                return Ok(status);
+            }
+            if !data.is_empty() {
+                session
+                    .write_response_body(Some(Bytes::copy_from_slice(&data)), false)
+                    .await?;
+            }
+        }
+        let n = pipe
+            .read(&mut chunk)
+            .await
+            .or_err(ReadError, "reading the answer body from the pipe")?;
+        if n == 0 {
+            if framing == Some(u64::MAX) {
+                session.write_response_body(None, true).await?;
+                return Ok(status);
+            }
+            // The lean loop cut the answer (the target failed in the middle of the body).
+            return Error::e_explain(ConnectionClosed, "the answer ended early");
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
 #[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = Ctx;
+impl ProxyHttp for H2Streams {
+    type CTX = ();
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx::new()
-    }
+    fn new_ctx(&self) {}
 
-    /// No downstream modules: Pingora's default adds a (disabled) compression module to every
-    /// session; the gateway returns the target's response unchanged, so it has nothing to do.
+    /// No downstream modules: the answer is the lean loop's, unchanged.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx._inflight = Some(self.inflight.enter());
-        ctx.start = Instant::now();
-        // `proxy.client_timeout_secs` bounds each read of the request body, as on the lean loop.
-        session.set_read_timeout(Some(self.cfg.proxy.client_timeout));
-        session.set_write_timeout(Some(self.cfg.proxy.client_timeout));
-        if session.is_http2() {
-            h2_as_origin_form(session.req_header_mut());
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        let timeout = self.lean.client_timeout();
+        session.set_read_timeout(Some(timeout));
+        session.set_write_timeout(Some(timeout));
+        // 1. The stream's body, whole (bounded).
+        let mut body = Vec::new();
+        while let Some(part) = session.read_request_body().await? {
+            if body.len() + part.len() > H2_MAX_BODY {
+                let _ = respond_json(
+                    session,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    json!({"error": "body_too_large", "message": format!("an HTTP/2 request body is limited to {H2_MAX_BODY} bytes; send larger bodies over HTTP/1.1, where they stream"), "limit": H2_MAX_BODY}),
+                )
+                .await;
+                return Ok(true);
+            }
+            body.extend_from_slice(&part);
         }
-
-        let peer = session
+        let request = as_http1(session, &body);
+        let is_head = session.req_header().method == http::Method::HEAD;
+        let peer: Option<IpAddr> = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        match self.admit(peer, session.req_header(), ctx) {
-            Ok(()) => Ok(false),
-            Err(mut r) => {
-                ctx.outcome = r.outcome;
-                respond_json(session, r.status, r.body(), &r.extra).await?;
-                Ok(true)
-            }
-        }
-    }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let target = ctx
-            .target
-            .as_ref()
-            .ok_or_else(|| Error::explain(InternalError, "no target chosen"))?;
-        let peer = self.peer_for(target, ctx.cert.as_ref()).await?;
-        Ok(Box::new(peer))
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        upstream_request: &mut RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        let Some(target) = &ctx.target else {
-            return Error::e_explain(InternalError, "no target chosen");
+        // 2. The lean loop serves it on the pipe while the request goes in and the answer
+        //    comes out.
+        let (client, server) = tokio::io::duplex(PIPE);
+        let (mut from_lean, mut to_lean) = tokio::io::split(client);
+        let serve = self.lean.serve_piped(Box::new(Pipe(server)), peer);
+        let send = async {
+            let _ = to_lean.write_all(&request).await;
+            // The answer may come before the whole request was taken (a refusal): nothing
+            // more to do then.
         };
-        let uri: http::Uri = target
-            .path_query
-            .parse()
-            .map_err(|_| Error::explain(InternalError, "target path is not a valid URI"))?;
-        upstream_request.set_uri(uri);
-        // The one header policy (`HeaderPolicy`, as on the lean loop). Pingora frames the body
-        // itself (a known `Content-Length` is kept, anything else goes chunked), so the
-        // client's `Content-Length`, checked by the HTTP/2 layer, stays.
-        let mode = ctx.mode.unwrap_or(Mode::Transparent);
-        let policy = HeaderPolicy::new(&self.cfg.proxy, mode, &[]);
-        let drop: Vec<http::HeaderName> = upstream_request
-            .headers
-            .keys()
-            .filter(|k| k.as_str() != "content-length" && !policy.keeps(k.as_str()))
-            .cloned()
-            .collect();
-        for k in drop {
-            upstream_request.remove_header(&k);
-        }
-        upstream_request.insert_header("host", target.authority.as_str())?;
-        if let Some(v) = policy.authorization(ctx) {
-            upstream_request.insert_header("authorization", v)?;
-        }
-        Ok(())
-    }
-
-    async fn connected_to_upstream(
-        &self,
-        _session: &mut Session,
-        reused: bool,
-        _peer: &HttpPeer,
-        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
-        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
-        digest: Option<&Digest>,
-        _ctx: &mut Ctx,
-    ) -> Result<()> {
-        // The lean loop's connector refuses anything below TLS 1.2 in the handshake; Pingora's
-        // connector allows TLS 1.0 and has no setting for it, so the same floor is held here,
-        // before any request byte is sent.
-        if let Some(v) = digest
-            .and_then(|d| d.ssl_digest.as_ref())
-            .map(|s| s.version.as_ref())
-        {
-            if v != "TLSv1.2" && v != "TLSv1.3" {
-                metrics::UPSTREAM_TLS_FAILURES.inc();
-                return Error::e_explain(
-                    TLSHandshakeFailure,
-                    format!("the target negotiated {v}; TLS 1.2 or 1.3 is required"),
-                );
-            }
-        }
-        metrics::upstream_connection(reused);
-        Ok(())
-    }
-
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        _ctx: &mut Ctx,
-        e: Box<Error>,
-    ) -> Box<Error> {
-        count_connect_failure(&e);
-        e
-    }
-
-    /// A client that goes away before its answer (a load tool stopping, a caller timing out) is
-    /// not the gateway's error: counted as outcome `client_closed`, not logged at ERROR.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
-        matches!(error.esource(), ErrorSource::Downstream)
-            && matches!(error.etype(), ConnectionClosed | ReadError | WriteError)
-    }
-
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let upstream_side = matches!(e.esource(), ErrorSource::Upstream)
-            || matches!(
-                e.etype(),
-                ConnectTimedout
-                    | ConnectRefused
-                    | ConnectNoRoute
-                    | ConnectError
-                    | TLSHandshakeFailure
-                    | TLSHandshakeTimedout
-                    | InvalidCert
-                    | HandshakeError
-                    | TLSWantX509Lookup
-            );
-        let code = if session.response_written().is_some() {
-            // Headers already went out: nothing sensible can be sent any more.
-            0
-        } else if upstream_side {
-            424
-        } else {
-            match e.etype() {
-                HTTPStatus(c) => *c,
-                ReadError | WriteError | ConnectionClosed => 0,
-                _ => 500,
-            }
-        };
-        ctx.outcome = if upstream_side {
-            "upstream_error"
-        } else {
-            "error"
-        };
-        if code == 424 {
-            let url = ctx
-                .target
-                .as_ref()
-                .map(|t| t.url.as_str())
-                .unwrap_or_default();
-            let (body, extra) =
-                upstream_failure(url, e, session.req_header().method.is_idempotent());
-            let _ = respond_json(session, StatusCode::FAILED_DEPENDENCY, body, &extra).await;
-        } else if code > 0 {
-            // The same JSON answer the lean loop gives for its own errors.
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let body = json!({"error": "error", "message": format!("the gateway could not serve the request: {}", e.etype().as_str())});
-            let _ = respond_json(session, status, body, &[]).await;
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
+        let answer = relay_answer(session, &mut from_lean, is_head);
+        let ((), (), answered) = tokio::join!(serve, send, answer);
+        match answered {
+            Ok(0) => Error::e_explain(ConnectionClosed, "no answer for the stream"),
+            Ok(_) => Ok(true),
+            Err(e) => Err(e),
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
-        ctx.record(status);
+    /// Never called: every stream is answered in `request_filter`.
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Error::e_explain(
+            InternalError,
+            "HTTP/2 streams are served by the lean loop in request_filter",
+        )
+    }
+
+    /// A client that goes away before its answer is not the gateway's error.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &(), error: &Error) -> bool {
+        matches!(error.etype(), ConnectionClosed | ReadError | WriteError)
     }
 }

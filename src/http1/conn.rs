@@ -82,18 +82,25 @@ const IO_CHUNK: usize = 64 * 1024;
 const LINGER_TIME: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 256 * 1024;
 
-/// The listener's app: see the module documentation.
+/// The listener's app: the lean loop for HTTP/1, Pingora's HTTP/2 server for h2c connections
+/// (whose streams the lean loop serves too, through `crate::proxy::H2Streams`).
 pub struct ProxyApp {
+    lean: Arc<Lean>,
+    h2: Arc<HttpProxy<crate::proxy::H2Streams>>,
+}
+
+/// The one request path: parse, decide, exchange, relay. Every request of the proxy listener,
+/// HTTP/1 or HTTP/2, is served here.
+pub struct Lean {
     gw: Gateway,
-    full: Arc<HttpProxy<Gateway>>,
     tls: Arc<TlsClient>,
     pool: Arc<Pool>,
     sweeper: AtomicBool,
 }
 
 impl ProxyApp {
-    /// `tls` is the upstream connector (built from the trust bundle in `conf.ca_file`, which
-    /// Pingora's path verifies targets with too), shared with the admin's calls.
+    /// `tls` is the upstream connector (built from the trust bundle), shared with the admin's
+    /// calls.
     pub fn new(
         gw: Gateway,
         conf: &Arc<ServerConf>,
@@ -101,21 +108,47 @@ impl ProxyApp {
     ) -> anyhow::Result<ProxyApp> {
         let up = &gw.cfg.upstream;
         let pool = Arc::new(Pool::new(up.keepalive_pool_size, up.idle_timeout));
-        let mut full = pingora_proxy::http_proxy(conf, gw.clone());
-        // HTTP/2 with prior knowledge (h2c): Pingora's `process_new` of this app is called only
-        // for a connection that opens with the HTTP/2 preface (HTTP/1 requests go to its
-        // `process_new_http`), so h2c is on for it.
-        let mut opts = HttpServerOptions::default();
-        opts.h2c = true;
-        opts.h2_idle_timeout = Some(gw.cfg.proxy.client_idle_timeout);
-        full.server_options = Some(opts);
-        Ok(ProxyApp {
-            full: Arc::new(full),
-            tls,
+        let idle = gw.cfg.proxy.client_idle_timeout;
+        let lean = Arc::new(Lean {
             gw,
+            tls,
             pool,
             sweeper: AtomicBool::new(false),
+        });
+        let mut h2 = pingora_proxy::http_proxy(conf, crate::proxy::H2Streams::new(lean.clone()));
+        // HTTP/2 with prior knowledge (h2c): Pingora's `process_new` of this app is called only
+        // for a connection that opens with the HTTP/2 preface, so h2c is on for it.
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = true;
+        opts.h2_idle_timeout = Some(idle);
+        h2.server_options = Some(opts);
+        Ok(ProxyApp {
+            lean,
+            h2: Arc::new(h2),
         })
+    }
+}
+
+impl Lean {
+    /// `proxy.client_timeout_secs`.
+    pub(crate) fn client_timeout(&self) -> Duration {
+        self.gw.cfg.proxy.client_timeout
+    }
+
+    /// Serve the one HTTP/1.1 request written into `stream` (an HTTP/2 stream, written as
+    /// HTTP/1.1 by `crate::proxy::H2Streams`) from the client `peer`, and close.
+    pub(crate) async fn serve_piped(&self, stream: Stream, peer: Option<IpAddr>) {
+        self.start_sweeper();
+        let mut down = Down {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+            peer,
+            idle: self.gw.cfg.proxy.client_idle_timeout,
+            io: self.gw.cfg.proxy.client_timeout,
+        };
+        let (_never, mut shutdown) = tokio::sync::watch::channel(false);
+        let _ = self.serve_one(&mut down, &mut shutdown).await;
+        let _ = down.stream.shutdown().await;
     }
 }
 
@@ -440,7 +473,8 @@ impl ServerApp for ProxyApp {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        self.start_sweeper();
+        let lean = &self.lean;
+        lean.start_sweeper();
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -448,28 +482,28 @@ impl ServerApp for ProxyApp {
             stream,
             buf: BytesMut::with_capacity(4096),
             peer,
-            idle: self.gw.cfg.proxy.client_idle_timeout,
-            io: self.gw.cfg.proxy.client_timeout,
+            idle: lean.gw.cfg.proxy.client_idle_timeout,
+            io: lean.gw.cfg.proxy.client_timeout,
         };
         let mut shutdown = shutdown.clone();
         loop {
-            match self.serve_one(&mut down, &mut shutdown).await {
+            match lean.serve_one(&mut down, &mut shutdown).await {
                 Next::Again => {}
                 Next::Close => return None,
                 Next::H2 => {
                     let stream = rewind(down.stream, &down.buf)?;
-                    return ServerApp::process_new(&self.full, stream, &shutdown).await;
+                    return ServerApp::process_new(&self.h2, stream, &shutdown).await;
                 }
             }
         }
     }
 
     async fn cleanup(&self) {
-        self.pool.clear();
+        self.lean.pool.clear();
     }
 }
 
-impl ProxyApp {
+impl Lean {
     fn start_sweeper(&self) {
         // A plain load first: after the first connection this is a read of a shared cache line,
         // not a write that both cores fight over on every accepted connection.

@@ -453,8 +453,8 @@ fn no_temporary_trust_bundle_is_left_once_the_gateway_runs() {
         "removed once the gateway is ready"
     );
     let host = format!("localhost:{}", m.port);
-    // New upstream connections after the removal, verified against the CA: one on the lean
-    // loop, one on Pingora's path (HTTP/2 with prior knowledge).
+    // Upstream connections after the removal, verified against the CA: over HTTP/1.1 and over
+    // HTTP/2 with prior knowledge (Pingora's server, the same connector).
     let req = format!("GET /bytes/3 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     let (status, _, body) = raw_request(gw.proxy, &req).expect("proxied");
     assert_eq!(
@@ -482,7 +482,9 @@ fn no_temporary_trust_bundle_is_left_once_the_gateway_runs() {
         String::from_utf8_lossy(&body)
     );
     assert_eq!(m.echo.requests(), 2);
-    assert!(gw.metric("mtls_gateway_upstream_connections_total{reused=\"false\"}") >= 2.0);
+    // One connector for both engines: the HTTP/2 stream may reuse the first request's pooled
+    // connection; at least one new connection was verified after the file went.
+    assert!(gw.metric("mtls_gateway_upstream_connections_total{reused=\"false\"}") >= 1.0);
     drop(gw); // SIGKILL
     assert_eq!(left(), Vec::<String>::new(), "nothing left after a SIGKILL");
 }

@@ -159,7 +159,7 @@ pub(super) struct RespHead {
     out: Vec<u8>,
 }
 
-impl ProxyApp {
+impl Lean {
     /// Send the request and relay the answer. `Ok((status, downstream may stay open))`;
     /// `Err((why, whether the response head was already sent))`.
     ///
