@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod bao;
 mod common;
 mod echo;
 mod fast;
@@ -13,7 +14,6 @@ mod p12;
 mod parity;
 mod proxy;
 mod request_path;
-mod rvault;
 mod strict_target;
 mod vault;
 mod vault_gateway;

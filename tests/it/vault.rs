@@ -1,14 +1,12 @@
-//! `VaultStore` against a live RustyVault (KV v1, token auth), seeded the way an operator would
-//! with `vault kv put` (raw HTTP here), plus fault tests: wrong token, missing mount, sealed,
+//! `VaultStore` against a live OpenBao server (`tests/it/bao.rs`), seeded the way an operator
+//! would (`bao` CLI or the raw HTTP API), plus fault tests: wrong token, missing mount, sealed,
 //! stopped and restarted, token file rotated.
 //!
-//! RustyVault has no KV v2, AppRole or renew-self. Those paths are exercised against
-//! [`FakeVault`], a small in-process HTTP server that answers like Vault's documented API
-//! (`{"errors": [..]}`, `data`/`metadata` paths, check-and-set, AppRole login). Tests using it
-//! are named `fake_...`; it proves request/response handling, not compatibility with a real
-//! Vault.
+//! KV v1 tests use a `kv1` mount (`bao secrets enable -version=1 -path=kv1 kv`). Tests named
+//! `fake_...` run against [`FakeVault`], a small in-process HTTP server that answers like Vault's
+//! documented API; it proves request/response handling, not compatibility with a real Vault.
 //!
-//! Run: `cargo test --test it vault`. The timing run is ignored by default:
+//! Run: `cargo nextest run --test it -E 'test(/vault/)'`. The timing run is ignored by default:
 //! `cargo test --test it vault::measure -- --ignored --nocapture`.
 
 use std::collections::{BTreeMap, HashSet};
@@ -23,13 +21,14 @@ use mtls_gateway::store::{
 };
 use serde_json::{json, Value};
 
-use crate::rvault::RVault;
+use crate::bao::Bao;
 
 // ---- helpers ------------------------------------------------------------------------------------
 
+/// A KV v1 store at mount `kv1` (`bao secrets enable -version=1 -path=kv1 kv`).
 fn config(addr: &str, token_file: &Path, extra: &str) -> VaultConfig {
     let yaml = format!(
-        "address: {addr}\nkv_version: 1\nmount: secret\nprefix: mtls-gateway\n\
+        "address: {addr}\nkv_version: 1\nmount: kv1\nprefix: mtls-gateway\n\
          request_timeout_ms: 3000\nread_concurrency: 8\n\
          auth:\n  method: token\n  token_file: {}\n{extra}",
         token_file.display()
@@ -38,14 +37,19 @@ fn config(addr: &str, token_file: &Path, extra: &str) -> VaultConfig {
     s.validate("store.vault").expect("test config validates")
 }
 
-/// A fresh RustyVault, a temp dir with a token file holding the root token, and a config.
-async fn setup() -> Option<(RVault, tempfile::TempDir, VaultConfig)> {
-    let rv = RVault::start().await?;
+/// A fresh OpenBao dev server with a KV v1 mount at `kv1`, a temp dir with a token file holding
+/// the root token, and a KV v1 config.
+async fn setup() -> (Bao, tempfile::TempDir, VaultConfig) {
+    setup_on(Bao::dev().await).await
+}
+
+async fn setup_on(rv: Bao) -> (Bao, tempfile::TempDir, VaultConfig) {
+    rv.enable_kv1("kv1");
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{}\n", rv.root_token)).expect("write token");
     let cfg = config(&rv.addr, &token_file, "");
-    Some((rv, dir, cfg))
+    (rv, dir, cfg)
 }
 
 fn cert(account: &str, id: u64, password: &str) -> StoredCertificate {
@@ -80,7 +84,7 @@ fn mapping(account: &str, id: u64, cert_id: u64) -> Mapping {
 }
 
 fn cert_path(account: &str, id: u64) -> String {
-    format!("secret/mtls-gateway/accounts/{account}/certificates/{id}")
+    format!("kv1/mtls-gateway/accounts/{account}/certificates/{id}")
 }
 
 fn versions(inv: &mtls_gateway::store::Inventory) -> BTreeMap<String, String> {
@@ -94,13 +98,11 @@ fn versions(inv: &mtls_gateway::store::Inventory) -> BTreeMap<String, String> {
     m
 }
 
-// ---- KV v1 against RustyVault -------------------------------------------------------------------
+// ---- KV v1 against OpenBao ----------------------------------------------------------------------
 
 #[tokio::test]
 async fn certificate_put_get_delete_round_trips_on_kv1() {
-    let Some((rv, _dir, cfg)) = setup().await else {
-        return;
-    };
+    let (rv, _dir, cfg) = setup().await;
     let store = VaultStore::connect(&cfg).await.expect("connect");
     let c = cert("acme", 1001, "s3cret");
 
@@ -148,9 +150,7 @@ async fn certificate_put_get_delete_round_trips_on_kv1() {
 
 #[tokio::test]
 async fn mappings_round_trip_and_a_stale_expected_version_conflicts() {
-    let Some((_rv, _dir, cfg)) = setup().await else {
-        return;
-    };
+    let (_rv, _dir, cfg) = setup().await;
     let store = VaultStore::connect(&cfg).await.expect("connect");
 
     let empty = store.get_mappings("acme").await.expect("get empty");
@@ -203,9 +203,7 @@ async fn mappings_round_trip_and_a_stale_expected_version_conflicts() {
 
 #[tokio::test]
 async fn inventory_versions_stay_equal_until_an_entry_changes() {
-    let Some((_rv, _dir, cfg)) = setup().await else {
-        return;
-    };
+    let (_rv, _dir, cfg) = setup().await;
     let store = VaultStore::connect(&cfg).await.expect("connect");
     for (a, id) in [("acme", 1), ("acme", 2), ("globex", 3)] {
         store
@@ -253,9 +251,7 @@ async fn inventory_versions_stay_equal_until_an_entry_changes() {
 
 #[tokio::test]
 async fn inventory_falls_back_to_the_entries_when_the_index_is_missing_or_corrupt() {
-    let Some((rv, _dir, cfg)) = setup().await else {
-        return;
-    };
+    let (rv, _dir, cfg) = setup().await;
     let store = VaultStore::connect(&cfg).await.expect("connect");
     for id in 1..=5 {
         store
@@ -273,7 +269,7 @@ async fn inventory_falls_back_to_the_entries_when_the_index_is_missing_or_corrup
         )
         .await
         .expect("mappings");
-    let index_path = "secret/mtls-gateway/accounts/acme/index";
+    let index_path = "kv1/mtls-gateway/accounts/acme/index";
     let index = rv
         .kv_get(index_path)
         .await
@@ -299,9 +295,7 @@ async fn inventory_falls_back_to_the_entries_when_the_index_is_missing_or_corrup
 
 #[tokio::test]
 async fn entries_seeded_by_hand_in_the_documented_layout_are_read() {
-    let Some((rv, _dir, cfg)) = setup().await else {
-        return;
-    };
+    let (rv, _dir, cfg) = setup().await;
     use base64::Engine;
     let p12: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
     // `base64` wraps at 76 columns and ends with a newline; `vault kv put k=v` stores strings.
@@ -311,7 +305,7 @@ async fn entries_seeded_by_hand_in_the_documented_layout_are_read() {
         .chunks(76)
         .map(|c| format!("{}\n", String::from_utf8_lossy(c)))
         .collect();
-    // vault kv put secret/mtls-gateway/accounts/acme/certificates/1001 \
+    // bao kv put kv1/mtls-gateway/accounts/acme/certificates/1001 \
     //   name=partner-a displayName="Partner A" p12=@partner-a.p12.b64 password=changeit
     rv.kv_put(
         &cert_path("acme", 1001),
@@ -319,11 +313,11 @@ async fn entries_seeded_by_hand_in_the_documented_layout_are_read() {
                 "password": "changeit", "updatedAt": "1700000000"}),
     )
     .await;
-    // vault kv put secret/mtls-gateway/accounts/acme/mappings mappings=@mappings.json
+    // bao kv put kv1/mtls-gateway/accounts/acme/mappings mappings=@mappings.json
     let mappings = json!([{"id": 1, "name": "idp", "serviceName": "IDP",
                            "url": "https://idp.partner.example/*", "certificateId": 1001}]);
     rv.kv_put(
-        "secret/mtls-gateway/accounts/acme/mappings",
+        "kv1/mtls-gateway/accounts/acme/mappings",
         &json!({"mappings": mappings.to_string()}),
     )
     .await;
@@ -371,9 +365,7 @@ async fn entries_seeded_by_hand_in_the_documented_layout_are_read() {
 
 #[tokio::test]
 async fn an_undecodable_entry_is_listed_and_reported_as_corrupt_without_its_secret() {
-    let Some((rv, _dir, cfg)) = setup().await else {
-        return;
-    };
+    let (rv, _dir, cfg) = setup().await;
     rv.kv_put(
         &cert_path("acme", 7),
         &json!({"name": "bad", "p12": "AAEC", "password": 987654321}),
@@ -387,7 +379,7 @@ async fn an_undecodable_entry_is_listed_and_reported_as_corrupt_without_its_secr
     let msg = err.to_string();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{msg}");
     assert!(
-        msg.contains("secret/mtls-gateway/accounts/acme/certificates/7"),
+        msg.contains("kv1/mtls-gateway/accounts/acme/certificates/7"),
         "{msg}"
     );
     assert!(msg.contains("password"), "{msg}");
@@ -396,9 +388,7 @@ async fn an_undecodable_entry_is_listed_and_reported_as_corrupt_without_its_secr
 
 #[tokio::test]
 async fn a_wrong_token_is_denied_with_a_message_naming_the_auth() {
-    let Some((rv, dir, _cfg)) = setup().await else {
-        return;
-    };
+    let (rv, dir, _cfg) = setup().await;
     let token_file = dir.path().join("wrong");
     std::fs::write(&token_file, "not-a-valid-token").expect("write");
     let store = VaultStore::connect(&config(&rv.addr, &token_file, ""))
@@ -417,9 +407,7 @@ async fn a_wrong_token_is_denied_with_a_message_naming_the_auth() {
 
 #[tokio::test]
 async fn a_missing_mount_error_names_the_mount_and_the_key() {
-    let Some((rv, dir, _cfg)) = setup().await else {
-        return;
-    };
+    let (rv, dir, _cfg) = setup().await;
     let cfg = config(&rv.addr, &dir.path().join("token"), "");
     let cfg = VaultConfig {
         mount: "nosuchmount".into(),
@@ -440,7 +428,7 @@ async fn a_missing_mount_error_names_the_mount_and_the_key() {
     );
 
     // A mount created later works without a restart.
-    rv.mount_kv("nosuchmount").await;
+    rv.enable_kv1("nosuchmount");
     store
         .put_certificate(&cert("acme", 1, "pw"))
         .await
@@ -458,9 +446,7 @@ async fn a_missing_mount_error_names_the_mount_and_the_key() {
 
 #[tokio::test]
 async fn a_sealed_vault_is_unavailable_and_says_sealed() {
-    let Some((rv, _dir, cfg)) = setup().await else {
-        return;
-    };
+    let (rv, _dir, cfg) = setup().await;
     let store = VaultStore::connect(&cfg).await.expect("connect");
     store
         .put_certificate(&cert("acme", 1, "pw"))
@@ -468,7 +454,7 @@ async fn a_sealed_vault_is_unavailable_and_says_sealed() {
         .expect("put");
     let before = store.inventory().await.expect("inventory");
 
-    rv.seal().await;
+    rv.seal();
     let err = store.inventory().await.expect_err("sealed");
     assert!(
         matches!(&err, StoreError::Unavailable(m) if m.contains("sealed")),
@@ -486,9 +472,7 @@ async fn a_sealed_vault_is_unavailable_and_says_sealed() {
 
 #[tokio::test]
 async fn a_stopped_vault_is_unavailable_and_a_restart_recovers() {
-    let Some((mut rv, _dir, cfg)) = setup().await else {
-        return;
-    };
+    let (mut rv, _dir, cfg) = setup_on(Bao::persistent().await).await;
     let store = VaultStore::connect(&cfg).await.expect("connect");
     store
         .put_certificate(&cert("acme", 1, "pw"))
@@ -519,9 +503,7 @@ async fn a_stopped_vault_is_unavailable_and_a_restart_recovers() {
 
 #[tokio::test]
 async fn the_token_file_is_reread_when_it_changes() {
-    let Some((rv, dir, cfg)) = setup().await else {
-        return;
-    };
+    let (rv, dir, cfg) = setup().await;
     let token_file = dir.path().join("token");
     let cfg = VaultConfig {
         token_file_check_interval: Duration::ZERO,
@@ -539,7 +521,10 @@ async fn the_token_file_is_reread_when_it_changes() {
     assert!(matches!(err, StoreError::Denied(_)), "{err}");
 
     // A Vault Agent sink writes the new token (a rename, as agents do).
-    let child = rv.create_token().await;
+    let child = rv.token_with_policy(
+        "gw-kv1",
+        "path \"kv1/mtls-gateway/*\" { capabilities = [\"read\", \"list\"] }\n",
+    );
     let tmp = dir.path().join(".token.tmp");
     std::fs::write(&tmp, format!("{child}\n")).expect("write");
     std::fs::rename(&tmp, &token_file).expect("rename");
@@ -548,9 +533,7 @@ async fn the_token_file_is_reread_when_it_changes() {
 
 #[tokio::test]
 async fn an_entry_rotated_by_hand_is_seen_by_the_next_kv1_full_scan() {
-    let Some((rv, _dir, cfg)) = setup().await else {
-        return;
-    };
+    let (rv, _dir, cfg) = setup().await;
     let indexed = VaultStore::connect(&VaultConfig {
         kv1_full_scan_interval: Duration::from_secs(3600),
         ..cfg.clone()
@@ -590,9 +573,7 @@ async fn an_entry_rotated_by_hand_is_seen_by_the_next_kv1_full_scan() {
 
 #[tokio::test]
 async fn reindex_gives_hand_seeded_accounts_an_index_with_the_same_versions() {
-    let Some((rv, _dir, cfg)) = setup().await else {
-        return;
-    };
+    let (rv, _dir, cfg) = setup().await;
     for id in 1..=3 {
         let v = serde_json::to_value(cert("acme", id, "pw")).expect("encode");
         rv.kv_put(&cert_path("acme", id), &v).await;
@@ -600,13 +581,13 @@ async fn reindex_gives_hand_seeded_accounts_an_index_with_the_same_versions() {
     let store = VaultStore::connect(&cfg).await.expect("connect");
     let before = store.inventory().await.expect("inventory");
     assert!(rv
-        .kv_get("secret/mtls-gateway/accounts/acme/index")
+        .kv_get("kv1/mtls-gateway/accounts/acme/index")
         .await
         .is_none());
 
     assert_eq!(store.reindex().await.expect("reindex"), 1);
     let index = rv
-        .kv_get("secret/mtls-gateway/accounts/acme/index")
+        .kv_get("kv1/mtls-gateway/accounts/acme/index")
         .await
         .expect("index written");
     assert_eq!(index["certificates"].as_object().map(|o| o.len()), Some(3));
@@ -614,8 +595,7 @@ async fn reindex_gives_hand_seeded_accounts_an_index_with_the_same_versions() {
     assert_eq!(store.inventory().await.expect("inventory"), before);
 }
 
-/// TLS in front of RustyVault's plain listener (RustyVault serves one listener; the harness
-/// talks plain HTTP to it). The store sees a real TLS server with a certificate from a test CA,
+/// TLS in front of OpenBao's plain listener (the harness talks plain HTTP to it). The store sees a real TLS server with a certificate from a test CA,
 /// as behind a TLS-terminating load balancer.
 async fn tls_front(backend: &str, dir: &Path) -> (String, std::path::PathBuf) {
     use boring::ssl::{SslAcceptor, SslMethod};
@@ -664,9 +644,7 @@ async fn tls_front(backend: &str, dir: &Path) -> (String, std::path::PathBuf) {
 
 #[tokio::test]
 async fn tls_to_vault_trusts_the_ca_file_and_nothing_else() {
-    let Some((rv, dir, cfg)) = setup().await else {
-        return;
-    };
+    let (rv, dir, cfg) = setup().await;
     let (https, ca_file) = tls_front(&rv.addr, dir.path()).await;
     let store = VaultStore::connect(&VaultConfig {
         address: https.clone(),
@@ -701,7 +679,7 @@ async fn tls_to_vault_trusts_the_ca_file_and_nothing_else() {
     assert!(err.to_string().contains("cannot reach vault"), "{err}");
 }
 
-// ---- a fake Vault for what RustyVault lacks (KV v2, AppRole) ------------------------------------
+// ---- a fake Vault (KV v2, AppRole) -----------------------------------------------------------------
 
 /// An in-process stand-in for Vault's HTTP API, limited to what the store uses: KV v2 under
 /// `secret/` (data/metadata paths, versions, soft delete, check-and-set), AppRole login,
@@ -1222,9 +1200,7 @@ async fn fake_5xx_is_unavailable_and_wrong_kv_version_is_named() {
 /// Seeds `n` certificates (100 per account, ~2.5 KB of p12 each) through raw HTTP, then times what
 /// a refresher does. Prints a table; see docs/vault.md for the figures.
 async fn measure_one(n: usize) {
-    let Some((rv, _dir, cfg)) = setup().await else {
-        return;
-    };
+    let (rv, _dir, cfg) = setup().await;
     let accounts = n.div_ceil(100);
     let p12: Vec<u8> = (0..2500u32).map(|i| (i * 31 % 256) as u8).collect();
     let seed_started = Instant::now();

@@ -2,11 +2,10 @@
 //!
 //! `vaultrs` builds the HTTP client (address, TLS roots from `ca_file`, timeout) and performs the
 //! auth logins. KV requests go through that same client's connection pool, but are built and
-//! parsed here: vaultrs 0.8's typed KV responses require fields (`request_id`; errors as
-//! `{"errors": [..]}`) that other Vault-API servers omit (RustyVault answers `{"error": ".."}` and
-//! no `request_id`), and its errors for non-JSON bodies hide the HTTP status that tells "not
-//! found" from "sealed". Reading status and body ourselves keeps both servers working and lets the
-//! store map every answer precisely.
+//! parsed here: vaultrs 0.8's errors for bodies that are not Vault's `{"errors": [..]}` (a
+//! proxy's HTML page, an empty 404) hide the HTTP status that tells "not found" from "sealed"
+//! from "bad gateway", and the store maps every answer to a precise error. See docs/vault.md,
+//! "Why KV requests are built here".
 
 use std::time::Duration;
 
@@ -156,8 +155,8 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-/// Error messages from a Vault error body: `{"errors": [..]}` (Vault) or `{"error": ".."}`
-/// (RustyVault). A non-JSON body (a proxy's HTML page) gives one shortened line.
+/// Error messages from a Vault error body: `{"errors": [..]}` (Vault, OpenBao) or `{"error": ".."}`
+/// (some proxies and other Vault-API servers). A non-JSON body (a proxy's HTML page) gives one shortened line.
 pub(crate) fn error_messages(body: &[u8]) -> Vec<String> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Vec::new();
@@ -298,8 +297,8 @@ mod tests {
     fn both_error_body_formats_are_understood() {
         assert_eq!(error_messages(br#"{"errors":["a","b"]}"#), vec!["a", "b"]);
         assert_eq!(
-            error_messages(br#"{"error":"RustyVault is sealed."}"#),
-            vec!["RustyVault is sealed."]
+            error_messages(br#"{"error":"the server is sealed."}"#),
+            vec!["the server is sealed."]
         );
         assert!(error_messages(b"").is_empty());
         assert!(error_messages(br#"{"errors":[]}"#).is_empty());
