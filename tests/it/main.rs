@@ -17,3 +17,4 @@ mod request_path;
 mod strict_target;
 mod vault;
 mod vault_gateway;
+mod vault_live;
