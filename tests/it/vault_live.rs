@@ -762,3 +762,203 @@ async fn fake_a_proxy_answering_502_or_503_in_front_of_vault_is_unavailable_nami
     );
     task.abort();
 }
+
+// ---- Kubernetes ---------------------------------------------------------------------------------
+
+/// The one fake of the Kubernetes test, since no cluster runs here: a local stand-in for the API
+/// server's TokenReview endpoint (`POST /apis/authentication.k8s.io/v1/tokenreviews`), which
+/// OpenBao's `kubernetes` auth method calls to check the service-account JWT a login presents.
+/// It accepts the JWTs in `valid` (as the service account `default/gw`) and records every JWT
+/// it was asked about.
+mod token_review {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use axum::extract::State;
+    use parking_lot::Mutex;
+    use serde_json::{json, Value};
+
+    #[derive(Default)]
+    pub struct Reviews {
+        pub valid: HashSet<String>,
+        pub asked: Vec<String>,
+    }
+
+    pub struct Responder {
+        pub url: String,
+        pub state: Arc<Mutex<Reviews>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Responder {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn review(
+        State(st): State<Arc<Mutex<Reviews>>>,
+        axum::Json(body): axum::Json<Value>,
+    ) -> axum::Json<Value> {
+        let token = body["spec"]["token"].as_str().unwrap_or("").to_owned();
+        let mut st = st.lock();
+        st.asked.push(token.clone());
+        let status = if st.valid.contains(&token) {
+            json!({"authenticated": true, "audiences": body["spec"]["audiences"], "user": {
+                "username": "system:serviceaccount:default:gw", "uid": "uid-gw",
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:default"]}})
+        } else {
+            json!({"authenticated": false, "error": "token has expired"})
+        };
+        axum::Json(
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                          "status": status}),
+        )
+    }
+
+    impl Responder {
+        pub async fn start() -> Responder {
+            let state = Arc::new(Mutex::new(Reviews::default()));
+            let app = axum::Router::new()
+                .route(
+                    "/apis/authentication.k8s.io/v1/tokenreviews",
+                    axum::routing::post(review),
+                )
+                .with_state(state.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind token review responder");
+            let url = format!("http://{}", listener.local_addr().expect("addr"));
+            let task = tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            Responder { url, state, task }
+        }
+    }
+}
+
+/// A projected service-account token for `default/gw` (ES256; OpenBao does not verify the
+/// signature without configured keys, the TokenReview does).
+fn sa_jwt(key: &boring::pkey::PKey<boring::pkey::Private>, jti: &str) -> String {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let claims = json!({
+        "aud": ["vault"], "iat": now, "nbf": now, "exp": now + 3600, "jti": jti,
+        "iss": "https://kubernetes.default.svc.cluster.local",
+        "sub": "system:serviceaccount:default:gw",
+        "kubernetes.io": {"namespace": "default",
+                          "serviceaccount": {"name": "gw", "uid": "uid-gw"},
+                          "pod": {"name": "gw-0", "uid": "pod-uid"}}
+    });
+    let pem = mtls_gateway::dev::certgen::key_to_pem(key);
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_pem(&pem).expect("ec key"),
+    )
+    .expect("sign jwt")
+}
+
+#[tokio::test]
+async fn kubernetes_login_reviews_the_token_file_and_a_rotated_file_is_used_at_the_next_login() {
+    let bao = Bao::dev().await;
+    let responder = token_review::Responder::start().await;
+    bao.cli(&["auth", "enable", "kubernetes"]);
+    // The responder is plain http on loopback; the method insists on a CA all the same.
+    let ca = mtls_gateway::dev::certgen::new_ca("Cluster CA").expect("ca");
+    let ca_file = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(ca_file.path(), mtls_gateway::dev::certgen::to_pem(&ca.cert)).expect("write");
+    bao.cli(&[
+        "write",
+        "auth/kubernetes/config",
+        &format!("kubernetes_host={}", responder.url),
+        &format!("kubernetes_ca_cert=@{}", ca_file.path().display()),
+        "disable_local_ca_jwt=true",
+    ]);
+    let policy = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(policy.path(), ADMIN_POLICY).expect("write");
+    bao.cli(&[
+        "policy",
+        "write",
+        "gw-admin",
+        &policy.path().display().to_string(),
+    ]);
+    bao.cli(&[
+        "write",
+        "auth/kubernetes/role/gw",
+        "bound_service_account_names=gw",
+        "bound_service_account_namespaces=default",
+        "audience=vault",
+        "token_policies=gw-admin",
+        "token_ttl=1h",
+    ]);
+
+    let key = mtls_gateway::dev::certgen::KeyKind::EcP256
+        .generate()
+        .expect("key");
+    let jwt1 = sa_jwt(&key, "one");
+    responder.state.lock().valid.insert(jwt1.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_path = dir.path().join("token");
+    std::fs::write(&token_path, &jwt1).expect("write");
+    let auth = format!(
+        "  method: kubernetes\n  role: gw\n  token_file: {}\n",
+        token_path.display()
+    );
+    let cfg = v2_config(&bao.addr, &auth, "");
+    let store = VaultStore::connect(&cfg).await.expect("connect");
+    store
+        .put_certificate(&cert("acme", 1, "pw"))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "put after a kubernetes login: {e} (token reviews asked: {})",
+                responder.state.lock().asked.len()
+            )
+        });
+    assert_eq!(responder.state.lock().asked, vec![jwt1.clone()]);
+    assert_eq!(bao.audit_count("auth/kubernetes/login"), 1);
+
+    // The kubelet rotates the projected token; the old one stops being valid.
+    let jwt2 = sa_jwt(&key, "two");
+    {
+        let mut st = responder.state.lock();
+        st.valid.clear();
+        st.valid.insert(jwt2.clone());
+    }
+    let tmp = dir.path().join(".token.tmp");
+    std::fs::write(&tmp, &jwt2).expect("write");
+    std::fs::rename(&tmp, &token_path).expect("rename");
+    // The Vault token from the first login stays valid: no new login is needed for that...
+    store.inventory().await.expect("same vault token");
+    assert_eq!(bao.audit_count("auth/kubernetes/login"), 1);
+    // ...and the next login (here forced by a revocation) presents the rotated file.
+    bao.cli(&["token", "revoke", "-mode=path", "auth/kubernetes/login"]);
+    assert_eq!(
+        store
+            .inventory()
+            .await
+            .expect("new login")
+            .certificates
+            .len(),
+        1
+    );
+    assert_eq!(responder.state.lock().asked.last(), Some(&jwt2));
+    assert_eq!(bao.audit_count("auth/kubernetes/login"), 2);
+
+    // A role the service account is not bound to: Denied, naming the role and the mount.
+    let wrong = VaultStore::connect(&v2_config(
+        &bao.addr,
+        &auth.replace("role: gw", "role: other"),
+        "",
+    ))
+    .await
+    .expect("connect");
+    let err = wrong.inventory().await.expect_err("no such role");
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Denied(_)), "{msg}");
+    assert!(
+        msg.contains("role other") && msg.contains("auth/kubernetes"),
+        "{msg}"
+    );
+    assert!(!msg.contains(&jwt2), "{msg}");
+}
