@@ -337,6 +337,26 @@ impl Bao {
         }
     }
 
+    /// Sends `SIGSTOP` (`freeze`) or `SIGCONT` to the server by its PID: a stopped server accepts
+    /// connections (the kernel does) but answers nothing, like a hung process.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("server running").id();
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{sig} {pid}");
+    }
+
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
     /// Kills the server by its PID (like a crash or an outage). A persistent server keeps its
     /// storage; a dev server loses everything.
     pub fn stop(&mut self) {

@@ -501,6 +501,36 @@ async fn a_stopped_vault_is_unavailable_and_a_restart_recovers() {
 }
 
 #[tokio::test]
+async fn a_vault_that_stops_answering_times_out_naming_the_timeout_and_recovers() {
+    let (rv, _dir, cfg) = setup().await;
+    let cfg = VaultConfig {
+        request_timeout: Duration::from_millis(500),
+        ..cfg
+    };
+    let store = VaultStore::connect(&cfg).await.expect("connect");
+    store
+        .put_certificate(&cert("acme", 1, "pw"))
+        .await
+        .expect("put");
+    let before = store.inventory().await.expect("inventory");
+
+    rv.freeze();
+    let started = Instant::now();
+    let err = store.inventory().await.expect_err("hung server");
+    let waited = started.elapsed();
+    rv.thaw();
+    assert!(
+        matches!(&err, StoreError::Unavailable(m) if m.contains("did not answer") && m.contains("within 500 ms")),
+        "{err}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "bounded by request_timeout_ms: {waited:?}"
+    );
+    assert_eq!(store.inventory().await.expect("answers again"), before);
+}
+
+#[tokio::test]
 async fn the_token_file_is_reread_when_it_changes() {
     let (rv, dir, cfg) = setup().await;
     let token_file = dir.path().join("token");
