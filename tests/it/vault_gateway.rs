@@ -71,6 +71,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(RUNTIME_POLICY).await
+}
+
+/// [`setup`] with the gateway's AppRole bound to `policy`.
+async fn setup_with(policy: &str) -> Setup {
     let bao = Bao::persistent().await;
     let pki = Pki::new();
     let echo = pki.echo();
@@ -89,7 +94,7 @@ async fn setup() -> Setup {
         "accounts/acc/mappings",
         &mappings_doc("acc", &url, 1),
     );
-    let (role_id, secret_id) = bao.approle("gateway", "gateway-runtime", RUNTIME_POLICY, &[]);
+    let (role_id, secret_id) = bao.approle("gateway", "gateway-runtime", policy, &[]);
     std::fs::write(dir.path().join("role-id"), role_id).expect("role id file");
     std::fs::write(dir.path().join("secret-id"), secret_id).expect("secret id file");
     Setup {
@@ -179,6 +184,71 @@ async fn certificates_written_to_vault_are_served_and_a_rotation_is_presented_af
     }
     let r = slow.await.expect("join").expect("slow");
     assert_eq!(r.status(), 200, "the in-flight request completes");
+}
+
+#[tokio::test]
+async fn a_policy_denying_one_account_is_logged_with_its_path_and_the_other_accounts_are_still_served(
+) {
+    let s = setup_with(&format!(
+        "{RUNTIME_POLICY}path \"secret/data/mtls-gateway/accounts/blocked/*\" {{ capabilities = [\"deny\"] }}\n"
+    ))
+    .await;
+    let other = s.pki.client("blocked");
+    kv_put(
+        &s.bao,
+        s.dir.path(),
+        "accounts/blocked/certificates/2",
+        &cert_doc("blocked", 2, &other),
+    );
+    let gw = start_gateway(&s);
+    let c = proxied_client(&gw);
+    let url = format!("http://localhost:{}/x", s.echo.addr.port());
+    let denied = "secret/data/mtls-gateway/accounts/blocked/certificates/2";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.logs().contains(denied) {
+        assert!(
+            Instant::now() < deadline,
+            "the denied path is not logged:\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains(denied))
+        .unwrap_or_default();
+    assert!(line.contains("403") && line.contains("polic"), "{line}");
+    // Over several refreshes: account acc is served, the denial is logged once.
+    let mut t = Traffic::default();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        t.send(&c, &url).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(t.failed.is_empty(), "{:?}", t.failed);
+    let r = c.get(&url).send().await.expect("send");
+    assert_eq!(
+        r.headers()[SHA].to_str().unwrap_or(""),
+        sha256_hex(&s.a.cert)
+    );
+    let (ready, _, _) = blocking_get(&format!("http://{}/ready", gw.ops)).expect("ready");
+    assert_eq!(ready, 200);
+    let logs = gw.logs();
+    assert_eq!(
+        logs.matches(denied).count(),
+        1,
+        "logged once, not at every refresh:\n{logs}"
+    );
+    // The client library's own per-request lines stay out of the log, and so do the AppRole ids.
+    assert!(
+        !logs.contains("vaultrs::") && !logs.contains("rustify::"),
+        "{logs}"
+    );
+    for f in ["role-id", "secret-id"] {
+        let id = std::fs::read_to_string(s.dir.path().join(f)).expect("id file");
+        assert!(!logs.contains(id.trim()), "{f} in the log");
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
