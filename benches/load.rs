@@ -9,8 +9,11 @@
 //! - the gateway (`target/release/mtls-gateway run`) with a seeded file store, rate limit and
 //!   metrics on, transparent mode (`Host: localhost:{upstream}` picks the target);
 //! - the peer: nginx with `proxy_ssl_certificate` and an upstream `keepalive` pool, as many
-//!   workers as the gateway has threads (`benches/load/peer.conf`);
-//! - `wrk` drives both with the same settings, alternating gateway and nginx round by round.
+//!   workers as the gateway has threads (`benches/load/peer.conf`); or, with
+//!   `LOAD_PEER_BIN=/path/to/mtls-gateway`, a second gateway process running that binary (an
+//!   older build, say) with the same generated configuration and store on ports of its own: an
+//!   A/B run of two builds, where every ratio and CPU figure is this build against that one;
+//! - `wrk` drives both with the same settings, alternating gateway and peer round by round.
 //!
 //! Environment: `LOAD_THREADS` (2; gateway threads = nginx workers), `LOAD_SECS` (8 per run),
 //! `LOAD_WARMUP_SECS` (3 per side; 4x that in the certs1000 scenarios), `LOAD_ROUNDS` (3),
@@ -18,14 +21,16 @@
 //! certs1000-pools,ratelimit,upload,http10; default all), `LOAD_SKIP_MEMORY=1`, `LOAD_MEM_CERTS` (10000),
 //! `LOAD_MEM_MAPPINGS` (100000), `LOAD_IP_POOL` (10000), `LOAD_NGINX_BURST` (9),
 //! `LOAD_GW_POOL_SIZE` (gateway `upstream.keepalive_pool_size`; default: the gateway's default),
-//! `LOAD_KEEP_DIR=1` (keep the temp dir), `LOAD_SCHED` (`separate`: every process in a session,
+//! `LOAD_KEEP_DIR=1` (keep the temp dir), `LOAD_PEER_BIN` (the peer is that mtls-gateway binary,
+//! not nginx; the report names it with its `--version`), `LOAD_SCHED` (`separate`: every process in a session,
 //! so a scheduling group, of its own, as separate containers would be; `shared`: all in the
 //! harness's session; see [`program`]).
 //!
 //! Output: a markdown table on stdout, also written to `target/load-report.md`, with where the
 //! machine's CPU went per request (proxy user and system time, upstream, wrk, idle, steal) and
 //! what each scenario's throughput target asks of the gateway's own CPU; the logs of every
-//! gateway and nginx process are copied to `target/load-logs/`. Method: docs/performance.md.
+//! gateway and nginx process are copied to `target/load-logs/` (both under `$CARGO_TARGET_DIR`
+//! when it is set). Method: docs/performance.md.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -80,6 +85,8 @@ struct Settings {
     /// `upstream.keepalive_pool_size` of the gateway (None: its default).
     gw_pool_size: Option<usize>,
     keep_dir: bool,
+    /// `LOAD_PEER_BIN`: another mtls-gateway binary to run as the peer instead of nginx.
+    peer_bin: Option<PathBuf>,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
@@ -128,7 +135,7 @@ fn separate_sessions() -> bool {
 /// (docs/performance.md, "Scheduling groups"). In production each is a container of its own
 /// (a cgroup each), which `separate` models. `setsid` does not fork here: a spawned child is
 /// not a process-group leader, so the pid stays the program's.
-fn program(name: &str) -> Command {
+fn program(name: impl AsRef<std::ffi::OsStr>) -> Command {
     if separate_sessions() {
         let mut c = Command::new("setsid");
         c.arg(name);
@@ -139,6 +146,15 @@ fn program(name: &str) -> Command {
 }
 
 impl Settings {
+    /// What the report calls the side the gateway is compared with.
+    fn peer_name(&self) -> &'static str {
+        if self.peer_bin.is_some() {
+            "peer"
+        } else {
+            "nginx"
+        }
+    }
+
     fn from_env() -> Result<Settings> {
         let separate = match std::env::var("LOAD_SCHED").as_deref().map(str::trim) {
             Err(_) | Ok("") | Ok("separate") => true,
@@ -188,6 +204,13 @@ impl Settings {
                 _ => None,
             },
             keep_dir: env_flag("LOAD_KEEP_DIR"),
+            peer_bin: match std::env::var("LOAD_PEER_BIN") {
+                Ok(v) if !v.trim().is_empty() => Some(
+                    std::fs::canonicalize(v.trim())
+                        .with_context(|| format!("LOAD_PEER_BIN={v:?}"))?,
+                ),
+                _ => None,
+            },
         };
         if s.threads == 0 || s.threads > 64 {
             bail!("LOAD_THREADS must be 1..=64");
@@ -751,6 +774,8 @@ struct Gateway {
 }
 
 struct GatewayOpts<'a> {
+    /// The mtls-gateway binary: [`GATEWAY_BIN`], or `LOAD_PEER_BIN` for the peer.
+    bin: &'a Path,
     store: &'a Path,
     ca: &'a Path,
     threads: usize,
@@ -806,7 +831,7 @@ upstream:
         );
         let conf = dir.join(format!("{name}.yaml"));
         write_file(&conf, yaml.as_bytes())?;
-        let mut cmd = program(GATEWAY_BIN);
+        let mut cmd = program(o.bin);
         cmd.arg("run")
             .arg("--config")
             .arg(&conf)
@@ -837,6 +862,52 @@ upstream:
             bail!("/metrics answered {}", r.status);
         }
         Ok(String::from_utf8_lossy(&r.body).to_string())
+    }
+}
+
+/// The side the gateway is compared with: nginx (`benches/load/peer.conf`), or with
+/// `LOAD_PEER_BIN` another mtls-gateway binary started exactly as the gateway is.
+enum Peer {
+    Nginx(Nginx),
+    Gateway(Gateway),
+}
+
+impl Peer {
+    fn port(&self) -> u16 {
+        match self {
+            Peer::Nginx(n) => n.port,
+            Peer::Gateway(g) => g.port,
+        }
+    }
+
+    fn proc(&self) -> &Proc {
+        match self {
+            Peer::Nginx(n) => &n.proc,
+            Peer::Gateway(g) => &g.proc,
+        }
+    }
+
+    fn proc_mut(&mut self) -> &mut Proc {
+        match self {
+            Peer::Nginx(n) => &mut n.proc,
+            Peer::Gateway(g) => &mut g.proc,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc().pid()
+    }
+
+    /// A gateway peer's `/metrics`; None for nginx.
+    fn metrics(&self) -> Option<Result<String>> {
+        match self {
+            Peer::Nginx(_) => None,
+            Peer::Gateway(g) => Some(g.metrics()),
+        }
+    }
+
+    fn is_gateway(&self) -> bool {
+        matches!(self, Peer::Gateway(_))
     }
 }
 
@@ -1241,9 +1312,13 @@ struct Outcome {
     name: String,
     what: String,
     gw: Vec<WrkRun>,
-    ng: Vec<WrkRun>,
+    /// The peer's runs (nginx, or the `LOAD_PEER_BIN` gateway).
+    peer: Vec<WrkRun>,
+    /// (reused, new) upstream connections over the measured rounds, from `/metrics`.
     reuse: Option<(f64, f64)>,
+    peer_reuse: Option<(f64, f64)>,
     gw_rss_kib: Option<(u64, u64)>,
+    peer_rss_kib: Option<(u64, u64)>,
     notes: Vec<String>,
     failed: Option<String>,
 }
@@ -1266,12 +1341,12 @@ impl Outcome {
         median(runs.iter().map(f).collect())
     }
     fn ratio(&self) -> f64 {
-        Self::med(&self.gw, |r| r.rps) / Self::med(&self.ng, |r| r.rps)
+        Self::med(&self.gw, |r| r.rps) / Self::med(&self.peer, |r| r.rps)
     }
     fn paired_ratios(&self) -> Vec<f64> {
         self.gw
             .iter()
-            .zip(&self.ng)
+            .zip(&self.peer)
             .map(|(g, n)| g.rps / n.rps)
             .collect()
     }
@@ -1305,26 +1380,36 @@ fn run_scenario(b: &Bench, pki: &Pki, store: &Path, sc: &Scenario) -> Result<Out
         ..Outcome::default()
     };
     let up = b.upstream.port;
-    let gw = Gateway::start(
-        &b.dir,
-        &format!("gateway-{}", sc.name),
-        &GatewayOpts {
-            store,
-            ca: &b.dir.join("pki/ca.pem"),
-            threads: s.threads,
-            requests_per_second: if sc.rate_limited { 10 } else { 1_000_000 },
-            trusted_proxies: sc.rate_limited,
-            pool_size: s.gw_pool_size,
-            ready_timeout: Duration::from_secs(120),
-        },
-    )?;
-    let peer_port = free_port()?;
-    let ng = Nginx::start(
-        &b.dir,
-        &format!("peer-{}", sc.name),
-        &peer_conf(sc, &b.dir, s, peer_port, up)?,
-        peer_port,
-    )?;
+    let ca = b.dir.join("pki/ca.pem");
+    let gw_opts = GatewayOpts {
+        bin: Path::new(GATEWAY_BIN),
+        store,
+        ca: &ca,
+        threads: s.threads,
+        requests_per_second: if sc.rate_limited { 10 } else { 1_000_000 },
+        trusted_proxies: sc.rate_limited,
+        pool_size: s.gw_pool_size,
+        ready_timeout: Duration::from_secs(120),
+    };
+    let mut gw = Gateway::start(&b.dir, &format!("gateway-{}", sc.name), &gw_opts)?;
+    let peer_name = s.peer_name();
+    let mut peer = match &s.peer_bin {
+        // Same configuration shape and store (neither binary writes it), ports of its own.
+        Some(bin) => Peer::Gateway(Gateway::start(
+            &b.dir,
+            &format!("peer-{}", sc.name),
+            &GatewayOpts { bin, ..gw_opts },
+        )?),
+        None => {
+            let port = free_port()?;
+            Peer::Nginx(Nginx::start(
+                &b.dir,
+                &format!("peer-{}", sc.name),
+                &peer_conf(sc, &b.dir, s, port, up)?,
+                port,
+            )?)
+        }
+    };
 
     // Sanity: the requests arrive at the upstream with the expected client certificate.
     let probes: Vec<(String, &X509)> = match sc.peer {
@@ -1334,7 +1419,13 @@ fn run_scenario(b: &Bench, pki: &Pki, store: &Path, sc: &Scenario) -> Result<Out
             .collect(),
         _ => vec![(sc.path.to_string(), &pki.client.cert)],
     };
-    for (who, port) in [("gateway", gw.port), ("nginx", ng.port)] {
+    // A gateway that sends a wrong identity aborts the scenario; nginx in certs1000 does so by
+    // design (one pool for all certificates), which the report shows.
+    let sides = [
+        ("gateway", gw.port, true),
+        (peer_name, peer.port(), peer.is_gateway()),
+    ];
+    for (who, port, must_be_right) in sides {
         let mut good = 0;
         let mut lines = Vec::new();
         for (path, cert) in &probes {
@@ -1350,13 +1441,13 @@ fn run_scenario(b: &Bench, pki: &Pki, store: &Path, sc: &Scenario) -> Result<Out
         for l in &lines {
             println!("    {l}");
         }
-        if who == "gateway" && good != probes.len() {
+        if must_be_right && good != probes.len() {
             bail!("{msg}:\n{}", lines.join("\n"));
         }
         o.notes.push(msg);
     }
     if sc.rate_limited {
-        for (who, port) in [("gateway", gw.port), ("nginx", ng.port)] {
+        for (who, port, _) in sides {
             let host = format!("localhost:{up}");
             let mut limited = 0;
             for _ in 0..25 {
@@ -1392,17 +1483,17 @@ fn run_scenario(b: &Bench, pki: &Pki, store: &Path, sc: &Scenario) -> Result<Out
         script,
     };
 
-    let alive = |gw: &mut Gateway, phase: &str| -> Result<()> {
-        if let Some(st) = gw.proc.exited() {
+    let alive = |p: &mut Proc, phase: &str| -> Result<()> {
+        if let Some(st) = p.exited() {
             bail!(
-                "the gateway exited ({st}) during {} {phase}; log tail:\n{}",
+                "{} exited ({st}) during {} {phase}; log tail:\n{}",
+                p.name,
                 sc.name,
-                tail(&gw.proc.log_text(), 60)
+                tail(&p.log_text(), 60)
             );
         }
         Ok(())
     };
-    let mut gw = gw;
     // With 1,000 identities each needs its own upstream connections (about 1,050 handshakes in
     // all at -c32) before the pool is in steady state: warm those scenarios up 4x longer.
     let warmup = match sc.peer {
@@ -1417,16 +1508,18 @@ fn run_scenario(b: &Bench, pki: &Pki, store: &Path, sc: &Scenario) -> Result<Out
             &gw.proc,
             &format!("{}-warm-gw", sc.name),
         )?;
-        alive(&mut gw, "warm-up")?;
+        alive(&mut gw.proc, "warm-up")?;
         b.wrk(
-            ng.port,
+            peer.port(),
             &load,
             warmup,
-            &ng.proc,
-            &format!("{}-warm-ng", sc.name),
+            peer.proc(),
+            &format!("{}-warm-peer", sc.name),
         )?;
+        alive(peer.proc_mut(), "warm-up")?;
     }
     let m0 = gw.metrics()?;
+    let pm0 = peer.metrics().transpose()?;
     for round in 0..s.rounds {
         // ABBA order: drift on a shared machine affects both sides alike.
         let gw_first = round % 2 == 0;
@@ -1440,52 +1533,117 @@ fn run_scenario(b: &Bench, pki: &Pki, store: &Path, sc: &Scenario) -> Result<Out
                     &gw.proc,
                     &format!("{}-{round}-gw", sc.name),
                 )?;
-                alive(&mut gw, &format!("round {round}"))?;
-                let after = gw.metrics()?;
-                let uc = "mtls_gateway_upstream_connections_total";
-                r.new_conns = metric(&after, uc, &[("reused", "false")])
-                    - metric(&before, uc, &[("reused", "false")]);
-                r.upstream_uses = metric(&after, uc, &[]) - metric(&before, uc, &[]);
+                alive(&mut gw.proc, &format!("round {round}"))?;
+                (r.new_conns, r.upstream_uses) = upstream_conns(&before, &gw.metrics()?);
                 println!(
                     "  round {round} gateway: {:>9.0} req/s  p50 {:>8}  p99 {:>8}  non-2xx {}  socket errors {}  cpu {:.0} us/req  new upstream conns {} of {}",
                     r.rps, fmt_us(r.p50_us), fmt_us(r.p99_us), r.non2xx, r.socket_errors, r.cpu_us_per_req, r.new_conns, r.upstream_uses
                 );
                 o.gw.push(r);
             } else {
-                let r = b.wrk(
-                    ng.port,
+                let before = peer.metrics().transpose()?;
+                let mut r = b.wrk(
+                    peer.port(),
                     &load,
                     s.secs,
-                    &ng.proc,
-                    &format!("{}-{round}-ng", sc.name),
+                    peer.proc(),
+                    &format!("{}-{round}-peer", sc.name),
                 )?;
+                alive(peer.proc_mut(), &format!("round {round}"))?;
+                let mut conns = String::new();
+                if let (Some(before), Some(after)) = (before, peer.metrics().transpose()?) {
+                    (r.new_conns, r.upstream_uses) = upstream_conns(&before, &after);
+                    conns = format!(
+                        "  new upstream conns {} of {}",
+                        r.new_conns, r.upstream_uses
+                    );
+                }
                 println!(
-                    "  round {round} nginx:   {:>9.0} req/s  p50 {:>8}  p99 {:>8}  non-2xx {}  socket errors {}  cpu {:.0} us/req",
-                    r.rps, fmt_us(r.p50_us), fmt_us(r.p99_us), r.non2xx, r.socket_errors, r.cpu_us_per_req
+                    "  round {round} {peer_name}:{:pad$} {:>9.0} req/s  p50 {:>8}  p99 {:>8}  non-2xx {}  socket errors {}  cpu {:.0} us/req{conns}",
+                    "", r.rps, fmt_us(r.p50_us), fmt_us(r.p99_us), r.non2xx, r.socket_errors, r.cpu_us_per_req,
+                    pad = "gateway".len() - peer_name.len(),
                 );
-                o.ng.push(r);
+                o.peer.push(r);
             }
         }
     }
-    let m1 = gw.metrics()?;
-    let d = |name: &str, f: &[(&str, &str)]| metric(&m1, name, f) - metric(&m0, name, f);
-    let reused = d(
-        "mtls_gateway_upstream_connections_total",
-        &[("reused", "true")],
-    );
-    let fresh = d(
-        "mtls_gateway_upstream_connections_total",
-        &[("reused", "false")],
-    );
-    o.reuse = Some((reused, fresh));
+    o.reuse = Some(gateway_notes(
+        "gateway",
+        &gw.proc,
+        &m0,
+        &gw.metrics()?,
+        &o.gw,
+        sc.rate_limited,
+        &mut o.notes,
+    ));
+    o.gw_rss_kib = rss_kib(gw.proc.pid());
+    match (&peer, pm0) {
+        (Peer::Gateway(p), Some(pm0)) => {
+            o.peer_reuse = Some(gateway_notes(
+                peer_name,
+                &p.proc,
+                &pm0,
+                &p.metrics()?,
+                &o.peer,
+                sc.rate_limited,
+                &mut o.notes,
+            ));
+            o.peer_rss_kib = rss_kib(peer.pid());
+        }
+        (Peer::Nginx(ng), _) => {
+            // Peer error log: anything nginx complained about.
+            let ng_log = std::fs::read_to_string(&ng.error_log).unwrap_or_default();
+            let ng_lines = ng_log.lines().filter(|l| !l.contains("[notice]")).count();
+            if ng_lines > 0 {
+                o.notes.push(format!(
+                    "nginx peer error log: {ng_lines} lines, e.g. {}",
+                    ng_log
+                        .lines()
+                        .find(|l| !l.contains("[notice]"))
+                        .unwrap_or("")
+                ));
+            }
+        }
+        (Peer::Gateway(_), None) => {}
+    }
+    drop(peer);
+    drop(gw);
+    Ok(o)
+}
+
+/// New upstream connections and all upstream connections used (new + reused) between two
+/// `/metrics` texts of a gateway.
+fn upstream_conns(before: &str, after: &str) -> (f64, f64) {
+    let uc = "mtls_gateway_upstream_connections_total";
+    (
+        metric(after, uc, &[("reused", "false")]) - metric(before, uc, &[("reused", "false")]),
+        metric(after, uc, &[]) - metric(before, uc, &[]),
+    )
+}
+
+/// Notes on a gateway's measured rounds (`m0` before, `m1` after): upstream failures, requests
+/// by outcome, and the last warnings of its log if any request failed. Returns its upstream
+/// connections (reused, new) over the rounds.
+fn gateway_notes(
+    who: &str,
+    proc: &Proc,
+    m0: &str,
+    m1: &str,
+    runs: &[WrkRun],
+    rate_limited: bool,
+    notes: &mut Vec<String>,
+) -> (f64, f64) {
+    let d = |name: &str, f: &[(&str, &str)]| metric(m1, name, f) - metric(m0, name, f);
+    let uc = "mtls_gateway_upstream_connections_total";
+    let reuse = (d(uc, &[("reused", "true")]), d(uc, &[("reused", "false")]));
     let tls_fail = d("mtls_gateway_upstream_tls_failures_total", &[]);
     let conn_fail = d("mtls_gateway_upstream_connect_failures_total", &[]);
     if tls_fail + conn_fail > 0.0 {
-        o.notes.push(format!(
-            "gateway: {tls_fail} upstream TLS failures, {conn_fail} upstream connect failures"
+        notes.push(format!(
+            "{who}: {tls_fail} upstream TLS failures, {conn_fail} upstream connect failures"
         ));
     }
-    let (o0, o1) = (outcomes(&m0), outcomes(&m1));
+    let (o0, o1) = (outcomes(m0), outcomes(m1));
     let mut by_outcome = Vec::new();
     for (k, v) in &o1 {
         let dv = v - o0.get(k).copied().unwrap_or(0.0);
@@ -1493,38 +1651,23 @@ fn run_scenario(b: &Bench, pki: &Pki, store: &Path, sc: &Scenario) -> Result<Out
             by_outcome.push(format!("{k}: {dv}"));
         }
     }
-    o.notes.push(format!(
-        "gateway requests by outcome (measured rounds): {}",
+    notes.push(format!(
+        "{who} requests by outcome (measured rounds): {}",
         by_outcome.join(", ")
     ));
-    o.gw_rss_kib = rss_kib(gw.proc.pid());
-    let gw_bad: u64 = o.gw.iter().map(|r| r.non2xx + r.socket_errors).sum();
-    if gw_bad > 0 && !sc.rate_limited {
-        let log = gw.proc.log_text();
+    let bad: u64 = runs.iter().map(|r| r.non2xx + r.socket_errors).sum();
+    if bad > 0 && !rate_limited {
+        let log = proc.log_text();
         let warn: Vec<&str> = log
             .lines()
             .filter(|l| l.contains("WARN") || l.contains("ERROR"))
             .collect();
-        o.notes.push(format!(
-            "gateway errors: {gw_bad}; last warnings in its log:\n{}",
+        notes.push(format!(
+            "{who} errors: {bad}; last warnings in its log:\n{}",
             warn[warn.len().saturating_sub(15)..].join("\n")
         ));
     }
-    // Peer error log: anything nginx complained about.
-    let ng_log = std::fs::read_to_string(&ng.error_log).unwrap_or_default();
-    let ng_lines = ng_log.lines().filter(|l| !l.contains("[notice]")).count();
-    if ng_lines > 0 {
-        o.notes.push(format!(
-            "nginx peer error log: {ng_lines} lines, e.g. {}",
-            ng_log
-                .lines()
-                .find(|l| !l.contains("[notice]"))
-                .unwrap_or("")
-        ));
-    }
-    drop(ng);
-    drop(gw);
-    Ok(o)
+    reuse
 }
 
 fn fmt_us(us: f64) -> String {
@@ -1552,7 +1695,7 @@ fn target_ratio(name: &str) -> Option<f64> {
 /// everything the machine spends per request (load tool, proxy, upstream, interrupts), so the
 /// ratio of throughputs follows the ratio of those totals; only the proxy's share differs
 /// between the two sides.
-fn cpu_budget(r: &mut String, outcomes: &[Outcome]) {
+fn cpu_budget(r: &mut String, s: &Settings, outcomes: &[Outcome]) {
     let _ = writeln!(
         r,
         "## Where the machine's CPU goes (medians of the rounds)\n"
@@ -1563,7 +1706,7 @@ fn cpu_budget(r: &mut String, outcomes: &[Outcome]) {
     );
     let _ = writeln!(r, "|---|---|---|---|---|---|---|---|---|---|");
     for o in outcomes.iter().filter(|o| o.failed.is_none()) {
-        for (side, runs) in [("gateway", &o.gw), ("nginx", &o.ng)] {
+        for (side, runs) in [("gateway", &o.gw), (s.peer_name(), &o.peer)] {
             let m = |f: fn(&WrkRun) -> f64| Outcome::med(runs, f);
             let (machine, proxy, user) = (
                 m(|x| x.machine_us_per_req),
@@ -1590,6 +1733,10 @@ fn cpu_budget(r: &mut String, outcomes: &[Outcome]) {
         r,
         "\nmachine busy: user, nice, system, irq and softirq time of all CPUs from `/proc/stat`; rest: what is not the proxy, the upstream or wrk (interrupts, softirq work charged to no process, the harness); every reading is within one clock tick, so a rest of a few us below 0 is rounding. idle and steal: shares of all CPU time during the run (steal: given by the hypervisor to other machines).\n"
     );
+    if s.peer_bin.is_some() {
+        ab_cpu(r, outcomes);
+        return;
+    }
     let _ = writeln!(r, "### What the throughput target asks of the gateway\n");
     let _ = writeln!(
         r,
@@ -1601,7 +1748,7 @@ fn cpu_budget(r: &mut String, outcomes: &[Outcome]) {
             continue;
         };
         let tg = Outcome::med(&o.gw, |x| x.machine_us_per_req);
-        let tn = Outcome::med(&o.ng, |x| x.machine_us_per_req);
+        let tn = Outcome::med(&o.peer, |x| x.machine_us_per_req);
         let pg = Outcome::med(&o.gw, |x| x.cpu_us_per_req);
         let ug = Outcome::med(&o.gw, |x| x.cpu_user_us_per_req);
         // Everything else unchanged, the gateway's runs would cost tn / want per request.
@@ -1623,6 +1770,52 @@ fn cpu_budget(r: &mut String, outcomes: &[Outcome]) {
     let _ = writeln!(
         r,
         "\nproxy us/req the target needs: the gateway's CPU per request at which its runs would cost the machine nginx's runs' total divided by the target, with wrk, the upstream and the rest unchanged. The last column keeps the gateway's system time (its socket calls, and the loopback TCP work and wake-ups they carry) and drops all its user-space work: a bound for any proxy that makes the same system calls.\n"
+    );
+}
+
+/// With `LOAD_PEER_BIN`: the proxy CPU per request of this build against the peer binary's.
+fn ab_cpu(r: &mut String, outcomes: &[Outcome]) {
+    let _ = writeln!(
+        r,
+        "### This build against the peer binary: proxy CPU per request\n"
+    );
+    let _ = writeln!(
+        r,
+        "| scenario | gateway us/req (user + system) | peer us/req (user + system) | change gw/peer | per round | gateway at most +5% |"
+    );
+    let _ = writeln!(r, "|---|---|---|---|---|---|");
+    for o in outcomes.iter().filter(|o| o.failed.is_none()) {
+        let cpu = |runs: &[WrkRun]| {
+            let (all, user) = (
+                Outcome::med(runs, |x| x.cpu_us_per_req),
+                Outcome::med(runs, |x| x.cpu_user_us_per_req),
+            );
+            (all, format!("{all:.1} ({user:.1} + {:.1})", all - user))
+        };
+        let ((g, gs), (p, ps)) = (cpu(&o.gw), cpu(&o.peer));
+        let change = g / p - 1.0;
+        let rounds: Vec<String> =
+            o.gw.iter()
+                .zip(&o.peer)
+                .map(|(g, p)| {
+                    format!(
+                        "{:+.1}%",
+                        (g.cpu_us_per_req / p.cpu_us_per_req - 1.0) * 100.0
+                    )
+                })
+                .collect();
+        let _ = writeln!(
+            r,
+            "| {} | {gs} | {ps} | **{:+.1}%** | {} | {} |",
+            o.name,
+            change * 100.0,
+            rounds.join(", "),
+            if change <= 0.05 { "yes" } else { "NO" }
+        );
+    }
+    let _ = writeln!(
+        r,
+        "\nchange: median of the gateway's rounds over the median of the peer's, minus 1; per round: the rounds paired as run (ABBA order). Both sides are mtls-gateway processes with the same generated configuration and store.\n"
     );
 }
 
@@ -1715,6 +1908,7 @@ fn memory(s: &Settings, base: &Path, pki: &Pki) -> Result<Memory> {
         &dir,
         "gateway-memory",
         &GatewayOpts {
+            bin: Path::new(GATEWAY_BIN),
             store: &store_dir,
             ca: &base.join("pki/ca.pem"),
             threads: s.threads,
@@ -1782,7 +1976,8 @@ fn machine() -> String {
     format!("{cpus} CPUs ({model}), Linux {kernel}; wrk, both proxies and the upstream share them")
 }
 
-fn tool_version(cmd: &str, arg: &str) -> String {
+fn tool_version(cmd: impl AsRef<std::ffi::OsStr>, arg: &str) -> String {
+    let cmd = cmd.as_ref();
     Command::new(cmd)
         .arg(arg)
         .output()
@@ -1794,7 +1989,7 @@ fn tool_version(cmd: &str, arg: &str) -> String {
             );
             t.lines().next().unwrap_or("").trim().to_string()
         })
-        .unwrap_or_else(|_| format!("{cmd}: not found"))
+        .unwrap_or_else(|_| format!("{}: not found", cmd.to_string_lossy()))
 }
 
 /// The commit the gateway was built from, and whether `src/` or `Cargo.toml` had uncommitted
@@ -1828,6 +2023,18 @@ fn source_version() -> String {
     }
 }
 
+/// The peer, for the report: nginx, or the `LOAD_PEER_BIN` binary with its `--version`.
+fn peer_description(s: &Settings) -> String {
+    match &s.peer_bin {
+        None => "nginx with proxy_ssl_certificate and an upstream keepalive pool (benches/load/peer.conf)".into(),
+        Some(bin) => format!(
+            "{} ({}), the gateway's generated configuration on ports of its own, same store (LOAD_PEER_BIN)",
+            bin.display(),
+            tool_version(bin, "--version")
+        ),
+    }
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -1841,10 +2048,16 @@ fn report(
     started: &str,
 ) -> String {
     let mut r = String::new();
+    let p = s.peer_name();
     let _ = writeln!(r, "# mtls-gateway load report\n");
     let _ = writeln!(r, "- started: {started}");
     let _ = writeln!(r, "- machine: {}", machine());
-    let _ = writeln!(r, "- source: {}", source_version());
+    let _ = writeln!(
+        r,
+        "- gateway: this build, {GATEWAY_BIN}, {}",
+        source_version()
+    );
+    let _ = writeln!(r, "- peer: {}", peer_description(s));
     let _ = writeln!(
         r,
         "- {}; {}",
@@ -1853,8 +2066,17 @@ fn report(
     );
     let _ = writeln!(
         r,
-        "- wrk -t1 -c{} -d{}s --latency (warm-up {} s per side, 4x in certs1000*), {} alternating rounds per scenario; gateway proxy.threads = nginx worker_processes = {}",
-        s.connections, s.secs, s.warmup_secs, s.rounds, s.threads
+        "- wrk -t1 -c{} -d{}s --latency (warm-up {} s per side, 4x in certs1000*), {} alternating rounds per scenario; gateway proxy.threads = {p} {} = {}",
+        s.connections,
+        s.secs,
+        s.warmup_secs,
+        s.rounds,
+        if s.peer_bin.is_some() {
+            "proxy.threads"
+        } else {
+            "worker_processes"
+        },
+        s.threads
     );
     let _ = writeln!(
         r,
@@ -1870,16 +2092,26 @@ fn report(
     );
     let _ = writeln!(
         r,
-        "- gateway: rate limit on (10/s in ratelimit, 1,000,000/s elsewhere), metrics on, admin API on, file store, upstream.keepalive_pool_size {}; nginx limit_req burst {}; load average at the end: {}\n",
+        "- gateway{}: rate limit on (10/s in ratelimit, 1,000,000/s elsewhere), metrics on, admin API on, file store, upstream.keepalive_pool_size {}; {}load average at the end: {}\n",
+        if s.peer_bin.is_some() { " and peer" } else { "" },
         s.gw_pool_size
             .map(|n| n.to_string())
             .unwrap_or_else(|| "default".into()),
-        s.nginx_burst,
+        if s.peer_bin.is_some() {
+            String::new()
+        } else {
+            format!("nginx limit_req burst {}; ", s.nginx_burst)
+        },
         loadavg()
     );
     let _ = writeln!(
         r,
-        "| scenario | gateway req/s | nginx req/s | ratio gw/nginx (paired rounds) | gateway p50 / p99 | nginx p50 / p99 | gateway non-2xx / socket err | nginx non-2xx / socket err | gateway upstream reuse | proxy CPU us/req gw / nginx |"
+        "| scenario | gateway req/s | {p} req/s | ratio gw/{p} (paired rounds) | gateway p50 / p99 | {p} p50 / p99 | gateway non-2xx / socket err | {p} non-2xx / socket err | {} | proxy CPU us/req gw / {p} |",
+        if s.peer_bin.is_some() {
+            "upstream reuse gw / peer"
+        } else {
+            "gateway upstream reuse"
+        }
     );
     let _ = writeln!(r, "|---|---|---|---|---|---|---|---|---|---|");
     for o in outcomes {
@@ -1899,11 +2131,16 @@ fn report(
             .iter()
             .map(|x| format!("{x:.2}"))
             .collect();
-        let reuse = match o.reuse {
+        let reuse = |x: Option<(f64, f64)>| match x {
             Some((re, fr)) if re + fr > 0.0 => {
                 format!("{:.3}% ({} new of {})", re / (re + fr) * 100.0, fr, re + fr)
             }
             _ => "-".into(),
+        };
+        let reuse = if s.peer_bin.is_some() {
+            format!("{} / {}", reuse(o.reuse), reuse(o.peer_reuse))
+        } else {
+            reuse(o.reuse)
         };
         let share = |v: &[WrkRun]| {
             format!(
@@ -1918,25 +2155,25 @@ fn report(
             "| {} | {:.0} | {:.0} | **{:.2}** ({}) | {} / {} | {} / {} | {} | {} | {} | {:.0} / {:.0} |",
             o.name,
             Outcome::med(&o.gw, |x| x.rps),
-            Outcome::med(&o.ng, |x| x.rps),
+            Outcome::med(&o.peer, |x| x.rps),
             o.ratio(),
             pr.join(", "),
             fmt_us(Outcome::med(&o.gw, |x| x.p50_us)),
             fmt_us(Outcome::med(&o.gw, |x| x.p99_us)),
-            fmt_us(Outcome::med(&o.ng, |x| x.p50_us)),
-            fmt_us(Outcome::med(&o.ng, |x| x.p99_us)),
+            fmt_us(Outcome::med(&o.peer, |x| x.p50_us)),
+            fmt_us(Outcome::med(&o.peer, |x| x.p99_us)),
             share(&o.gw),
-            share(&o.ng),
+            share(&o.peer),
             reuse,
             Outcome::med(&o.gw, |x| x.cpu_us_per_req),
-            Outcome::med(&o.ng, |x| x.cpu_us_per_req),
+            Outcome::med(&o.peer, |x| x.cpu_us_per_req),
         );
     }
     let _ = writeln!(
         r,
         "\nreq/s and latencies: median of the rounds; non-2xx and socket errors: sum over the measured rounds (share of all requests); reuse: `mtls_gateway_upstream_connections_total` delta over the measured rounds; CPU: user+system time of the proxy (nginx: master and workers) per request.\n"
     );
-    cpu_budget(&mut r, outcomes);
+    cpu_budget(&mut r, s, outcomes);
     let _ = writeln!(r, "## Scenarios\n");
     for o in outcomes {
         let _ = writeln!(r, "### {}\n\n{}\n", o.name, o.what);
@@ -1944,20 +2181,29 @@ fn report(
             let _ = writeln!(r, "FAILED:\n```\n{f}\n```\n");
             continue;
         }
-        for (i, (g, n)) in o.gw.iter().zip(&o.ng).enumerate() {
+        let side = |x: &WrkRun, conns: bool| {
+            format!(
+                "{:.0} req/s (p99 {}, cpu {:.0} us/req, upstream cpu {:.0} us/req{})",
+                x.rps,
+                fmt_us(x.p99_us),
+                x.cpu_us_per_req,
+                x.upstream_cpu_us_per_req,
+                if conns {
+                    format!(
+                        ", {} new upstream connections for {} requests",
+                        x.new_conns, x.upstream_uses
+                    )
+                } else {
+                    String::new()
+                }
+            )
+        };
+        for (i, (g, n)) in o.gw.iter().zip(&o.peer).enumerate() {
             let _ = writeln!(
                 r,
-                "- round {i}: gateway {:.0} req/s (p99 {}, cpu {:.0} us/req, upstream cpu {:.0} us/req, {} new upstream connections for {} requests), nginx {:.0} req/s (p99 {}, cpu {:.0} us/req, upstream cpu {:.0} us/req)",
-                g.rps,
-                fmt_us(g.p99_us),
-                g.cpu_us_per_req,
-                g.upstream_cpu_us_per_req,
-                g.new_conns,
-                g.upstream_uses,
-                n.rps,
-                fmt_us(n.p99_us),
-                n.cpu_us_per_req,
-                n.upstream_cpu_us_per_req
+                "- round {i}: gateway {}, {p} {}",
+                side(g, true),
+                side(n, s.peer_bin.is_some())
             );
         }
         let ok_rate = |v: &[WrkRun]| {
@@ -1967,17 +2213,19 @@ fn report(
         };
         let _ = writeln!(
             r,
-            "- 2xx responses/s (median of rounds): gateway {:.0}, nginx {:.0}",
+            "- 2xx responses/s (median of rounds): gateway {:.0}, {p} {:.0}",
             ok_rate(&o.gw),
-            ok_rate(&o.ng)
+            ok_rate(&o.peer)
         );
-        if let Some((rss, hwm)) = o.gw_rss_kib {
-            let _ = writeln!(
-                r,
-                "- gateway RSS after the rounds: {:.1} MiB (peak {:.1} MiB)",
-                rss as f64 / 1024.0,
-                hwm as f64 / 1024.0
-            );
+        for (who, kib) in [("gateway", o.gw_rss_kib), (p, o.peer_rss_kib)] {
+            if let Some((rss, hwm)) = kib {
+                let _ = writeln!(
+                    r,
+                    "- {who} RSS after the rounds: {:.1} MiB (peak {:.1} MiB)",
+                    rss as f64 / 1024.0,
+                    hwm as f64 / 1024.0
+                );
+            }
         }
         for n in &o.notes {
             let _ = writeln!(r, "- {}", n.replace('\n', "\n  "));
@@ -2062,8 +2310,9 @@ fn run() -> Result<()> {
     let dir = tmp.path().to_path_buf();
     std::fs::create_dir_all(logs_dir())?;
     println!(
-        "load: dir {}, gateway {GATEWAY_BIN}, threads {}, {} x {} s rounds, scenarios {}",
+        "load: dir {}, gateway {GATEWAY_BIN}, peer {}, threads {}, {} x {} s rounds, scenarios {}",
         dir.display(),
+        peer_description(&s),
         s.threads,
         s.rounds,
         s.secs,
@@ -2123,14 +2372,16 @@ fn run() -> Result<()> {
         for f in [
             format!("gateway-{}.log", sc.name),
             format!("peer-{}-error.log", sc.name),
+            format!("peer-{}.log", sc.name),
         ] {
             let _ = std::fs::copy(dir.join(&f), logs_dir().join(&f));
         }
         if o.failed.is_none() {
             println!(
-                "  => gateway {:.0} req/s, nginx {:.0} req/s, ratio {:.2}",
+                "  => gateway {:.0} req/s, {} {:.0} req/s, ratio {:.2}",
                 Outcome::med(&o.gw, |x| x.rps),
-                Outcome::med(&o.ng, |x| x.rps),
+                s.peer_name(),
+                Outcome::med(&o.peer, |x| x.rps),
                 o.ratio()
             );
         }

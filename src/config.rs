@@ -65,6 +65,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub shutdown: ShutdownFile,
     #[serde(default)]
+    pub p12: P12File,
+    #[serde(default)]
     pub auth: Option<AuthSettings>,
 }
 
@@ -107,6 +109,17 @@ pub struct AdminFile {
     pub rsa_min_bits: Option<u32>,
     pub ec_curves: Option<Vec<String>>,
     pub validate_timeout_ms: Option<u64>,
+    pub max_json_bytes: Option<usize>,
+    pub header_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub max_concurrent_bodies: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P12File {
+    pub max_iterations: Option<u64>,
+    pub max_concurrent_decodes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +223,26 @@ pub struct AdminConfig {
     pub rsa_min_bits: u32,
     pub ec_curves: Vec<String>,
     pub validate_timeout: Duration,
+    /// Body limit of the routes that carry no certificate (mappings, checks, activate).
+    pub max_json_bytes: usize,
+    /// Deadline for a whole request head, from its first byte (or from the end of the previous
+    /// response on a kept-alive connection), like nginx's `client_header_timeout`.
+    pub header_timeout: Duration,
+    /// Deadline for a whole request body, counted once the credentials are checked. A total,
+    /// not per read: the largest body is a few MiB, so a caller sending slower than the limit
+    /// over this time is cut off however it spaces its bytes.
+    pub body_timeout: Duration,
+    /// Request bodies read at once; one more is refused with 503 and `Retry-After`.
+    pub max_concurrent_bodies: usize,
+}
+
+/// Bounds on PKCS#12 decoding (see [`crate::p12::Decoder`]).
+#[derive(Debug, Clone)]
+pub struct P12Config {
+    /// The highest PBKDF2, PKCS#12-PBE or MAC iteration count accepted.
+    pub max_iterations: u64,
+    /// Decodes run at once on the blocking pool.
+    pub max_concurrent_decodes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -268,6 +301,7 @@ pub struct Config {
     /// Service name -> numeric id (TEST_SERVICE=0, IDP=1, WEBHOOKS=2, plus extras).
     pub services: BTreeMap<String, u32>,
     pub grace_period: Duration,
+    pub p12: P12Config,
     pub auth: std::sync::Arc<AuthConfig>,
 }
 
@@ -284,6 +318,7 @@ impl std::fmt::Debug for Config {
             .field("unmapped", &self.unmapped)
             .field("services", &self.services)
             .field("grace_period", &self.grace_period)
+            .field("p12", &self.p12)
             .finish_non_exhaustive()
     }
 }
@@ -552,6 +587,26 @@ impl FileConfig {
                 curves
             },
             validate_timeout: ms("admin.validate_timeout_ms", a.validate_timeout_ms, 10_000)?,
+            max_json_bytes: match a.max_json_bytes.unwrap_or(256 * 1024) {
+                n @ 1024..=16_777_216 => n,
+                n => {
+                    return Err(err(
+                        "admin.max_json_bytes",
+                        format!("{n} is out of range; use 1024 to 16777216 bytes (default 262144)"),
+                    ))
+                }
+            },
+            header_timeout: secs("admin.header_timeout_secs", a.header_timeout_secs, 60)?,
+            body_timeout: secs("admin.body_timeout_secs", a.body_timeout_secs, 60)?,
+            max_concurrent_bodies: match a.max_concurrent_bodies.unwrap_or(16) {
+                n @ 1..=4096 => n,
+                n => {
+                    return Err(err(
+                        "admin.max_concurrent_bodies",
+                        format!("{n} is out of range; use 1 to 4096 (default 16)"),
+                    ))
+                }
+            },
         };
 
         let ops_listen = parse_listen(
@@ -717,6 +772,32 @@ impl FileConfig {
             return Err(err("shutdown.grace_period_secs", "use at most 3600"));
         }
 
+        let p12 = P12Config {
+            max_iterations: match self.p12.max_iterations {
+                None => crate::p12::Decoder::DEFAULT_MAX_ITERATIONS,
+                Some(0) => {
+                    return Err(err(
+                        "p12.max_iterations",
+                        "must be at least 1 (default 1000000; openssl writes 2048, Java 10000)",
+                    ))
+                }
+                Some(n) => n,
+            },
+            max_concurrent_decodes: match self
+                .p12
+                .max_concurrent_decodes
+                .unwrap_or(crate::p12::Decoder::DEFAULT_CONCURRENCY)
+            {
+                n @ 1..=64 => n,
+                n => {
+                    return Err(err(
+                        "p12.max_concurrent_decodes",
+                        format!("{n} is out of range; use 1 to 64 (default 2)"),
+                    ))
+                }
+            },
+        };
+
         let auth = match self.auth {
             Some(a) => a
                 .validate_in("auth", Some(base))
@@ -735,6 +816,7 @@ impl FileConfig {
             unmapped,
             services,
             grace_period: Duration::from_secs(grace),
+            p12,
             auth: std::sync::Arc::new(auth),
         })
     }
@@ -784,4 +866,59 @@ fn distinct_listeners(all: &[(String, SocketAddr)]) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(yaml, Path::new("."))
+    }
+
+    #[test]
+    fn admin_and_p12_bounds_have_defaults_and_name_the_key_when_out_of_range() {
+        let c = load("").expect("defaults");
+        assert_eq!(c.admin.header_timeout, Duration::from_secs(60));
+        assert_eq!(c.admin.body_timeout, Duration::from_secs(60));
+        assert_eq!(c.admin.max_concurrent_bodies, 16);
+        assert_eq!(c.admin.max_json_bytes, 256 * 1024);
+        assert_eq!(c.p12.max_iterations, 1_000_000);
+        assert_eq!(c.p12.max_concurrent_decodes, 2);
+
+        let c = load("admin:\n  header_timeout_secs: 2\n  body_timeout_secs: 5\n  max_concurrent_bodies: 1\n  max_json_bytes: 4096\np12:\n  max_iterations: 600000\n  max_concurrent_decodes: 4\n")
+            .expect("set");
+        assert_eq!(c.admin.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.admin.body_timeout, Duration::from_secs(5));
+        assert_eq!(c.admin.max_concurrent_bodies, 1);
+        assert_eq!(c.admin.max_json_bytes, 4096);
+        assert_eq!(c.p12.max_iterations, 600_000);
+        assert_eq!(c.p12.max_concurrent_decodes, 4);
+
+        for (yaml, key) in [
+            (
+                "admin:\n  header_timeout_secs: 0\n",
+                "admin.header_timeout_secs",
+            ),
+            (
+                "admin:\n  body_timeout_secs: 7200\n",
+                "admin.body_timeout_secs",
+            ),
+            (
+                "admin:\n  max_concurrent_bodies: 0\n",
+                "admin.max_concurrent_bodies",
+            ),
+            ("admin:\n  max_json_bytes: 10\n", "admin.max_json_bytes"),
+            ("p12:\n  max_iterations: 0\n", "p12.max_iterations"),
+            (
+                "p12:\n  max_concurrent_decodes: 0\n",
+                "p12.max_concurrent_decodes",
+            ),
+        ] {
+            let e = load(yaml).expect_err(yaml);
+            assert_eq!(e.key, key, "{e}");
+        }
+        let e = load("p12:\n  max_iteration: 5\n").expect_err("unknown key");
+        assert!(e.to_string().contains("max_iteration"), "{e}");
+    }
 }

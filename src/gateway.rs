@@ -286,7 +286,7 @@ impl<'a> HeaderPolicy<'a> {
 }
 
 /// What routing needs to see of a request: implemented by Pingora's `RequestHeader` (the full
-/// path) and by the lean HTTP/1 path's borrowed view of the parsed head (`crate::fast`).
+/// path, HTTP/2) and by the lean HTTP/1 loop's borrowed view of the parsed head (`crate::http1`).
 pub(crate) trait ReqView {
     fn method(&self) -> &http::Method;
     fn uri(&self) -> &http::Uri;

@@ -270,17 +270,10 @@ impl BackgroundService for AdminService {
             }
         };
         info!("admin API listening on {addr}");
-        let app = admin::router(self.state.clone());
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        admin::serve(listener, self.state.clone(), async move {
             let _ = shutdown.changed().await;
-        });
-        if let Err(e) = serve.await {
-            error!("admin API stopped: {e}");
-        }
+        })
+        .await;
     }
 }
 
@@ -357,7 +350,11 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
         })?;
     }
     let store = open_store(&cfg).map_err(|e| anyhow::anyhow!("store: {e}"))?;
-    let refresher = Refresher::new(store, cfg.refresh.clone());
+    let decoder = Arc::new(p12::Decoder::new(
+        cfg.p12.max_iterations,
+        cfg.p12.max_concurrent_decodes,
+    ));
+    let refresher = Refresher::with_decoder(store, cfg.refresh.clone(), decoder);
 
     let mut conf = ServerConf {
         threads: cfg.proxy.threads,
@@ -425,12 +422,7 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
         server.add_service(background_service(
             "admin api",
             AdminService {
-                state: admin::AdminState {
-                    cfg: cfg.clone(),
-                    refresher: refresher.clone(),
-                    tls,
-                    resolver,
-                },
+                state: admin::AdminState::new(cfg.clone(), refresher.clone(), tls, resolver),
             },
         ));
     }

@@ -134,6 +134,15 @@ pub static CERTIFICATES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric mtls_gateway_certificates registers once")
 });
 
+pub static CERTIFICATES_SKIPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "mtls_gateway_certificates_skipped_total",
+        "Stored certificates the refresher did not decode, by reason (iterations: a PBKDF2, PBE or MAC iteration count over p12.max_iterations); counted once per stored version",
+        &["reason"]
+    )
+    .expect("metric mtls_gateway_certificates_skipped_total registers once")
+});
+
 pub static CERT_NOT_AFTER: LazyLock<GaugeVec> = LazyLock::new(|| {
     register_gauge_vec!(
         "mtls_gateway_certificate_not_after_timestamp_seconds",
@@ -190,6 +199,7 @@ pub fn init() {
     for s in ["store", "certificate", "mappings"] {
         REFRESH_FAILURES.with_label_values(&[s]);
     }
+    CERTIFICATES_SKIPPED.with_label_values(&["iterations"]);
     for s in ["available", "expired", "not_yet_valid", "failed", "stale"] {
         CERTIFICATES.with_label_values(&[s]);
     }

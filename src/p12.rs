@@ -93,6 +93,17 @@ pub enum P12Error {
     /// public-key integrity mode).
     #[error("the PKCS#12 file uses something this gateway cannot read: {0}")]
     Unsupported(String),
+    /// A PBKDF2, PKCS#12-PBE or MAC iteration count over [`Decoder`]'s cap, read from the
+    /// file's outer layers before any key derivation runs.
+    #[error(
+        "{what} iteration count {count} exceeds the cap p12.max_iterations = {cap}; re-export \
+         the file with fewer iterations (openssl pkcs12 -export uses 2048 by default)"
+    )]
+    TooManyIterations {
+        what: &'static str,
+        count: u64,
+        cap: u64,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -152,6 +163,109 @@ pub fn cert_key(d: &Decoded) -> CertKey {
     certs.push(d.leaf.clone());
     certs.extend(d.chain.iter().cloned());
     CertKey::new(certs, d.key.clone())
+}
+
+/// Bounds on the work of opening PKCS#12 files, shared by everything that decodes them (the
+/// refresher and the admin API): an iteration cap and a bound on concurrent decodes.
+///
+/// A PKCS#12 file names its own cost: each PBKDF2 (or PKCS#12 PBE) and the MAC run as many
+/// HMAC iterations as the file says, and 10,000,000 of them cost 15-35 s of CPU per decode here.
+/// [`Decoder::check`] reads every iteration count from the unencrypted outer layers (MacData,
+/// the PBES2/PBKDF2 or PBE parameters of the key bags in plain safes and of each EncryptedData
+/// safe) and refuses a file with one over the cap before any key derivation runs. Bags inside an
+/// encrypted safe are only visible after decrypting it, so their counts are not checked (no
+/// common tool writes a key bag there; openssl and Java put the key in a plain safe). A file
+/// whose outer layers do not read as PKCS#12 is left to BoringSSL, which refuses it as such.
+///
+/// [`Decoder::run`] runs the decode on tokio's blocking pool, at most `concurrency` at a time
+/// (a permit is held until the blocking work ends, even if the caller went away).
+#[derive(Debug)]
+pub struct Decoder {
+    max_iterations: u64,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(
+            Decoder::DEFAULT_MAX_ITERATIONS,
+            Decoder::DEFAULT_CONCURRENCY,
+        )
+    }
+}
+
+impl Decoder {
+    /// Default of `p12.max_iterations`. Real files use 1 (`-noiter`) to a few hundred thousand:
+    /// openssl 2048, Windows 2000, Java 10,000 (older releases 50,000), OWASP's PBKDF2-SHA256
+    /// advice 600,000. A million accepts all of them and costs about 1.5 s of CPU per decode
+    /// here; 10,000,000 is refused.
+    pub const DEFAULT_MAX_ITERATIONS: u64 = 1_000_000;
+    /// Default of `p12.max_concurrent_decodes`.
+    pub const DEFAULT_CONCURRENCY: usize = 2;
+
+    pub fn new(max_iterations: u64, concurrency: usize) -> Decoder {
+        Decoder {
+            max_iterations,
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+        }
+    }
+
+    pub fn max_iterations(&self) -> u64 {
+        self.max_iterations
+    }
+
+    /// Refuses a file with an iteration count over the cap (cheap: no key derivation).
+    pub fn check(&self, der: &[u8]) -> Result<(), P12Error> {
+        check_iterations(der, self.max_iterations)
+    }
+
+    /// Runs `f` (a decode) on the blocking pool once one of the permits is free.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, P12Error> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| P12Error::Other("the PKCS#12 decoder is shut down".into()))?;
+        tokio::task::spawn_blocking(move || {
+            let out = f();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| P12Error::Other(format!("the PKCS#12 decoder task failed: {e}")))
+    }
+
+    /// [`Decoder::check`], then [`decode`] through [`Decoder::run`].
+    pub async fn decode(&self, der: Vec<u8>, password: String) -> Result<Decoded, P12Error> {
+        self.check(&der)?;
+        self.run(move || decode(&der, &password)).await?
+    }
+}
+
+/// The highest iteration count in the file's outer layers, with what it protects (`PBKDF2`,
+/// `PKCS#12 PBE` or `MAC`); `None` when the outer layers do not read as PKCS#12 or name none.
+pub fn max_iterations(der: &[u8]) -> Option<(&'static str, u64)> {
+    // The first of equal counts: the key's, then the certificates', then the MAC's.
+    protection(der)
+        .ok()?
+        .iterations
+        .into_iter()
+        .fold(None, |best, (what, n)| match best {
+            Some((_, b)) if b >= n => best,
+            _ => Some((what, n)),
+        })
+}
+
+/// Refuses a file whose outer layers name an iteration count over `cap`.
+pub fn check_iterations(der: &[u8], cap: u64) -> Result<(), P12Error> {
+    match max_iterations(der) {
+        Some((what, count)) if count > cap => Err(P12Error::TooManyIterations { what, count, cap }),
+        _ => Ok(()),
+    }
 }
 
 /// What BoringSSL found in an opened file.
@@ -448,6 +562,9 @@ pub struct KeyPolicy {
     pub rsa_min_bits: u32,
     /// NIST names: "P-256", "P-384", "P-521".
     pub ec_curves: Vec<String>,
+    /// The iteration cap (`p12.max_iterations`): a file over it fails `opens_with_password`
+    /// without being opened.
+    pub max_iterations: u64,
 }
 
 impl Default for KeyPolicy {
@@ -455,6 +572,7 @@ impl Default for KeyPolicy {
         KeyPolicy {
             rsa_min_bits: 2048,
             ec_curves: vec!["P-256".to_owned(), "P-384".to_owned()],
+            max_iterations: Decoder::DEFAULT_MAX_ITERATIONS,
         }
     }
 }
@@ -463,6 +581,10 @@ impl Default for KeyPolicy {
 /// whose first failed check says why, and whose later checks say "not run".
 pub fn test_report(der: &[u8], password: &str, now: i64, policy: &KeyPolicy) -> Report {
     let mut r = Reporter::default();
+    if let Err(e) = check_iterations(der, policy.max_iterations) {
+        r.fail(check::OPENS, e.to_string());
+        return r.finish_not_run("the file was not opened");
+    }
     let opened = match open(der, password) {
         Ok(o) => o,
         Err(P12Error::MultipleKeys) => {
@@ -931,6 +1053,8 @@ struct Protection {
     /// The MAC's digest; `None` when the file has no MAC.
     mac: Option<String>,
     parts: Vec<Part>,
+    /// Every iteration count in the outer layers: (`PBKDF2` | `PKCS#12 PBE` | `MAC`, count).
+    iterations: Vec<(&'static str, u64)>,
 }
 
 impl Protection {
@@ -1122,6 +1246,7 @@ fn protection(der: &[u8]) -> Result<Protection, ber::Error> {
     let safes_octets = content.octets()?;
     let safes_der = read_all(&safes_octets)?.expect_tag(SEQUENCE)?.children()?;
     let mut parts = Vec::new();
+    let mut iterations = Vec::new();
     for ci in &safes_der {
         let (ct, content) = content_info(ci)?;
         match ct.as_str() {
@@ -1142,6 +1267,7 @@ fn protection(der: &[u8]) -> Result<Protection, ber::Error> {
                                 .first()
                                 .ok_or(Error::Malformed("empty EncryptedPrivateKeyInfo"))?;
                             parts.push(Part::ShroudedKey(pbe(alg)?));
+                            iterations.extend(pbe_iterations(alg)?);
                         }
                         _ => {}
                     }
@@ -1160,6 +1286,7 @@ fn protection(der: &[u8]) -> Result<Protection, ber::Error> {
                     .get(1)
                     .ok_or(Error::Malformed("EncryptedContentInfo without algorithm"))?;
                 parts.push(Part::EncryptedSafe(pbe(alg)?));
+                iterations.extend(pbe_iterations(alg)?);
             }
             other => parts.push(Part::OtherSafe(other.to_owned())),
         }
@@ -1183,10 +1310,18 @@ fn protection(der: &[u8]) -> Result<Protection, ber::Error> {
                 .first()
                 .ok_or(Error::Malformed("empty AlgorithmIdentifier"))?
                 .oid()?;
+            // MacData ::= SEQUENCE { mac, macSalt OCTET STRING, iterations INTEGER DEFAULT 1 }
+            if let Some(n) = md.get(2) {
+                iterations.push(("MAC", n.uint()?));
+            }
             Some(algorithm_name(&oid))
         }
     };
-    Ok(Protection { mac, parts })
+    Ok(Protection {
+        mac,
+        parts,
+        iterations,
+    })
 }
 
 /// ContentInfo ::= SEQUENCE { contentType OID, content [0] EXPLICIT ANY } -> (type, content).
@@ -1256,6 +1391,51 @@ fn pbe(alg: &ber::Tlv<'_>) -> Result<Pbe, ber::Error> {
             .oid()?,
     );
     Ok(Pbe::Pbes2 { prf, cipher })
+}
+
+/// The iteration count in an encryption AlgorithmIdentifier: PBES2 with PBKDF2
+/// (`PBKDF2-params ::= SEQUENCE { salt, iterationCount, .. }`) or a PKCS#12 PBE
+/// (`pkcs-12PbeParams ::= SEQUENCE { salt, iterations }`); `None` for other schemes.
+fn pbe_iterations(alg: &ber::Tlv<'_>) -> Result<Option<(&'static str, u64)>, ber::Error> {
+    use ber::{Error, SEQUENCE};
+    let fields = alg.expect_tag(SEQUENCE)?.children()?;
+    let oid = fields
+        .first()
+        .ok_or(Error::Malformed("empty AlgorithmIdentifier"))?
+        .oid()?;
+    let params = || -> Result<Vec<ber::Tlv<'_>>, Error> {
+        fields
+            .get(1)
+            .ok_or(Error::Malformed("algorithm without parameters"))?
+            .expect_tag(SEQUENCE)?
+            .children()
+    };
+    if pkcs12_pbe_name(&oid).is_some() {
+        let p = params()?;
+        let n = p.get(1).ok_or(Error::Malformed("PBE without iterations"))?;
+        return Ok(Some(("PKCS#12 PBE", n.uint()?)));
+    }
+    if oid != OID_PBES2 {
+        return Ok(None);
+    }
+    let p = params()?;
+    let kdf = p
+        .first()
+        .ok_or(Error::Malformed("PBES2 parameters incomplete"))?
+        .expect_tag(SEQUENCE)?
+        .children()?;
+    if kdf.first().map(|o| o.oid()).transpose()?.as_deref() != Some(OID_PBKDF2) {
+        return Ok(None);
+    }
+    let kp = kdf
+        .get(1)
+        .ok_or(Error::Malformed("PBKDF2 without parameters"))?
+        .expect_tag(SEQUENCE)?
+        .children()?;
+    let n = kp
+        .get(1)
+        .ok_or(Error::Malformed("PBKDF2 without an iteration count"))?;
+    Ok(Some(("PBKDF2", n.uint()?)))
 }
 
 /// A minimal BER reader: enough to walk a PKCS#12 file's unencrypted outer layers and a
@@ -1413,6 +1593,26 @@ mod ber {
                     Ok(Cow::Owned(joined))
                 }
                 _ => Err(Error::Malformed("expected an OCTET STRING")),
+            }
+        }
+
+        /// A non-negative INTEGER; values past `u64` saturate (they only ever exceed a cap).
+        pub fn uint(&self) -> Result<u64, Error> {
+            if self.tag != INTEGER {
+                return Err(Error::Malformed("expected an INTEGER"));
+            }
+            match self.body {
+                [] => Err(Error::Malformed("empty INTEGER")),
+                [first, ..] if first & 0x80 != 0 => Err(Error::Malformed("negative INTEGER")),
+                body => {
+                    let digits: Vec<u8> = body.iter().copied().skip_while(|b| *b == 0).collect();
+                    if digits.len() > 8 {
+                        return Ok(u64::MAX);
+                    }
+                    Ok(digits
+                        .iter()
+                        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+                }
             }
         }
 

@@ -7,6 +7,11 @@
 //!   version equals the one in the current snapshot are reused as they are (no read, no decode).
 //! - Failures are counted in metrics and logged once per entry and reason; the refresher logs
 //!   once per change of state (working -> failing -> recovered).
+//! - Decoding is bounded: every decode goes through the shared [`crate::p12::Decoder`] (blocking
+//!   pool, `p12.max_concurrent_decodes` at once), and a stored file whose iteration counts are
+//!   over `p12.max_iterations` is skipped without being decoded (one log line naming the entry
+//!   and its count, `mtls_gateway_certificates_skipped_total{reason="iterations"}`), so one
+//!   expensive file neither delays the first snapshot nor the other entries.
 //! - Writes through the admin API call [`Refresher::refresh`] directly, so they are visible on
 //!   this replica at once; other replicas see them on their next interval.
 
@@ -61,6 +66,7 @@ pub struct Refresher {
     run_lock: tokio::sync::Mutex<()>,
     state: Mutex<State>,
     trigger: tokio::sync::Notify,
+    decoder: Arc<crate::p12::Decoder>,
 }
 
 fn now_unix() -> i64 {
@@ -93,10 +99,22 @@ enum CertResult {
     Loaded(Arc<LoadedCert>),
     Gone,
     Failed(String),
+    /// Not decoded: over the iteration cap.
+    Skipped(String),
 }
 
 impl Refresher {
+    /// A refresher with the default PKCS#12 bounds ([`crate::p12::Decoder::default`]).
     pub fn new(store: Arc<dyn Store>, cfg: RefreshConfig) -> Arc<Refresher> {
+        Refresher::with_decoder(store, cfg, Arc::new(crate::p12::Decoder::default()))
+    }
+
+    /// A refresher decoding through `decoder` (shared with the admin API).
+    pub fn with_decoder(
+        store: Arc<dyn Store>,
+        cfg: RefreshConfig,
+        decoder: Arc<crate::p12::Decoder>,
+    ) -> Arc<Refresher> {
         Arc::new(Refresher {
             store,
             snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::empty())),
@@ -104,7 +122,13 @@ impl Refresher {
             run_lock: tokio::sync::Mutex::new(()),
             state: Mutex::new(State::default()),
             trigger: tokio::sync::Notify::new(),
+            decoder,
         })
+    }
+
+    /// The PKCS#12 decoder every decode of this process goes through.
+    pub fn decoder(&self) -> &Arc<crate::p12::Decoder> {
+        &self.decoder
     }
 
     pub fn snapshot(&self) -> &SnapshotHandle {
@@ -241,20 +265,24 @@ impl Refresher {
         let results: Vec<((String, u64), String, CertResult)> = stream::iter(to_read)
             .map(|(account, id, version)| {
                 let store = store.clone();
+                let decoder = self.decoder.clone();
                 async move {
                     let res = match store.get_certificate(&account, id).await {
                         Ok(None) => CertResult::Gone,
                         Ok(Some(v)) if v.value.meta.deleted => CertResult::Gone,
                         Ok(Some(v)) => {
                             let version = v.version.clone();
-                            match tokio::task::spawn_blocking(move || {
-                                load_certificate(&v.value, &version)
-                            })
-                            .await
-                            {
-                                Ok(Ok(c)) => CertResult::Loaded(Arc::new(c)),
-                                Ok(Err(e)) => CertResult::Failed(e),
-                                Err(e) => CertResult::Failed(format!("decoder task failed: {e}")),
+                            if let Err(e) = decoder.check(&v.value.secret.p12) {
+                                CertResult::Skipped(format!("not decoded: {e}"))
+                            } else {
+                                match decoder
+                                    .run(move || load_certificate(&v.value, &version))
+                                    .await
+                                {
+                                    Ok(Ok(c)) => CertResult::Loaded(Arc::new(c)),
+                                    Ok(Err(e)) => CertResult::Failed(e),
+                                    Err(e) => CertResult::Failed(e.to_string()),
+                                }
                             }
                         }
                         Err(e) => CertResult::Failed(e.to_string()),
@@ -267,7 +295,7 @@ impl Refresher {
             .await;
         for (key, version, res) in results {
             let label = format!("certificate {}/{}", key.0, key.1);
-            match res {
+            let reason = match res {
                 CertResult::Loaded(c) => {
                     report.certificates_read += 1;
                     self.clear_entry_failure(&label);
@@ -278,24 +306,32 @@ impl Refresher {
                             stale: None,
                         },
                     );
+                    continue;
                 }
-                CertResult::Gone => {}
+                CertResult::Gone => continue,
+                CertResult::Skipped(reason) => {
+                    metrics::CERTIFICATES_SKIPPED
+                        .with_label_values(&["iterations"])
+                        .inc();
+                    reason
+                }
                 CertResult::Failed(reason) => {
-                    report.certificates_failed += 1;
                     metrics::REFRESH_FAILURES
                         .with_label_values(&["certificate"])
                         .inc();
-                    self.log_entry_failure(&label, &reason);
-                    let entry = match prev.certs.get(&key).and_then(|e| e.cert().cloned()) {
-                        Some(good) => CertEntry::Ready {
-                            cert: good,
-                            stale: Some((version, reason)),
-                        },
-                        None => CertEntry::Failed { version, reason },
-                    };
-                    certs.insert(key, entry);
+                    reason
                 }
-            }
+            };
+            report.certificates_failed += 1;
+            self.log_entry_failure(&label, &reason);
+            let entry = match prev.certs.get(&key).and_then(|e| e.cert().cloned()) {
+                Some(good) => CertEntry::Ready {
+                    cert: good,
+                    stale: Some((version, reason)),
+                },
+                None => CertEntry::Failed { version, reason },
+            };
+            certs.insert(key, entry);
         }
         report.certificates = certs.len();
 

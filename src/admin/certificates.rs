@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::input::{self, Obj};
-use super::{blocking, json, mappings, Call, WRITE_LOCK};
+use super::{json, mappings, Call, WRITE_LOCK};
 use crate::p12::P12Error;
 use crate::snapshot::{CertEntry, Snapshot};
 use crate::store::{CertificateMeta, CertificateSecret, StoreError, StoredCertificate};
@@ -262,10 +262,12 @@ fn field(prefix: &str, key: &str) -> String {
     }
 }
 
-/// Opens the file with its password (off the async workers) and returns the leaf's not-after.
-/// Errors name the field; they never contain the password (`P12Error` guarantees it).
-async fn opens(p12: Vec<u8>, password: String, prefix: &str) -> Result<i64, ApiError> {
-    match blocking(move || crate::p12::decode(&p12, &password)).await? {
+/// Opens the file with its password and returns the leaf's not-after: through the shared
+/// decoder (iteration cap first, then the blocking pool, a bounded number at a time), never
+/// under [`WRITE_LOCK`]. Errors name the field; they never contain the password (`P12Error`
+/// guarantees it).
+async fn opens(call: &Call, p12: Vec<u8>, password: String, prefix: &str) -> Result<i64, ApiError> {
+    match call.state.refresher.decoder().decode(p12, password).await {
         Ok(d) => Ok(d.not_after),
         Err(P12Error::WrongPassword) => Err(ApiError::bad(
             "wrong_password",
@@ -364,7 +366,7 @@ async fn create_many(call: &Call, items: Vec<NewCert>) -> Result<Response, ApiEr
     // Every file must open before anything is written.
     let mut not_after = Vec::with_capacity(items.len());
     for it in &items {
-        not_after.push(opens(it.p12.clone(), it.password.clone(), &it.field).await?);
+        not_after.push(opens(call, it.p12.clone(), it.password.clone(), &it.field).await?);
     }
     let _guard = WRITE_LOCK.lock().await;
     let existing = account_certs(call).await?;
@@ -403,6 +405,28 @@ async fn create_many(call: &Call, items: Vec<NewCert>) -> Result<Response, ApiEr
     save_status(&result, StatusCode::CREATED)
 }
 
+/// The secret `c` asks for on top of `cur`, when it changes the file or the password.
+fn merged_secret(cur: &StoredCertificate, c: &CertChange) -> Option<CertificateSecret> {
+    if c.p12.is_none() && c.password.is_none() {
+        return None;
+    }
+    Some(CertificateSecret {
+        p12: c.p12.clone().unwrap_or_else(|| cur.secret.p12.clone()),
+        password: c
+            .password
+            .clone()
+            .unwrap_or_else(|| cur.secret.password.clone()),
+    })
+}
+
+fn not_in_account(call: &Call, c: &CertChange) -> ApiError {
+    ApiError::not_found(
+        "certificate_not_found",
+        &field(&c.field, "id"),
+        format!("account {} has no certificate {}", call.account, c.id),
+    )
+}
+
 async fn update_many(call: &Call, changes: Vec<CertChange>) -> Result<Response, ApiError> {
     let mut ids = HashSet::new();
     for c in &changes {
@@ -417,18 +441,52 @@ async fn update_many(call: &Call, changes: Vec<CertChange>) -> Result<Response, 
             ));
         }
     }
+    // Every new file (or new password) opens before the write lock is taken: decoding can take
+    // seconds, and the lock serialises every admin write of this replica. Under the lock the
+    // secrets are merged again; one that changed meanwhile is a 409 (retry).
+    let before = account_certs(call).await?;
+    let mut opened: Vec<Option<(CertificateSecret, i64)>> = Vec::with_capacity(changes.len());
+    for c in &changes {
+        let Some(cur) = before.iter().find(|e| e.meta.id == c.id) else {
+            return Err(not_in_account(call, c));
+        };
+        opened.push(match merged_secret(cur, c) {
+            Some(secret) => {
+                let na = opens(call, secret.p12.clone(), secret.password.clone(), &c.field).await?;
+                Some((secret, na))
+            }
+            None => None,
+        });
+    }
+    drop(before);
+
     let _guard = WRITE_LOCK.lock().await;
     let existing = account_certs(call).await?;
     let mut docs = Vec::with_capacity(changes.len());
-    for c in changes {
+    for (c, opened) in changes.into_iter().zip(opened) {
         let Some(cur) = existing.iter().find(|e| e.meta.id == c.id) else {
-            return Err(ApiError::not_found(
-                "certificate_not_found",
-                &field(&c.field, "id"),
-                format!("account {} has no certificate {}", call.account, c.id),
-            ));
+            return Err(not_in_account(call, &c));
         };
         let mut doc = cur.clone();
+        match (merged_secret(cur, &c), opened) {
+            (None, _) => {}
+            (Some(secret), Some((checked, not_after)))
+                if secret.p12 == checked.p12 && secret.password == checked.password =>
+            {
+                doc.secret = secret;
+                doc.meta.not_after = Some(not_after);
+            }
+            _ => {
+                return Err(ApiError::conflict(
+                    "concurrent_write",
+                    &field(&c.field, "id"),
+                    format!(
+                        "certificate {} changed while this update was being checked (another writer); retry",
+                        c.id
+                    ),
+                ))
+            }
+        }
         if let Some(name) = c.name {
             if doc.meta.display_name == doc.meta.name && c.display_name.is_none() {
                 doc.meta.display_name = name.clone();
@@ -437,23 +495,6 @@ async fn update_many(call: &Call, changes: Vec<CertChange>) -> Result<Response, 
         }
         if let Some(d) = c.display_name {
             doc.meta.display_name = d;
-        }
-        let secret_changed = c.p12.is_some() || c.password.is_some();
-        if let Some(p) = c.p12 {
-            doc.secret.p12 = p;
-        }
-        if let Some(p) = c.password {
-            doc.secret.password = p;
-        }
-        if secret_changed {
-            doc.meta.not_after = Some(
-                opens(
-                    doc.secret.p12.clone(),
-                    doc.secret.password.clone(),
-                    &c.field,
-                )
-                .await?,
-            );
         }
         doc.meta.updated_at = call.now;
         docs.push((c.field, doc));

@@ -88,6 +88,8 @@ impl ApiError {
     }
 
     pub fn too_large(field: &str, limit: usize) -> Self {
+        let mut extra = serde_json::Map::new();
+        extra.insert("limit".into(), json!(limit));
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -97,6 +99,7 @@ impl ApiError {
             ),
         )
         .field(field)
+        .extra(extra)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::input::{self, Obj};
-use super::{blocking, certificates, json, Call, WRITE_LOCK};
+use super::{certificates, json, Call, WRITE_LOCK};
 use crate::config::Config;
 use crate::snapshot::UrlPattern;
 use crate::store::{Mapping, MappingDocument, StoreError};
@@ -528,8 +528,12 @@ pub async fn activate(call: &Call) -> Result<Response, ApiError> {
     let cert = certificates::load(call, cert_id, "certificateId").await?;
     if validate {
         let (p12, password) = (cert.secret.p12.clone(), cert.secret.password.clone());
-        let decoded = blocking(move || crate::p12::decode(&p12, &password))
-            .await?
+        let decoded = call
+            .state
+            .refresher
+            .decoder()
+            .decode(p12, password)
+            .await
             .map_err(|e| {
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,

@@ -20,9 +20,15 @@
 //! | POST | `/api/account/{accountId}/checks/serviceUrlMappings` | O |
 //! | GET, POST | `/mtls/mapping/account/{accountId}` (legacy check) | O |
 //!
-//! Every request goes through [`handle`]: the body is read as bytes (capped: 413), the caller
-//! is authenticated against the route's schemes (401 with `WWW-Authenticate`), the path's
-//! account is checked against the identity (403), and only then is the body parsed. Writes go
+//! Every request goes through [`handle`]: the caller is authenticated from the head against the
+//! route's schemes (401 with `WWW-Authenticate`) and the path's account is checked against the
+//! identity (403) **before the body is read**; only then is the body read, within the route's
+//! limit ([`Op::body_limit`], 413), the body deadline (408) and the bound on bodies read at once
+//! (503 with `Retry-After`), and parsed. The one exception is an OAuth1-signed form, whose
+//! parameters the signature covers: at most [`SIGNED_FORM_MAX`] bytes of it are read first. An
+//! `oauth_body_hash` is signed as a header parameter, so such a caller is verified from the head
+//! and the hash checked once the body is in. [`serve`] is the listener: one deadline for a whole
+//! request head (`admin.header_timeout_secs`). Writes go
 //! to the store, then refresh this replica's snapshot at once; each change logs one JSON line on
 //! the `audit` target. Nothing returns or logs a PKCS#12 file or a password.
 
@@ -46,7 +52,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use bytes::Bytes;
 
 use crate::auth::{Accepts, Identity, IdentityKind, RequestParts};
-use crate::config::Config;
+use crate::config::{AdminConfig, Config};
 use crate::refresh::Refresher;
 use crate::upstream::{Resolver, TlsClient};
 
@@ -62,6 +68,84 @@ pub struct AdminState {
     pub tls: Arc<TlsClient>,
     /// The proxy's resolver (one DNS cache).
     pub resolver: Arc<Resolver>,
+    /// One permit per request body being read (`admin.max_concurrent_bodies`).
+    bodies: Arc<tokio::sync::Semaphore>,
+}
+
+impl AdminState {
+    pub fn new(
+        cfg: Arc<Config>,
+        refresher: Arc<Refresher>,
+        tls: Arc<TlsClient>,
+        resolver: Arc<Resolver>,
+    ) -> AdminState {
+        let bodies = Arc::new(tokio::sync::Semaphore::new(cfg.admin.max_concurrent_bodies));
+        AdminState {
+            cfg,
+            refresher,
+            tls,
+            resolver,
+            bodies,
+        }
+    }
+}
+
+/// The largest request head (request line and headers): 431 past it. hyper's read buffer is
+/// kept near this size too, so a connection holds about this much however slowly it sends.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Serves the admin router on `listener` until `shutdown` resolves: HTTP/1.1 only, each request
+/// head within `admin.header_timeout_secs` from its first byte (hyper's `header_read_timeout`;
+/// on a kept-alive connection the wait for the next request counts too), after which the
+/// connection is closed, and at most [`MAX_HEAD`] bytes. On shutdown, connections finish their
+/// current request and close.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let header_timeout = state.cfg.admin.header_timeout;
+    let app = hyper_util::service::TowerToHyperService::new(router(state));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and the like: wait a little rather than spin.
+                    log::warn!("admin API: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_header_size(MAX_HEAD)
+                .max_buf_size(MAX_HEAD)
+                .serve_connection(TokioIo::new(stream), app);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
+            };
+            if let Err(e) = result {
+                log::debug!("admin API: connection from {peer}: {e}");
+            }
+        });
+    }
+    let _ = stop_tx.send(true);
 }
 
 /// Every (method, path) the router serves. The router is built from this table alone and the
@@ -197,21 +281,35 @@ impl Op {
         }
     }
 
-    /// Largest request body accepted. Multipart uploads get the file cap plus room for the
-    /// other parts; JSON certificate bodies carry the file as a byte array (up to 5 characters
-    /// per byte, `-128,`), so they get 6x the file cap; everything else the file cap.
-    fn body_limit(self, max_upload: usize) -> usize {
+    /// Largest request body accepted, and the config keys it derives from. Multipart uploads
+    /// get the file cap plus room for the other parts; JSON certificate bodies carry the file as
+    /// a byte array (up to 5 characters per byte, `-128,`), so they get 6x the file cap; the
+    /// routes that carry no certificate `admin.max_json_bytes`.
+    pub fn body_limit(self, admin: &AdminConfig) -> (usize, &'static str) {
+        let max_upload = admin.max_upload_bytes;
         match self {
-            Op::CreateCertificateByFile | Op::UpdateCertificateByFile | Op::P12Test => {
-                max_upload.saturating_add(64 * 1024)
-            }
-            Op::CreateCertificates | Op::UpdateCertificates | Op::UpdateCertificateById => {
-                max_upload.saturating_mul(6).saturating_add(64 * 1024)
-            }
-            _ => max_upload,
+            Op::CreateCertificateByFile | Op::UpdateCertificateByFile | Op::P12Test => (
+                max_upload.saturating_add(64 * 1024),
+                "admin.max_upload_bytes + 64 KiB for a multipart upload",
+            ),
+            Op::CreateCertificates | Op::UpdateCertificates | Op::UpdateCertificateById => (
+                max_upload.saturating_mul(6).saturating_add(64 * 1024),
+                "6 x admin.max_upload_bytes + 64 KiB for certificates sent as JSON",
+            ),
+            _ => (admin.max_json_bytes, "admin.max_json_bytes"),
         }
     }
 }
+
+/// The most of an OAuth1-signed form body read before its signature is checked (the form's
+/// parameters are part of what is signed, so the body is needed to verify the caller).
+pub const SIGNED_FORM_MAX: usize = 64 * 1024;
+
+/// A body refused before being read is drained (read and dropped, within [`DRAIN_TIME`]) when
+/// it announces at most this much, so the client sees the answer instead of a connection reset;
+/// a larger one is not read at all and the connection is closed after the answer.
+const DRAIN_UNREAD_MAX: u64 = 64 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One authenticated request, ready for its handler.
 pub(crate) struct Call {
@@ -362,64 +460,55 @@ async fn handle(op: Op, state: AdminState, req: Request) -> Response {
 
 async fn run(op: Op, state: AdminState, req: Request) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
-    let params = Path::<HashMap<String, String>>::from_request_parts(&mut parts, &state)
-        .await
-        .map(|Path(p)| p)
-        .map_err(|_| {
-            ApiError::bad(
+    let params = match Path::<HashMap<String, String>>::from_request_parts(&mut parts, &state).await
+    {
+        Ok(Path(p)) => p,
+        Err(_) => {
+            let e = ApiError::bad(
                 "invalid_path",
                 "path",
                 "a path parameter is not valid percent-encoded UTF-8",
-            )
-        })?;
-    let body = read_body(
-        &parts,
-        body,
-        op.body_limit(state.cfg.admin.max_upload_bytes),
-    )
-    .await?;
-
-    let now = unix_now();
-    let identity = {
-        let h = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let host = h(header::HOST)
-            .map(str::to_string)
-            .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-            .unwrap_or_default();
-        let rp = RequestParts {
-            method: parts.method.as_str(),
-            scheme: "http",
-            host: &host,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            authorization: h(header::AUTHORIZATION),
-            content_type: h(header::CONTENT_TYPE),
-            body: &body,
-            forwarded_proto: h(header::HeaderName::from_static("x-forwarded-proto")),
-        };
-        state
-            .cfg
-            .auth
-            .authenticate(&rp, op.accepts(), now)
-            .map_err(|e| ApiError::unauthorized(&e))?
+            );
+            return Err(refuse_unread(&parts, body, e).await);
+        }
     };
+    let now = unix_now();
+    let (limit, limit_key) = op.body_limit(&state.cfg.admin);
+    let h = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let (authorization, content_type) = (h(header::AUTHORIZATION), h(header::CONTENT_TYPE));
 
+    let (identity, body) = if crate::auth::oauth1_signs_form(authorization, content_type) {
+        // The form's parameters are signed: read it first, within a small bound.
+        let bound = limit.min(SIGNED_FORM_MAX);
+        let key = if bound < limit {
+            "an OAuth1-signed form is read before its signature is checked, so it is limited to 65536 bytes; sign a JSON body (with oauth_body_hash) instead"
+        } else {
+            limit_key
+        };
+        let body = read_limited(&state, &parts, body, bound, key, false).await?;
+        let identity = authenticate(&state, &parts, op, &body, now)?;
+        check_account(&params, &identity)?;
+        (identity, body)
+    } else {
+        let (identity, body_hash) =
+            match authenticate_head(&state, &parts, op, now).and_then(|(identity, hash)| {
+                check_account(&params, &identity)?;
+                Ok((identity, hash))
+            }) {
+                Ok(v) => v,
+                Err(e) => return Err(refuse_unread(&parts, body, e).await),
+            };
+        let body = if has_body(&parts) {
+            read_limited(&state, &parts, body, limit, limit_key, true).await?
+        } else {
+            Bytes::new()
+        };
+        if let Some(hash) = body_hash {
+            hash.check(&body).map_err(|e| ApiError::unauthorized(&e))?;
+        }
+        (identity, body)
+    };
     let account = params.get("accountId").cloned().unwrap_or_default();
-    if params.contains_key("accountId") {
-        if !crate::store::valid_account_id(&account) {
-            return Err(ApiError::bad(
-                "invalid_account_id",
-                "accountId",
-                "accountId must be 1-64 letters, digits, - or _ (the LP site id)",
-            ));
-        }
-        if !identity.may_access(&account) {
-            return Err(ApiError::forbidden(format!(
-                "{} is not allowed to act on account {account}",
-                identity.subject
-            )));
-        }
-    }
 
     let call = Call {
         state,
@@ -453,41 +542,193 @@ async fn run(op: Op, state: AdminState, req: Request) -> Result<Response, ApiErr
     }
 }
 
-/// Reads the whole body, at most `limit` bytes (413 past it, checked against Content-Length
-/// first so an oversized upload is refused before it is read).
-/// The largest oversized body read to its end before the 413 (see `read_body`).
-const DRAIN_MAX: u64 = 8 * 1024 * 1024;
+/// The request as the auth module sees it, with `body` (empty until read).
+fn request_parts<'a>(parts: &'a Parts, host: &'a str, body: &'a [u8]) -> RequestParts<'a> {
+    let h = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    RequestParts {
+        method: parts.method.as_str(),
+        scheme: "http",
+        host,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        authorization: h(header::AUTHORIZATION),
+        content_type: h(header::CONTENT_TYPE),
+        body,
+        forwarded_proto: h(header::HeaderName::from_static("x-forwarded-proto")),
+    }
+}
 
-async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let declared = parts
+fn host_of(parts: &Parts) -> String {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_default()
+}
+
+/// Verifies the caller from the head alone (see [`crate::auth::AuthConfig::authenticate_deferring_body_hash`]).
+fn authenticate_head(
+    state: &AdminState,
+    parts: &Parts,
+    op: Op,
+    now: i64,
+) -> Result<(Identity, Option<crate::auth::oauth1::BodyHash>), ApiError> {
+    let host = host_of(parts);
+    state
+        .cfg
+        .auth
+        .authenticate_deferring_body_hash(&request_parts(parts, &host, b""), op.accepts(), now)
+        .map_err(|e| ApiError::unauthorized(&e))
+}
+
+/// Verifies the caller with the body read.
+fn authenticate(
+    state: &AdminState,
+    parts: &Parts,
+    op: Op,
+    body: &[u8],
+    now: i64,
+) -> Result<Identity, ApiError> {
+    let host = host_of(parts);
+    state
+        .cfg
+        .auth
+        .authenticate(&request_parts(parts, &host, body), op.accepts(), now)
+        .map_err(|e| ApiError::unauthorized(&e))
+}
+
+/// The path's account, when it has one, is valid and open to `identity` (400 / 403).
+fn check_account(params: &HashMap<String, String>, identity: &Identity) -> Result<(), ApiError> {
+    let Some(account) = params.get("accountId") else {
+        return Ok(());
+    };
+    if !crate::store::valid_account_id(account) {
+        return Err(ApiError::bad(
+            "invalid_account_id",
+            "accountId",
+            "accountId must be 1-64 letters, digits, - or _ (the LP site id)",
+        ));
+    }
+    if !identity.may_access(account) {
+        return Err(ApiError::forbidden(format!(
+            "{} is not allowed to act on account {account}",
+            identity.subject
+        )));
+    }
+    Ok(())
+}
+
+/// The `Content-Length` the client announced, when it sent one that parses.
+fn declared_length(parts: &Parts) -> Option<u64> {
+    parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Whether the request has a body to read (a non-zero `Content-Length`, or chunked).
+fn has_body(parts: &Parts) -> bool {
+    parts.headers.contains_key(header::TRANSFER_ENCODING) || declared_length(parts).unwrap_or(0) > 0
+}
+
+/// `e`, answered without reading the body: a small announced body is drained first (bounded in
+/// size and time) so the client reads the answer instead of a reset; otherwise the connection
+/// closes after the answer.
+async fn refuse_unread(parts: &Parts, body: Body, e: ApiError) -> ApiError {
+    if !has_body(parts) {
+        return e;
+    }
+    if declared_length(parts).is_some_and(|n| n <= DRAIN_UNREAD_MAX)
+        && drain(body, DRAIN_TIME).await
+    {
+        return e;
+    }
+    e.header("connection", "close")
+}
+
+/// Reads and drops `body` until its end or `within`; true when the end was reached.
+async fn drain(body: Body, within: std::time::Duration) -> bool {
+    let drain = async {
+        use http_body_util::BodyExt;
+        let mut body = body;
+        loop {
+            match body.frame().await {
+                None => return true,
+                Some(Ok(_)) => {}
+                Some(Err(_)) => return false,
+            }
+        }
+    };
+    tokio::time::timeout(within, drain).await.unwrap_or(false)
+}
+
+/// The most of an oversized body read and dropped before its 413 to an authenticated caller
+/// (see [`read_limited`]); an unauthenticated one gets [`DRAIN_UNREAD_MAX`].
+const DRAIN_MAX: u64 = 8 * 1024 * 1024;
+
+/// Reads the whole body: at most `limit` bytes (413 naming `limit_key`, checked against
+/// `Content-Length` first), within `admin.body_timeout_secs` (408), holding one of the
+/// `admin.max_concurrent_bodies` permits (503 when none is free). `authenticated` is false only
+/// for an OAuth1-signed form, read to verify its caller.
+async fn read_limited(
+    state: &AdminState,
+    parts: &Parts,
+    body: Body,
+    limit: usize,
+    limit_key: &str,
+    authenticated: bool,
+) -> Result<Bytes, ApiError> {
+    let Ok(_permit) = state.bodies.clone().try_acquire_owned() else {
+        let n = state.cfg.admin.max_concurrent_bodies;
+        let e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_bodies",
+            format!(
+                "{n} request bodies are being received already (admin.max_concurrent_bodies = {n}); retry in a second"
+            ),
+        )
+        .header("retry-after", "1");
+        return Err(refuse_unread(parts, body, e).await);
+    };
+    let timeout = state.cfg.admin.body_timeout;
+    if let Some(n) = declared_length(parts).filter(|n| *n > limit as u64) {
         // Read (and drop) a moderately oversized body before answering: closing a connection
         // with unread data makes the kernel send a reset, and the client may then never see
         // the 413. Bounded in size and time; beyond that the connection just closes.
-        if n <= DRAIN_MAX {
-            let drain = async {
-                use http_body_util::BodyExt;
-                let mut body = body;
-                while let Some(Ok(_)) = body.frame().await {}
-            };
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+        let e = body_too_large(limit, limit_key);
+        let drain_max = if authenticated {
+            DRAIN_MAX
+        } else {
+            DRAIN_UNREAD_MAX
+        };
+        if n <= drain_max && drain(body, timeout.min(std::time::Duration::from_secs(2))).await {
+            return Err(e);
         }
-        return Err(body_too_large(limit));
+        return Err(e.header("connection", "close"));
     }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b),
-        Err(e) => {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s (admin.body_timeout_secs); send it faster or raise the limit",
+                timeout.as_secs()
+            ),
+        )
+        .field("body")
+        .header("connection", "close")),
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
             let inner = e.into_inner();
             if inner
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
                 || body_limit_in_chain(&*inner)
             {
-                Err(body_too_large(limit))
+                Err(body_too_large(limit, limit_key).header("connection", "close"))
             } else {
                 Err(ApiError::bad(
                     "invalid_body",
@@ -510,29 +751,23 @@ fn body_limit_in_chain(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn body_too_large(limit: usize) -> ApiError {
+fn body_too_large(limit: usize, limit_key: &str) -> ApiError {
+    let mut extra = serde_json::Map::new();
+    extra.insert("limit".into(), serde_json::json!(limit));
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
         format!(
-            "the request body is larger than {limit} bytes (derived from admin.max_upload_bytes); send a smaller file or raise the limit"
+            "the request body is larger than {limit} bytes, this route's limit ({limit_key}); send a smaller body or raise the limit"
         ),
     )
     .field("body")
+    .extra(extra)
 }
 
 /// JSON response with a status.
 pub(crate) fn json(status: StatusCode, v: serde_json::Value) -> Response {
     (status, axum::Json(v)).into_response()
-}
-
-/// Runs CPU-bound work (PKCS#12 decoding) off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(&format!("blocking task failed: {e}")))
 }
 
 /// Serialises this replica's admin writes, so the read-check-write of a name or a reference is

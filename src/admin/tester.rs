@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::input;
 use super::mappings::transport_error;
-use super::{blocking, json, Call};
+use super::{json, Call};
 use crate::p12::KeyPolicy;
 use crate::upstream::call::{self as upstream_call, CallError, CallSpec};
 
@@ -50,13 +50,24 @@ pub async fn run(call: &Call) -> Result<Response, ApiError> {
         .filter(|u| !u.is_empty())
         .map(str::to_string);
 
+    let decoder = call.state.refresher.decoder().clone();
     let policy = KeyPolicy {
         rsa_min_bits: call.cfg().admin.rsa_min_bits,
         ec_curves: call.cfg().admin.ec_curves.clone(),
+        max_iterations: decoder.max_iterations(),
     };
     let now = call.now;
     let (der, pw) = (file.clone(), password.clone());
-    let report = blocking(move || crate::p12::test_report(&der, &pw, now, &policy)).await?;
+    // The report checks the iteration cap before opening the file; a file over it is refused
+    // here without taking a decode slot.
+    let report = if decoder.check(&der).is_err() {
+        crate::p12::test_report(&der, &pw, now, &policy)
+    } else {
+        decoder
+            .run(move || crate::p12::test_report(&der, &pw, now, &policy))
+            .await
+            .map_err(|e| ApiError::internal(&e.to_string()))?
+    };
     let mut out = match serde_json::to_value(&report) {
         Ok(Value::Object(m)) => m,
         _ => return Err(ApiError::internal("the tester report did not serialise")),
@@ -88,8 +99,9 @@ pub async fn run(call: &Call) -> Result<Response, ApiError> {
     }
 
     if let Some(url) = forward {
-        let decoded = blocking(move || crate::p12::decode(&file, &password))
-            .await?
+        let decoded = decoder
+            .decode(file, password)
+            .await
             .map_err(|e| ApiError::internal(&format!("a usable file did not decode: {e}")))?;
         let method = call
             .header("lp-method-override")

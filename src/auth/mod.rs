@@ -115,6 +115,23 @@ impl AuthConfig {
         accepts: Accepts,
         now: i64,
     ) -> Result<Identity, AuthError> {
+        let (identity, body_hash) = self.authenticate_deferring_body_hash(req, accepts, now)?;
+        if let Some(h) = body_hash {
+            h.check(req.body)?;
+        }
+        Ok(identity)
+    }
+
+    /// [`AuthConfig::authenticate`] from the head alone, for a caller that has not read the body
+    /// yet: an OAuth1 `oauth_body_hash` is returned to be checked against the body once read
+    /// (see [`OAuth1Verifier::verify_deferring_body_hash`]). A form body signed with OAuth1 is
+    /// the one case that needs `req.body` here ([`oauth1_signs_form`]).
+    pub fn authenticate_deferring_body_hash(
+        &self,
+        req: &RequestParts<'_>,
+        accepts: Accepts,
+        now: i64,
+    ) -> Result<(Identity, Option<oauth1::BodyHash>), AuthError> {
         let header = req
             .authorization
             .map(str::trim)
@@ -125,13 +142,13 @@ impl AuthConfig {
             if !accepts.allows(Scheme::OAuth1) {
                 return Err(AuthError::WrongScheme { accepts });
             }
-            self.oauth1.verify(req, rest, now)
+            self.oauth1.verify_deferring_body_hash(req, rest, now)
         } else if word.eq_ignore_ascii_case("Bearer") {
             if !accepts.allows(Scheme::Bearer) {
                 return Err(AuthError::WrongScheme { accepts });
             }
             match &self.jwt {
-                Some(jwt) => jwt.verify(rest.trim(), now),
+                Some(jwt) => jwt.verify(rest.trim(), now).map(|i| (i, None)),
                 None => Err(AuthError::NotConfigured {
                     scheme: Scheme::Bearer,
                 }),
@@ -162,6 +179,15 @@ pub fn oauth1_covers_body(authorization: Option<&str>, content_type: Option<&str
     let (word, rest) = split_scheme(header);
     word.eq_ignore_ascii_case("OAuth")
         && (oauth1::is_form(content_type) || rest.contains("oauth_body_hash="))
+}
+
+/// Whether `authorization` is OAuth1 over a form body, whose parameters the signature covers:
+/// the one request whose credentials cannot be checked before its body is read.
+pub fn oauth1_signs_form(authorization: Option<&str>, content_type: Option<&str>) -> bool {
+    let Some(header) = authorization.map(str::trim) else {
+        return false;
+    };
+    split_scheme(header).0.eq_ignore_ascii_case("OAuth") && oauth1::is_form(content_type)
 }
 
 /// The request as the signer saw it. `path` and `query` are the raw (still percent-encoded)
@@ -551,6 +577,12 @@ mod tests {
             !oauth1_covers_body(Some("OAut"), Some(FORM)),
             "short values do not panic"
         );
+        // Only a signed form needs its body before the caller can be verified.
+        assert!(oauth1_signs_form(oauth, Some(FORM)));
+        assert!(!oauth1_signs_form(hashed, Some("application/json")));
+        assert!(!oauth1_signs_form(Some("Bearer eyJ.x.y"), Some(FORM)));
+        assert!(!oauth1_signs_form(None, Some(FORM)));
+        assert!(!oauth1_signs_form(Some("OAut"), Some(FORM)));
     }
 
     #[test]

@@ -331,6 +331,23 @@ impl OAuth1Verifier {
         params: &str,
         now: i64,
     ) -> Result<Identity, AuthError> {
+        let (identity, body_hash) = self.verify_deferring_body_hash(req, params, now)?;
+        if let Some(h) = body_hash {
+            h.check(req.body)?;
+        }
+        Ok(identity)
+    }
+
+    /// [`OAuth1Verifier::verify`] without looking at a non-form body: the signature covers the
+    /// `oauth_body_hash` value (a header parameter), so the caller is verified from the head and
+    /// the returned [`BodyHash`] is checked once the body has been read. The nonce is used up
+    /// here. A form body is still read from `req.body` (its parameters are signed).
+    pub fn verify_deferring_body_hash(
+        &self,
+        req: &RequestParts<'_>,
+        params: &str,
+        now: i64,
+    ) -> Result<(Identity, Option<BodyHash>), AuthError> {
         let header = parse_authorization(params)?;
         let get = |name: &str| {
             header
@@ -407,28 +424,50 @@ impl OAuth1Verifier {
             return Err(self.bad_signature(req));
         }
 
-        if let Some(body_hash) = get("oauth_body_hash") {
-            let provided = B64.decode(body_hash).map_err(|_| BAD_SIGNATURE)?;
-            let ok = match provided.len() {
-                20 => Sha1::digest(req.body)[..] == provided[..],
-                32 => Sha256::digest(req.body)[..] == provided[..],
-                _ => false,
-            };
-            if !ok {
-                return Err(BAD_SIGNATURE);
+        let body_hash = match get("oauth_body_hash") {
+            Some(body_hash) => {
+                let provided = B64.decode(body_hash).map_err(|_| BAD_SIGNATURE)?;
+                if provided.len() != 20 && provided.len() != 32 {
+                    return Err(BAD_SIGNATURE);
+                }
+                Some(BodyHash(provided))
             }
-        }
+            None => None,
+        };
 
         if !self.nonces.check_and_insert(&key.key, nonce, ts, now) {
             return Err(AuthError::Replay);
         }
 
-        Ok(Identity {
-            kind: IdentityKind::AppKey,
-            subject: key.key.to_string(),
-            accounts: key.scope.clone(),
-            internal: key.internal,
-        })
+        Ok((
+            Identity {
+                kind: IdentityKind::AppKey,
+                subject: key.key.to_string(),
+                accounts: key.scope.clone(),
+                internal: key.internal,
+            },
+            body_hash,
+        ))
+    }
+}
+
+/// A signed `oauth_body_hash` (SHA-1 or SHA-256 of the raw body, by its length), to check once
+/// the body is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyHash(Vec<u8>);
+
+impl BodyHash {
+    pub fn check(&self, body: &[u8]) -> Result<(), AuthError> {
+        let ok = match self.0.len() {
+            20 => Sha1::digest(body)[..] == self.0[..],
+            32 => Sha256::digest(body)[..] == self.0[..],
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(BAD_SIGNATURE)
+        }
     }
 }
 

@@ -294,6 +294,9 @@ pub fn resolve_path(path_query: &str) -> Result<String, String> {
         None => (path_query, ""),
     };
     let lower = path.to_ascii_lowercase();
+    if lower.contains("%00") {
+        return Err("the path contains an encoded NUL (%00): refused".into());
+    }
     if lower.contains("%2f") || lower.contains("%5c") || path.contains('\\') {
         return Err(
             "the path contains an encoded '/' (%2F) or a backslash (%5C, \\): refused, since the target could decode it into a path the gateway never matched".into(),
@@ -307,6 +310,14 @@ pub fn resolve_path(path_query: &str) -> Result<String, String> {
             continue; // before the leading '/'
         }
         let decoded = seg.to_ascii_lowercase().replace("%2e", ".");
+        // `..;x` is `..` to servers that strip path parameters (Tomcat, Jetty): a dot-segment
+        // the gateway would not resolve, so it is refused.
+        let bare = decoded.split(';').next().unwrap_or("");
+        if bare != decoded && (bare == "." || bare == "..") {
+            return Err(format!(
+                "the path has a dot-segment with parameters ({seg:?}): refused, since a target that strips ';' parameters would resolve it"
+            ));
+        }
         let dot = decoded == "." || decoded == "..";
         if dot && decoded.len() != seg.len() {
             return Err(format!(
@@ -732,6 +743,10 @@ mod tests {
             "/api%2fother",
             "/api/%5c..",
             "/api\\..\\x",
+            "/api/..;/other",
+            "/api/.;x/y",
+            "/api/%2e%2e;a/b",
+            "/api/x%00.json",
         ] {
             assert!(r(p).is_err(), "{p}");
         }

@@ -65,9 +65,9 @@ use crate::upstream::{TlsClient, UpConn};
 mod relay;
 use relay::{connection_header, BodyEnd, Framing};
 
-/// Headers per message this loop parses; more goes to Pingora (requests) or fails (responses).
+/// Header fields per message this loop parses; more is a 431 (requests) or fails (responses).
 const MAX_HEADERS: usize = 96;
-/// A request head larger than this goes to Pingora (which answers it with its own limits).
+/// A request head larger than this is a 431.
 const MAX_HEAD: usize = 64 * 1024;
 /// A request body up to this size is read whole before it is sent, so it can be sent again.
 const REPLAY_BODY: u64 = 64 * 1024;

@@ -326,7 +326,7 @@ impl App {
             "upstream:\n  use_system_roots: true\n".to_string()
         };
         let yaml = format!(
-            "store:\n  kind: file\n  path: store\nadmin:\n  max_upload_bytes: 65536\n  max_items: 5\n  validate_timeout_ms: 3000\n{upstream}{}",
+            "store:\n  kind: file\n  path: store\nadmin:\n  max_upload_bytes: 65536\n  max_json_bytes: 65536\n  max_items: 5\n  validate_timeout_ms: 3000\n{upstream}{}",
             auth_yaml
         );
         let cfg = Config::from_yaml(&yaml, dir.path()).expect("config");
@@ -335,12 +335,7 @@ impl App {
         refresher.refresh().await.expect("first refresh");
         // The upstream connector and resolver built as the gateway builds them for the proxy.
         let (tls, resolver) = mtls_gateway::upstream_parts(&cfg).expect("upstream parts");
-        let state = AdminState {
-            cfg: Arc::new(cfg),
-            refresher,
-            tls,
-            resolver,
-        };
+        let state = AdminState::new(Arc::new(cfg), refresher, tls, resolver);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -2632,4 +2627,269 @@ async fn a_rotated_jwt_secret_file_takes_effect_in_the_running_gateway_without_a
         !logs.contains(JWT_SECRET) && !logs.contains(NEW_SECRET),
         "a secret reached the log"
     );
+}
+
+// ------------------------------------------------------------------ PKCS#12 work bounds
+
+/// The fixture: 10,000,000 PBKDF2 and MAC iterations (tests/fixtures/README.md).
+const ITER_10M: &[u8] = include_bytes!("../fixtures/p12-iter-10000000.p12");
+const ITER_10M_REFUSAL: &str = "PBKDF2 iteration count 10000000 exceeds the cap p12.max_iterations = 1000000; re-export the file with fewer iterations";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_p12_over_the_iteration_cap_is_refused_fast_by_the_tester_create_and_update() {
+    let app = App::new().await;
+    // Opening the fixture costs 12 s or more of CPU here; every refusal must come long before.
+    let fast = std::time::Duration::from_secs(2);
+
+    let started = std::time::Instant::now();
+    let r = app
+        .call(
+            "POST",
+            "/mtls/account/acc-a/p12-test/multipart",
+            Auth::Bearer(A),
+            Body::Form(tester_form(ITER_10M.to_vec(), "pw")),
+        )
+        .await;
+    assert!(
+        started.elapsed() < fast,
+        "tester took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (422, "p12_unusable"),
+        "{r:?}"
+    );
+    let opens = &r.json()["checks"][0];
+    assert_eq!(opens["name"], "opens_with_password", "{r:?}");
+    assert_eq!(opens["passed"], false, "{r:?}");
+    assert!(
+        opens["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with(ITER_10M_REFUSAL)),
+        "{r:?}"
+    );
+
+    let started = std::time::Instant::now();
+    let r = app
+        .call(
+            "POST",
+            &certs_path(A),
+            Auth::Bearer(A),
+            Body::Json(json!([{"name": "slow", "password": "pw", "p12": b64(ITER_10M)}])),
+        )
+        .await;
+    assert!(
+        started.elapsed() < fast,
+        "create took {:?}",
+        started.elapsed()
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_p12"), "{r:?}");
+    assert_eq!(r.json()["field"], "[0].p12");
+    assert!(r.json()["message"]
+        .as_str()
+        .is_some_and(|m| m.contains(ITER_10M_REFUSAL)));
+
+    let id = app
+        .create_cert(A, "usable", &app.client_cert("usable"))
+        .await;
+    let started = std::time::Instant::now();
+    let r = app
+        .call(
+            "POST",
+            &format!("{}/by-file", certs_path(A)),
+            Auth::Bearer(A),
+            Body::Form(file_form(
+                ITER_10M.to_vec(),
+                json!({"name": "slow-file", "password": "pw"}),
+            )),
+        )
+        .await;
+    assert!(
+        started.elapsed() < fast,
+        "by-file took {:?}",
+        started.elapsed()
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_p12"), "{r:?}");
+    assert!(r.json()["message"]
+        .as_str()
+        .is_some_and(|m| m.contains(ITER_10M_REFUSAL)));
+    let r = app
+        .call(
+            "PUT",
+            &format!("{}/{id}", certs_path(A)),
+            Auth::Bearer(A),
+            Body::Json(json!({"p12": b64(ITER_10M), "password": "pw"})),
+        )
+        .await;
+    assert!(
+        started.elapsed() < fast,
+        "update took {:?}",
+        started.elapsed()
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_p12"), "{r:?}");
+    assert_eq!(
+        app.store_cert_count().await,
+        1,
+        "nothing but the usable file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_mapping_writes_are_not_delayed_by_a_certificate_update_being_decoded() {
+    let app = Arc::new(App::new().await);
+    let c = app.client_cert("slow-update");
+    let id = app.create_cert(A, "to-update", &c).await;
+    // At the default cap (1,000,000): accepted, and about 1.5 s of CPU to open here.
+    let heavy = crate::bounds::p12_with_iterations(&c, PW, 1_000_000);
+    assert_eq!(
+        mtls_gateway::p12::max_iterations(&heavy).map(|(_, n)| n),
+        Some(1_000_000)
+    );
+
+    let update = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let r = app
+                .call(
+                    "PUT",
+                    &format!("{}/{id}", certs_path(A)),
+                    Auth::Bearer(A),
+                    Body::Json(json!({"p12": b64(&heavy), "password": PW})),
+                )
+                .await;
+            (r, std::time::Instant::now())
+        })
+    };
+    // The update is decoding by now (reading the store takes milliseconds; the decode takes
+    // about a second even on fast hardware: three times a million HMAC-SHA256 iterations).
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let started = std::time::Instant::now();
+    let r = app
+        .create_mapping(
+            A,
+            id,
+            "TEST_SERVICE",
+            "https://partner.example/during-update/*",
+            "during-update",
+        )
+        .await;
+    let (took, written_at) = (started.elapsed(), std::time::Instant::now());
+    assert_eq!(r.status, 201, "{r:?}");
+    let (r, updated_at) = update.await.expect("update task");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        written_at < updated_at,
+        "the mapping write ended after the update: the decode did not run while it waited ({took:?})"
+    );
+    assert!(
+        took < std::time::Duration::from_millis(900),
+        "a mapping write took {took:?} while a certificate update was decoding"
+    );
+}
+
+/// `Authorization: OAuth ...` over a body covered by `oauth_body_hash` (SHA-1, as oauthlib
+/// sends it for a JSON body it signs).
+fn oauth_header_with_body_hash(host: &str, path: &str, body: &[u8]) -> String {
+    use sha1::Digest as _;
+    let params: Vec<(String, String)> = vec![
+        ("oauth_body_hash".into(), b64(&sha1::Sha1::digest(body)[..])),
+        ("oauth_consumer_key".into(), "key-a".into()),
+        (
+            "oauth_nonce".into(),
+            format!("h{}", mtls_gateway::store::new_id()),
+        ),
+        ("oauth_signature_method".into(), "HMAC-SHA1".into()),
+        ("oauth_timestamp".into(), now().to_string()),
+        ("oauth_version".into(), "1.0".into()),
+    ];
+    let rp = RequestParts {
+        method: "POST",
+        scheme: "http",
+        host,
+        path,
+        query: None,
+        authorization: None,
+        content_type: Some("application/json"),
+        body,
+        forwarded_proto: None,
+    };
+    let base = oauth1::signature_base_string(&rp, &params).expect("base string");
+    let sig = oauth1::sign(SignatureMethod::HmacSha1, b"secret-a", b"", &base);
+    let mut all = params;
+    all.push(("oauth_signature".into(), sig));
+    format!(
+        "OAuth {}",
+        all.iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", oauth1::encode(v.as_bytes())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_oauth1_body_hash_is_checked_once_the_body_is_in_and_signed_forms_are_bounded() {
+    let app = App::new().await;
+    let path = maps_path(A);
+    let body = br#"[{"certificationId": "1", "serviceName": "TEST_SERVICE"}]"#.to_vec();
+    let signed = oauth_header_with_body_hash(&app.api.host, &path, &body);
+    // The caller is verified from the head; the body matches its hash, so it is parsed
+    // (and found wanting: no such certificate).
+    let r = app
+        .call(
+            "POST",
+            &path,
+            Auth::Raw(signed.clone()),
+            Body::Raw(body.clone(), "application/json"),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{r:?}");
+    // Another body under the same signature: refused once read.
+    let signed = oauth_header_with_body_hash(&app.api.host, &path, &body);
+    let mut tampered = body.clone();
+    tampered[3] = b'C';
+    let r = app
+        .call(
+            "POST",
+            &path,
+            Auth::Raw(signed),
+            Body::Raw(tampered, "application/json"),
+        )
+        .await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(
+        r.header("www-authenticate").contains("signature_invalid"),
+        "{r:?}"
+    );
+
+    // A signed form is part of the signature: read first, so bounded to 64 KiB.
+    let certs = certs_path(A);
+    let form = format!("x={}", "a".repeat(70_000)).into_bytes();
+    let r = app
+        .call(
+            "POST",
+            &certs,
+            Auth::AppKey("key-a"),
+            Body::Raw(form, "application/x-www-form-urlencoded"),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (413, "payload_too_large"),
+        "{r:?}"
+    );
+    assert_eq!(r.json()["limit"], 65536, "{r:?}");
+    assert!(r.json()["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("OAuth1-signed form")));
+    // A small one verifies (and is then no JSON).
+    let r = app
+        .call(
+            "POST",
+            &certs,
+            Auth::AppKey("key-a"),
+            Body::Raw(b"x=1".to_vec(), "application/x-www-form-urlencoded"),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{r:?}");
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod bao;
+mod bounds;
 mod common;
 mod echo;
 mod fast;

@@ -633,3 +633,56 @@ fn rc2_128_file_is_unsupported_and_the_message_names_the_algorithm() {
     assert!(text.contains("pbeWithSHAAnd128BitRC2-CBC"), "{text}");
     assert!(!text.contains("3-KeyTripleDES"), "{text}");
 }
+
+/// The fixture: 10,000,000 PBKDF2 and MAC iterations (tests/fixtures/README.md).
+const ITER_10M: &[u8] = include_bytes!("../fixtures/p12-iter-10000000.p12");
+
+#[test]
+fn iteration_counts_are_read_from_the_outer_layers_of_every_flavour() {
+    let ca = ca();
+    let c = client(&ca, Leaf::client("iterations"));
+    let file = |f| certgen::openssl_p12(&c.cert, &c.key, &[], PASSWORD, f).expect("openssl");
+    // openssl 3 writes 2048 everywhere by default.
+    assert_eq!(
+        p12::max_iterations(&file(P12Flavour::Modern)),
+        Some(("PBKDF2", 2048))
+    );
+    assert_eq!(
+        p12::max_iterations(&file(P12Flavour::Legacy)),
+        Some(("PKCS#12 PBE", 2048))
+    );
+    assert_eq!(
+        p12::max_iterations(&file(P12Flavour::Unencrypted)),
+        Some(("MAC", 2048))
+    );
+    assert_eq!(p12::max_iterations(ITER_10M), Some(("PBKDF2", 10_000_000)));
+    assert_eq!(p12::max_iterations(b"not a PKCS#12 file"), None);
+}
+
+#[test]
+fn a_file_over_the_iteration_cap_is_refused_without_being_opened() {
+    const REFUSAL: &str = "PBKDF2 iteration count 10000000 exceeds the cap p12.max_iterations = 1000000; re-export the file with fewer iterations";
+    let started = std::time::Instant::now();
+    let e = p12::Decoder::default()
+        .check(ITER_10M)
+        .expect_err("over the cap");
+    assert!(matches!(
+        e,
+        P12Error::TooManyIterations {
+            count: 10_000_000,
+            cap: 1_000_000,
+            ..
+        }
+    ));
+    assert!(e.to_string().starts_with(REFUSAL), "{e}");
+    // The tester: the opens check fails with the same words and nothing else runs.
+    let r = p12::test_report(ITER_10M, "pw", now(), &KeyPolicy::default());
+    assert!(!r.usable);
+    assert_eq!(r.checks[0].name, check::OPENS);
+    assert!(r.checks[0].detail.starts_with(REFUSAL), "{r:#?}");
+    assert!(r.checks[1..].iter().all(|c| !c.passed), "{r:#?}");
+    // Opening it would take 12 s or more.
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    // A raised cap lets it through to the decode (not run here: too slow).
+    assert!(p12::Decoder::new(10_000_000, 1).check(ITER_10M).is_ok());
+}

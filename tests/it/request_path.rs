@@ -116,6 +116,8 @@ fn dot_segments_are_resolved_before_the_mapping_is_matched_in_both_modes() {
         "/api/.%2E/other",
         "/api%2Fother",
         "/api/%5C..%5Cother",
+        "/api/..;/other",
+        "/api/x%00",
     ] {
         let (status, _, body) = ask(t);
         assert_eq!(status, 400, "{t}: {}", String::from_utf8_lossy(&body));

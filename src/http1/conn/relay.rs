@@ -525,11 +525,27 @@ impl ProxyApp {
                                     "101 Switching Protocols without an upgrade request".into(),
                                 ));
                             }
-                            let interim = ubuf.split_to(n);
-                            // RFC 9110 15.2: no 1xx to an HTTP/1.0 client.
-                            if !want.http10 && !write_down(dw, io, &interim).await {
-                                return Err(Fail::Down);
+                            // RFC 9110 15.2: no 1xx to an HTTP/1.0 client. Written again by
+                            // the gateway (status line and the target's fields), not copied.
+                            if !want.http10 {
+                                let mut interim = Vec::with_capacity(n + 16);
+                                let _ = write!(
+                                    interim,
+                                    "HTTP/1.1 {status} {}\r\n",
+                                    r.reason.unwrap_or("")
+                                );
+                                for hd in r.headers.iter() {
+                                    interim.extend_from_slice(hd.name.as_bytes());
+                                    interim.extend_from_slice(b": ");
+                                    interim.extend_from_slice(hd.value);
+                                    interim.extend_from_slice(b"\r\n");
+                                }
+                                interim.extend_from_slice(b"\r\n");
+                                if !write_down(dw, io, &interim).await {
+                                    return Err(Fail::Down);
+                                }
                             }
+                            ubuf.advance(n);
                             continue;
                         }
                         let mut h = response_framing(&r, n, want.is_head)?;
@@ -546,6 +562,9 @@ impl ProxyApp {
                     Err(e) => return Err(up_err(InvalidHTTPHeader, format!("response head: {e}"))),
                 }
             }
+            // While a streamed body is still being sent the target is not late; the timeout
+            // counts from the end of the body: a wait that began while sending gets one more.
+            let was_sending = want.sending.is_some_and(|s| s.load(Ordering::Relaxed));
             match fast_timeout(timeout, up.read_buf(ubuf)).await {
                 Ok(Ok(0)) if !got_any => return Err(Fail::Stale),
                 Ok(Ok(0)) => {
@@ -566,7 +585,7 @@ impl ProxyApp {
                     return Err(up_err(ReadError, e.to_string()));
                 }
                 Ok(Err(e)) => return Err(up_err(ReadError, e.to_string())),
-                Err(_) if want.sending.is_some_and(|s| s.load(Ordering::Relaxed)) => {}
+                Err(_) if was_sending => {}
                 Err(_) => return Err(up_err(ReadTimedout, "response head".into())),
             }
         }
@@ -654,9 +673,20 @@ fn client_head(r: &httparse::Response<'_, '_>, h: &mut RespHead) {
     out.reserve(h.head_len + 64);
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", h.status, r.reason.unwrap_or(""));
     let ours = matches!(h.framing, Framing::Length(_) | Framing::Chunked);
+    // Fields the target's `Connection` nominated are hop-by-hop too (RFC 9110 7.6.1).
+    let nominated: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|hd| hd.name.eq_ignore_ascii_case("connection"))
+        .filter_map(|hd| text(hd.value))
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
     for hd in r.headers.iter() {
         let n = hd.name;
-        if n.eq_ignore_ascii_case("connection")
+        if nominated.iter().any(|t| n.eq_ignore_ascii_case(t))
+            || n.eq_ignore_ascii_case("connection")
             || n.eq_ignore_ascii_case("keep-alive")
             || n.eq_ignore_ascii_case("proxy-connection")
             || n.eq_ignore_ascii_case("trailer")
