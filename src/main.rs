@@ -76,7 +76,18 @@ fn allocator_options() {
 
 fn main() -> ExitCode {
     allocator_options();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // vaultrs (the Vault store's client) and rustify (its HTTP layer) log every request at INFO
+    // and every non-2xx answer, a 404 for an absent entry included, at ERROR; the store reports
+    // what matters itself, with the setting to fix. Silent unless RUST_LOG names them.
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    for module in ["vaultrs", "rustify"] {
+        if !asked.contains(module) {
+            logger.filter_module(module, log::LevelFilter::Off);
+        }
+    }
+    logger.init();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match Config::load(&config) {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod bao;
 mod bounds;
 mod common;
 mod echo;
@@ -14,7 +15,7 @@ mod p12;
 mod parity;
 mod proxy;
 mod request_path;
-mod rvault;
 mod strict_target;
 mod vault;
 mod vault_gateway;
+mod vault_live;

@@ -5,7 +5,8 @@
 //!   mtime or ctime; checked at most once per
 //!   `token_file_check_interval` on the request path), and on a 403.
 //! - `approle` / `kubernetes`: login through vaultrs; renewed at 2/3 of the lease, and a new login
-//!   when renewal is refused, the lease cannot be extended, or a request gets a 403.
+//!   when renewal is refused, a renewal grants less than the token's full TTL (its max TTL is
+//!   near), or a request gets a 403.
 //!
 //! Renewal happens in a background task started by `VaultStore::connect` and, as a safety net,
 //! on the request path when a renewal is overdue (so a stalled task cannot let the token expire).
@@ -42,6 +43,9 @@ pub(crate) struct Token {
     renewable: bool,
     /// Token file auth: the stamp of the file this token was read from.
     file_stamp: Option<FileStamp>,
+    /// The TTL the token had when it was obtained (login, file, lookup). A renewal that grants
+    /// less has reached the max TTL.
+    full_ttl: Duration,
 }
 
 struct Slow {
@@ -230,12 +234,15 @@ impl Auth {
         next.clamp(now + Duration::from_millis(100), now + MAINTAIN_MAX_SLEEP)
     }
 
+    /// Makes a token current. `full_ttl` is `None` for a fresh token (its lease is the full TTL)
+    /// and the fresh token's full TTL for a renewal.
     fn publish(
         &self,
         slow: &mut Slow,
         secret: Secret,
         lease: Lease,
         stamp: Option<FileStamp>,
+        full_ttl: Option<Duration>,
     ) -> Arc<Token> {
         slow.generation += 1;
         let (renew_at, expires_at) = schedule(&lease, Instant::now());
@@ -246,6 +253,7 @@ impl Auth {
             expires_at,
             renewable: lease.renewable,
             file_stamp: stamp,
+            full_ttl: full_ttl.unwrap_or(lease.ttl),
         });
         *self.current.write() = Some(t.clone());
         t
@@ -262,7 +270,7 @@ impl Auth {
                 };
                 let lease = lookup_self(http, &secret).await;
                 slow.warned_unrenewable = false;
-                Ok(self.publish(slow, secret, lease, stamp))
+                Ok(self.publish(slow, secret, lease, stamp, None))
             }
             VaultAuth::AppRole {
                 role_id_file,
@@ -344,7 +352,7 @@ impl Auth {
                 "not renewable"
             }
         );
-        Ok(self.publish(slow, Secret::new(info.client_token), lease, None))
+        Ok(self.publish(slow, Secret::new(info.client_token), lease, None, None))
     }
 
     /// Renews `t` (renew-self); logs in again / re-reads the file when renewal is not possible.
@@ -361,12 +369,22 @@ impl Auth {
                         .expires_at
                         .map(|e| e.saturating_duration_since(Instant::now()))
                         .unwrap_or_default();
-                    // A lease that stopped growing has hit its max TTL: log in before it ends.
-                    let capped = !lease.ttl.is_zero() && lease.ttl <= remaining_before;
+                    // A lease that stopped growing, or grew less than the token's full TTL, is
+                    // capped by its max TTL: log in again now, while the token still works. (Only
+                    // comparing with the remaining time misses the cap when the server rounds the
+                    // capped TTL up, and the token then expires between two renewals.)
+                    let capped = !lease.ttl.is_zero()
+                        && (lease.ttl <= remaining_before || lease.ttl < t.full_ttl);
                     if !(capped && self.is_login()) {
                         log::debug!("vault: token renewed (ttl {}s)", lease.ttl.as_secs());
                         let stamp = t.file_stamp;
-                        return Ok(self.publish(slow, t.secret.clone(), lease, stamp));
+                        return Ok(self.publish(
+                            slow,
+                            t.secret.clone(),
+                            lease,
+                            stamp,
+                            Some(t.full_ttl),
+                        ));
                     }
                 }
                 Err(Fail::Transport { .. })
@@ -386,6 +404,7 @@ impl Auth {
                         expires_at: t.expires_at,
                         renewable: t.renewable,
                         file_stamp: t.file_stamp,
+                        full_ttl: t.full_ttl,
                     });
                     *self.current.write() = Some(t2.clone());
                     log::warn!(
@@ -423,6 +442,7 @@ impl Auth {
                     expires_at: t.expires_at,
                     renewable: false,
                     file_stamp: t.file_stamp,
+                    full_ttl: t.full_ttl,
                 });
                 *self.current.write() = Some(t2.clone());
                 Ok(t2)

