@@ -4,7 +4,8 @@
 //! - `token_file`: re-read whenever the file changes (`FileStamp`: inode, size,
 //!   mtime or ctime; checked at most once per
 //!   `token_file_check_interval` on the request path), and on a 403.
-//! - `approle` / `kubernetes`: login through vaultrs; renewed at 2/3 of the lease, and a new login
+//! - `approle` / `kubernetes` / `aws`: login through vaultrs (`aws`: a SigV4-signed
+//!   `sts:GetCallerIdentity`, see `aws.rs`); renewed at 2/3 of the lease, and a new login
 //!   when renewal is refused, a renewal grants less than the token's full TTL (its max TTL is
 //!   near), or a request gets a 403.
 //!
@@ -61,6 +62,9 @@ pub(crate) struct Auth {
     slow: tokio::sync::Mutex<Slow>,
     last_file_check: parking_lot::Mutex<Option<Instant>>,
     file_check_interval: Duration,
+    /// `aws` auth: the credential loader, made at the first login and kept (it caches
+    /// temporary credentials until shortly before they expire).
+    aws_loader: std::sync::OnceLock<super::aws::Loader>,
 }
 
 /// TTL facts from a login, lookup-self or renew-self answer.
@@ -89,6 +93,7 @@ impl Auth {
             }),
             last_file_check: parking_lot::Mutex::new(None),
             file_check_interval,
+            aws_loader: std::sync::OnceLock::new(),
         }
     }
 
@@ -104,7 +109,7 @@ impl Auth {
     fn is_login(&self) -> bool {
         matches!(
             self.method,
-            VaultAuth::AppRole { .. } | VaultAuth::Kubernetes { .. }
+            VaultAuth::AppRole { .. } | VaultAuth::Kubernetes { .. } | VaultAuth::Aws { .. }
         )
     }
 
@@ -196,7 +201,7 @@ impl Auth {
                 );
                 self.obtain(http, &mut slow).await.map(Some)
             }
-            VaultAuth::AppRole { .. } | VaultAuth::Kubernetes { .. } => {
+            VaultAuth::AppRole { .. } | VaultAuth::Kubernetes { .. } | VaultAuth::Aws { .. } => {
                 if slow
                     .last_forced_login
                     .is_some_and(|l| l.elapsed() < RELOGIN_MIN_INTERVAL)
@@ -324,6 +329,60 @@ impl Auth {
                         })?;
                 self.after_login(slow, info)
             }
+            VaultAuth::Aws {
+                role,
+                mount,
+                server_id,
+                region,
+                sts_endpoint,
+            } => {
+                let what = self.method.describe();
+                let loader = match self.aws_loader.get() {
+                    Some(l) => l,
+                    None => {
+                        let l = super::aws::Loader::new(region)
+                            .map_err(|e| StoreError::Other(format!("vault {what}: {e}")))?;
+                        self.aws_loader.get_or_init(|| l)
+                    }
+                };
+                let creds = loader
+                    .load()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("vault {what}: {e}")))?;
+                let signed = super::aws::sign_get_caller_identity(
+                    &creds,
+                    region,
+                    sts_endpoint,
+                    server_id.as_deref(),
+                )
+                .map_err(|e| StoreError::Other(format!("vault {what}: {e}")))?;
+                // vaultrs' iam_login takes the four fields already encoded, so it fits as is.
+                let info = vaultrs::auth::aws::iam_login(
+                    http.vaultrs(),
+                    mount,
+                    &signed.method,
+                    &signed.url_b64(),
+                    &signed.headers_b64(),
+                    &signed.body_b64(),
+                    Some(role),
+                )
+                .await
+                .map_err(|e| {
+                    login_error(
+                        e,
+                        &what,
+                        &format!(
+                            "check that role {role} exists at auth/{mount}/role/{role} and is \
+                             bound to the IAM principal of access key {} (bound_iam_principal_arn), \
+                             that store.vault.auth.iam_server_id_header_value matches Vault's \
+                             auth/{mount}/config/client, and that store.vault.auth.sts_endpoint \
+                             ({sts_endpoint}) and region match its sts_endpoint/sts_region",
+                            creds.access_key_id
+                        ),
+                    )
+                })?;
+                self.after_login(slow, info)
+            }
         }
     }
 
@@ -419,7 +478,7 @@ impl Auth {
             }
         }
         match &self.method {
-            VaultAuth::AppRole { .. } | VaultAuth::Kubernetes { .. } => {
+            VaultAuth::AppRole { .. } | VaultAuth::Kubernetes { .. } | VaultAuth::Aws { .. } => {
                 self.obtain(http, slow).await
             }
             VaultAuth::Token(TokenSource::File(_)) => self.obtain(http, slow).await,

@@ -61,6 +61,12 @@ fn default_approle_mount() -> String {
 fn default_kubernetes_mount() -> String {
     "kubernetes".to_owned()
 }
+fn default_aws_mount() -> String {
+    "aws".to_owned()
+}
+fn default_aws_region() -> String {
+    "us-east-1".to_owned()
+}
 fn default_sa_token_file() -> PathBuf {
     PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token")
 }
@@ -91,6 +97,19 @@ pub enum VaultAuthSettings {
         token_file: PathBuf,
         #[serde(default = "default_kubernetes_mount")]
         mount: String,
+    },
+    /// AWS IAM login: a signed `sts:GetCallerIdentity` request, with credentials loaded the
+    /// usual AWS ways (environment, profile, IRSA web identity, instance metadata).
+    Aws {
+        role: String,
+        #[serde(default = "default_aws_mount")]
+        mount: String,
+        #[serde(default)]
+        iam_server_id_header_value: Option<String>,
+        #[serde(default = "default_aws_region")]
+        region: String,
+        #[serde(default)]
+        sts_endpoint: Option<String>,
     },
 }
 
@@ -127,6 +146,20 @@ impl fmt::Debug for VaultAuthSettings {
                 .field("role", role)
                 .field("token_file", token_file)
                 .field("mount", mount)
+                .finish(),
+            VaultAuthSettings::Aws {
+                role,
+                mount,
+                iam_server_id_header_value,
+                region,
+                sts_endpoint,
+            } => f
+                .debug_struct("Aws")
+                .field("role", role)
+                .field("mount", mount)
+                .field("iam_server_id_header_value", iam_server_id_header_value)
+                .field("region", region)
+                .field("sts_endpoint", sts_endpoint)
                 .finish(),
         }
     }
@@ -192,6 +225,16 @@ pub enum VaultAuth {
         token_file: PathBuf,
         mount: String,
     },
+    Aws {
+        role: String,
+        mount: String,
+        /// Sent (and signed) as `X-Vault-AWS-IAM-Server-ID`.
+        server_id: Option<String>,
+        region: String,
+        /// The STS URL the signed request names (`https://sts.amazonaws.com/` for us-east-1,
+        /// `https://sts.{region}.amazonaws.com/` otherwise, unless configured).
+        sts_endpoint: String,
+    },
 }
 
 impl VaultAuth {
@@ -205,6 +248,12 @@ impl VaultAuth {
             VaultAuth::Kubernetes { role, mount, .. } => {
                 format!("kubernetes login at auth/{mount} as role {role}")
             }
+            VaultAuth::Aws {
+                role,
+                mount,
+                region,
+                ..
+            } => format!("aws iam login at auth/{mount} as role {role} (region {region})"),
         }
     }
 }
@@ -543,6 +592,90 @@ fn validate_auth(key: &str, auth: VaultAuthSettings) -> Result<VaultAuth, String
                 mount,
             })
         }
+        VaultAuthSettings::Aws {
+            role,
+            mount,
+            iam_server_id_header_value,
+            region,
+            sts_endpoint,
+        } => {
+            if role.trim().is_empty() {
+                return Err(format!(
+                    "{key}.role: is empty; set the Vault role bound to this IAM principal \
+                     (auth/<mount>/role/<role>)"
+                ));
+            }
+            let mount = clean_path(&format!("{key}.mount"), &mount, false, "aws")?;
+            let region = region.trim().to_owned();
+            if region.is_empty()
+                || !region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return Err(format!(
+                    "{key}.region: {region:?} is not an AWS region name; set e.g. us-east-1"
+                ));
+            }
+            let server_id = match iam_server_id_header_value {
+                Some(v) => {
+                    let v = v.trim().to_owned();
+                    if !header_safe(&v) {
+                        return Err(format!(
+                            "{key}.iam_server_id_header_value: is empty or contains characters \
+                             not allowed in an HTTP header; set it to the value configured as \
+                             iam_server_id_header_value in Vault's auth/<mount>/config/client, \
+                             or leave it out"
+                        ));
+                    }
+                    Some(v)
+                }
+                None => None,
+            };
+            let sts_endpoint = match sts_endpoint {
+                Some(e) => {
+                    let e = e.trim();
+                    let u = url::Url::parse(e).map_err(|err| {
+                        format!(
+                            "{key}.sts_endpoint: {e:?} is not a URL ({err}); set e.g. \
+                             https://sts.{region}.amazonaws.com/"
+                        )
+                    })?;
+                    if !matches!(u.scheme(), "https" | "http") || u.host_str().is_none() {
+                        return Err(format!(
+                            "{key}.sts_endpoint: {e:?} needs an https:// URL with a host; set \
+                             e.g. https://sts.{region}.amazonaws.com/"
+                        ));
+                    }
+                    if u.query().is_some() || u.fragment().is_some() {
+                        return Err(format!(
+                            "{key}.sts_endpoint: {e:?} has a query or fragment; give only \
+                             scheme, host and path"
+                        ));
+                    }
+                    u.to_string()
+                }
+                None => default_sts_endpoint(&region),
+            };
+            Ok(VaultAuth::Aws {
+                role: role.trim().to_owned(),
+                mount,
+                server_id,
+                region,
+                sts_endpoint,
+            })
+        }
+    }
+}
+
+/// The STS endpoint for `region` when none is configured: the global endpoint for `us-east-1`
+/// (what Vault's `aws` method expects by default, `sts_endpoint` unset in its client config),
+/// the regional one otherwise (then Vault's client config needs that `sts_endpoint` and
+/// `sts_region` too).
+pub(crate) fn default_sts_endpoint(region: &str) -> String {
+    if region == "us-east-1" {
+        "https://sts.amazonaws.com/".to_owned()
+    } else {
+        format!("https://sts.{region}.amazonaws.com/")
     }
 }
 
@@ -698,5 +831,54 @@ mod tests {
         let e = parse("address: https://v\nauth: {method: kubernetes, role: ' '}\n")
             .expect_err("empty role");
         assert!(e.starts_with("store.vault.auth.role: is empty"), "{e}");
+    }
+
+    #[test]
+    fn aws_defaults_and_errors_name_the_key() {
+        let c = parse("address: https://v\nauth: {method: aws, role: gw}\n").expect("valid");
+        assert_eq!(
+            c.auth,
+            VaultAuth::Aws {
+                role: "gw".into(),
+                mount: "aws".into(),
+                server_id: None,
+                region: "us-east-1".into(),
+                sts_endpoint: "https://sts.amazonaws.com/".into(),
+            }
+        );
+        let c = parse(
+            "address: https://v\nauth: {method: aws, role: gw, region: eu-west-1, mount: /aws-eu/, \
+             iam_server_id_header_value: vault.example.com}\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.auth,
+            VaultAuth::Aws {
+                role: "gw".into(),
+                mount: "aws-eu".into(),
+                server_id: Some("vault.example.com".into()),
+                region: "eu-west-1".into(),
+                sts_endpoint: "https://sts.eu-west-1.amazonaws.com/".into(),
+            }
+        );
+        let e = parse("address: https://v\nauth: {method: aws, role: gw, rolee: x}\n")
+            .expect_err("unknown key");
+        assert!(e.contains("rolee"), "{e}");
+        let e = parse("address: https://v\nauth: {method: aws}\n").expect_err("no role");
+        assert!(e.contains("role"), "{e}");
+        let e = parse("address: https://v\nauth: {method: aws, role: gw, region: 'EU WEST'}\n")
+            .expect_err("bad region");
+        assert!(e.starts_with("store.vault.auth.region:"), "{e}");
+        let e = parse("address: https://v\nauth: {method: aws, role: gw, sts_endpoint: 'sts'}\n")
+            .expect_err("bad endpoint");
+        assert!(e.starts_with("store.vault.auth.sts_endpoint:"), "{e}");
+        let e = parse(
+            "address: https://v\nauth: {method: aws, role: gw, iam_server_id_header_value: ''}\n",
+        )
+        .expect_err("empty server id");
+        assert!(
+            e.starts_with("store.vault.auth.iam_server_id_header_value:"),
+            "{e}"
+        );
     }
 }

@@ -27,6 +27,7 @@
 //! `store.vault.mount`. Token handling is in `auth.rs`.
 
 mod auth;
+pub mod aws;
 mod config;
 mod doc;
 mod http;
