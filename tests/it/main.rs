@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod aws_login;
 mod bao;
 mod bounds;
 mod common;
