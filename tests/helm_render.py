@@ -467,6 +467,24 @@ def case_approle(helm: Helm) -> list[str]:
     return p
 
 
+def case_aws(helm: Helm) -> list[str]:
+    rel, err = helm.install("aw", CHART, overlay("aws-values.yaml"))
+    if err:
+        return [err]
+    docs, p = docs_of(rel), []
+    cfg = gateway_config(docs)
+    v = cfg["store"]["vault"]
+    expect(v["auth"] == {"method": "aws", "role": "mtls-gateway", "mount": "aws-prod", "region": "eu-west-1",
+                         "iam_server_id_header_value": "vault.example.com"}, f"aws auth {v['auth']}", p)
+    sa = one(docs, "ServiceAccount")["metadata"].get("annotations", {})
+    expect(sa == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/mtls-gateway",
+                  "example.com/owner": "platform"}, f"service account annotations {sa}", p)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    expect(pod.get("serviceAccountName") == one(docs, "ServiceAccount")["metadata"]["name"],
+           f"pod service account {pod.get('serviceAccountName')}", p)
+    return p
+
+
 def case_file_store(helm: Helm) -> list[str]:
     rel, err = helm.install("fs", CHART, overlay("file-store-values.yaml"))
     if err:
@@ -954,6 +972,7 @@ def main() -> int:
         run("defaults: standalone objects and the agreed config shape", lambda: case_defaults(helm))
         run("ci/token-values.yaml: token auth from a Secret, extraConfig, grace 60+5", lambda: case_token(helm))
         run("ci/approle-values.yaml: AppRole, KV v1, upstream CAs, admin exposed, PDB", lambda: case_approle(helm))
+        run("ci/aws-values.yaml: AWS IAM auth, IRSA role-arn annotation on the ServiceAccount", lambda: case_aws(helm))
         run("ci/file-store-values.yaml: file store on a PVC", lambda: case_file_store(helm))
         run("ci/sidecar-values.yaml: sidecar mode renders ConfigMap and PodMonitor only", lambda: case_sidecar_mode_alone(helm))
         run("prometheusRule.enabled: a PrometheusRule with files/prometheus-rules.yaml unchanged", lambda: case_prometheus_rule(helm))

@@ -198,6 +198,17 @@ snake_case names; optional keys are left out when their value is empty.
 {{- $_ := set $auth "mount" .Values.store.vault.auth.approle.mount -}}
 {{- $_ := set $auth "role_id_file" "/etc/mtls-gateway/vault-approle/role_id" -}}
 {{- $_ := set $auth "secret_id_file" "/etc/mtls-gateway/vault-approle/secret_id" -}}
+{{- else if eq $method "aws" -}}
+{{- $aws := .Values.store.vault.auth.aws -}}
+{{- $_ := set $auth "role" $aws.role -}}
+{{- $_ := set $auth "mount" $aws.mount -}}
+{{- $_ := set $auth "region" $aws.region -}}
+{{- if $aws.iamServerIdHeaderValue -}}
+{{- $_ := set $auth "iam_server_id_header_value" $aws.iamServerIdHeaderValue -}}
+{{- end -}}
+{{- if $aws.stsEndpoint -}}
+{{- $_ := set $auth "sts_endpoint" $aws.stsEndpoint -}}
+{{- end -}}
 {{- end -}}
 {{- $vault := dict
       "address" .Values.store.vault.address
