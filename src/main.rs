@@ -87,6 +87,9 @@ fn main() -> ExitCode {
             logger.filter_module(module, log::LevelFilter::Off);
         }
     }
+    // reqsign (the Vault store's AWS login) logs at DEBUG what it got from STS for a web identity
+    // (temporary secret key and session token included): off always, whatever RUST_LOG says.
+    logger.filter_module("reqsign", log::LevelFilter::Off);
     logger.init();
     let cli = Cli::parse();
     match cli.command {

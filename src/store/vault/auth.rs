@@ -62,9 +62,6 @@ pub(crate) struct Auth {
     slow: tokio::sync::Mutex<Slow>,
     last_file_check: parking_lot::Mutex<Option<Instant>>,
     file_check_interval: Duration,
-    /// `aws` auth: the credential loader, made at the first login and kept (it caches
-    /// temporary credentials until shortly before they expire).
-    aws_loader: std::sync::OnceLock<super::aws::Loader>,
 }
 
 /// TTL facts from a login, lookup-self or renew-self answer.
@@ -93,7 +90,6 @@ impl Auth {
             }),
             last_file_check: parking_lot::Mutex::new(None),
             file_check_interval,
-            aws_loader: std::sync::OnceLock::new(),
         }
     }
 
@@ -337,14 +333,11 @@ impl Auth {
                 sts_endpoint,
             } => {
                 let what = self.method.describe();
-                let loader = match self.aws_loader.get() {
-                    Some(l) => l,
-                    None => {
-                        let l = super::aws::Loader::new(region)
-                            .map_err(|e| StoreError::Other(format!("vault {what}: {e}")))?;
-                        self.aws_loader.get_or_init(|| l)
-                    }
-                };
+                // A loader per login: the environment and the profile files are read again, so
+                // rotated credentials are what the next login signs with (logins are rare: at
+                // 2/3 of the Vault token's lease at most).
+                let loader = super::aws::Loader::new(region)
+                    .map_err(|e| StoreError::Other(format!("vault {what}: {e}")))?;
                 let creds = loader
                     .load()
                     .await

@@ -6,8 +6,8 @@
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), the shared config and
 //! credentials files (`AWS_PROFILE`, `AWS_CONFIG_FILE`, `AWS_SHARED_CREDENTIALS_FILE`), a web
 //! identity token (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`: IRSA on EKS), and EC2 instance
-//! metadata (IMDSv2). Temporary credentials are cached by the loader and reloaded before they
-//! expire.
+//! metadata (IMDSv2). A loader is made for each login, so every login reads the sources again
+//! (a rotated credentials file or web identity token is used at the next login).
 //!
 //! No secret (secret key, session token, signature) is logged: [`SignedRequest`]'s `Debug`
 //! redacts `Authorization` and `X-Amz-Security-Token`.
@@ -163,7 +163,7 @@ pub fn sign_get_caller_identity(
     })
 }
 
-/// The credential loader, kept for the life of the store (it caches temporary credentials).
+/// reqsign's default credential chain for one login.
 pub(crate) struct Loader {
     inner: reqsign::AwsDefaultLoader,
 }
@@ -280,6 +280,11 @@ mod tests {
             ours, theirs,
             "signature differs from botocore's for {signed:?}"
         );
+        // The comparison is not vacuous: another secret key gives botocore another signature.
+        let mut other = c.clone();
+        other.secret_access_key = Secret::new("another-secret-key");
+        let differs = botocore_authorization(&other, region, &signed).expect("botocore");
+        assert_ne!(ours, differs);
     }
 
     #[test]
