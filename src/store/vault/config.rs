@@ -640,7 +640,7 @@ fn validate_auth(key: &str, auth: VaultAuthSettings) -> Result<VaultAuth, String
                              https://sts.{region}.amazonaws.com/"
                         )
                     })?;
-                    if !matches!(u.scheme(), "https" | "http") || u.host_str().is_none() {
+                    if u.scheme() != "https" || u.host_str().is_none() {
                         return Err(format!(
                             "{key}.sts_endpoint: {e:?} needs an https:// URL with a host; set \
                              e.g. https://sts.{region}.amazonaws.com/"
@@ -872,6 +872,11 @@ mod tests {
         let e = parse("address: https://v\nauth: {method: aws, role: gw, sts_endpoint: 'sts'}\n")
             .expect_err("bad endpoint");
         assert!(e.starts_with("store.vault.auth.sts_endpoint:"), "{e}");
+        let e = parse(
+            "address: https://v\nauth: {method: aws, role: gw, sts_endpoint: 'http://sts.x/'}\n",
+        )
+        .expect_err("plain http endpoint");
+        assert!(e.contains("needs an https:// URL"), "{e}");
         let e = parse(
             "address: https://v\nauth: {method: aws, role: gw, iam_server_id_header_value: ''}\n",
         )
