@@ -327,6 +327,71 @@ async fn aws_login_refused_names_the_role_and_settings_and_never_the_secret_key(
     assert!(msg.contains("auth/aws/role/other"), "{msg}");
     assert!(msg.contains("iam_server_id_header_value"), "{msg}");
     assert!(!msg.contains(SECRET_KEY), "{msg}");
-    assert_eq!(fake.seen.lock().logins, 0);
-    assert!(!fake.seen.lock().problems.is_empty());
+    let seen = fake.seen.lock();
+    assert_eq!(seen.logins, 0);
+    assert!(!seen.problems.is_empty());
+}
+
+#[tokio::test]
+async fn aws_login_takes_credentials_from_a_shared_credentials_file_profile() {
+    set_test_credentials();
+    std::env::remove_var("AWS_ACCESS_KEY_ID");
+    std::env::remove_var("AWS_SECRET_ACCESS_KEY");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("credentials");
+    std::fs::write(
+        &file,
+        format!(
+            "[default]\naws_access_key_id = WRONGKEY\naws_secret_access_key = x\n\n\
+             [gateway]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = {SECRET_KEY}\n"
+        ),
+    )
+    .expect("write credentials");
+    std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", &file);
+    std::env::set_var("AWS_CONFIG_FILE", dir.path().join("no-config"));
+    std::env::set_var("AWS_PROFILE", "gateway");
+    let bao = Bao::dev().await;
+    let fake = fake_vault_aws_login::start(&bao, "gw", None, 60).await;
+    let cfg = aws_config(&fake.url, "  method: aws\n  role: gw\n");
+    let store = VaultStore::connect(&cfg).await.expect("connect");
+    store.inventory().await.unwrap_or_else(|e| {
+        panic!(
+            "inventory after a login with profile credentials: {e} ({:?})",
+            fake.seen.lock().problems
+        )
+    });
+    assert_eq!(fake.seen.lock().logins, 1);
+}
+
+#[tokio::test]
+async fn aws_login_without_any_credentials_is_unavailable_naming_where_they_are_looked_for() {
+    set_test_credentials();
+    std::env::remove_var("AWS_ACCESS_KEY_ID");
+    std::env::remove_var("AWS_SECRET_ACCESS_KEY");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"));
+    std::env::set_var("AWS_CONFIG_FILE", dir.path().join("none"));
+    let bao = Bao::dev().await;
+    let fake = fake_vault_aws_login::start(&bao, "gw", None, 60).await;
+    let cfg = aws_config(&fake.url, "  method: aws\n  role: gw\n");
+    let err = match VaultStore::connect(&cfg).await {
+        Err(e) => e,
+        Ok(store) => store.inventory().await.expect_err("no credentials"),
+    };
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let msg = err.to_string();
+    for want in [
+        "no AWS credentials",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_ROLE_ARN",
+    ] {
+        assert!(msg.contains(want), "{want} not in: {msg}");
+    }
+    let seen = fake.seen.lock();
+    assert_eq!(
+        (seen.logins, seen.problems.len()),
+        (0, 0),
+        "vault was asked"
+    );
 }
