@@ -261,6 +261,10 @@ fn set_test_credentials() {
         "AWS_PROFILE",
         "AWS_WEB_IDENTITY_TOKEN_FILE",
         "AWS_ROLE_ARN",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
     ] {
         std::env::remove_var(v);
     }
@@ -394,4 +398,88 @@ async fn aws_login_without_any_credentials_is_unavailable_naming_where_they_are_
         (0, 0),
         "vault was asked"
     );
+}
+
+/// Container credentials (ECS task roles, EKS Pod Identity): a local responder stands in for the
+/// container credentials endpoint (a fake: no ECS here). It checks the authorization token and
+/// answers the credentials the login is then signed with (the fake Vault checks the signature's
+/// key id and a session token).
+#[tokio::test]
+async fn aws_login_takes_container_credentials_with_the_authorization_token() {
+    set_test_credentials();
+    std::env::remove_var("AWS_ACCESS_KEY_ID");
+    std::env::remove_var("AWS_SECRET_ACCESS_KEY");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"));
+    std::env::set_var("AWS_CONFIG_FILE", dir.path().join("none"));
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "pod-identity-token\n").expect("token file");
+    let asked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = asked.clone();
+    let app = axum::Router::new().route(
+        "/v1/credentials",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                seen.lock().push(auth.clone());
+                if auth != "pod-identity-token" {
+                    return (axum::http::StatusCode::FORBIDDEN, String::new());
+                }
+                (
+                    axum::http::StatusCode::OK,
+                    json!({"AccessKeyId": "AKIDEXAMPLE", "SecretAccessKey": SECRET_KEY,
+                           "Token": "session-from-the-container", "Expiration": "2099-01-01T00:00:00Z"})
+                    .to_string(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    std::env::set_var(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        format!("http://{addr}/v1/credentials"),
+    );
+    std::env::set_var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file);
+    let bao = Bao::dev().await;
+    let fake = fake_vault_aws_login::start(&bao, "gw", None, 60).await;
+    let cfg = aws_config(&fake.url, "  method: aws\n  role: gw\n");
+    let store = VaultStore::connect(&cfg).await.expect("connect");
+    store.inventory().await.unwrap_or_else(|e| {
+        panic!(
+            "inventory after a login with container credentials: {e} ({:?})",
+            fake.seen.lock().problems
+        )
+    });
+    assert_eq!(fake.seen.lock().logins, 1);
+    {
+        let seen = fake.seen.lock();
+        assert_eq!(
+            seen.last_headers["x-amz-security-token"][0], "session-from-the-container",
+            "the container's session token signs the login"
+        );
+    }
+    assert_eq!(asked.lock().as_slice(), ["pod-identity-token".to_string()]);
+
+    // Plain http to anything but loopback or the container endpoints is refused, naming why.
+    std::env::set_var(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "http://credentials.example.com/v1/credentials",
+    );
+    let err = match VaultStore::connect(&cfg).await {
+        Err(e) => e,
+        Ok(store) => store.inventory().await.expect_err("refused endpoint"),
+    };
+    assert!(err.to_string().contains("use https"), "{err}");
+    server.abort();
 }

@@ -5,8 +5,10 @@
 //! Credentials come from `reqsign`'s default chain, in this order: environment
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), the shared config and
 //! credentials files (`AWS_PROFILE`, `AWS_CONFIG_FILE`, `AWS_SHARED_CREDENTIALS_FILE`), a web
-//! identity token (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`: IRSA on EKS), and EC2 instance
-//! metadata (IMDSv2). A loader is made for each login, so every login reads the sources again
+//! identity token (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`: IRSA on EKS), container
+//! credentials (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` / `_FULL_URI`: ECS task roles, EKS Pod
+//! Identity; read here, since reqsign 0.16 has no loader for them), and EC2 instance metadata
+//! (IMDSv2). A loader is made for each login, so every login reads the sources again
 //! (a rotated credentials file or web identity token is used at the next login).
 //!
 //! No secret (secret key, session token, signature) is logged: [`SignedRequest`]'s `Debug`
@@ -163,9 +165,15 @@ pub fn sign_get_caller_identity(
     })
 }
 
-/// reqsign's default credential chain for one login.
+/// The credential chain for one login: reqsign's default chain (environment, profiles, web
+/// identity), then container credentials (ECS task roles, EKS Pod Identity: reqsign 0.16 names
+/// them but has no loader for them, so they are read here), then EC2 instance metadata (reqsign).
 pub(crate) struct Loader {
-    inner: reqsign::AwsDefaultLoader,
+    /// Environment, profiles, web identity (instance metadata switched off: it comes last).
+    first: reqsign::AwsDefaultLoader,
+    /// Instance metadata (IMDSv2), after the container.
+    imds: reqsign::AwsDefaultLoader,
+    client: reqwest::Client,
 }
 
 impl Loader {
@@ -179,12 +187,31 @@ impl Loader {
             .build()
             .map_err(|e| format!("cannot build the http client for AWS credentials: {e}"))?;
         Ok(Loader {
-            inner: reqsign::AwsDefaultLoader::new(client, config),
+            first: reqsign::AwsDefaultLoader::new(client.clone(), config.clone())
+                .with_disable_ec2_metadata(),
+            imds: reqsign::AwsDefaultLoader::new(client.clone(), config),
+            client,
         })
     }
 
     pub(crate) async fn load(&self) -> Result<AwsCredentials, String> {
-        match self.inner.load().await {
+        let found = match self.first.load().await {
+            Ok(Some(c)) => Some(c),
+            Ok(None) => None,
+            // reqsign's errors name the source that failed, never the secret.
+            Err(e) => return Err(format!("loading AWS credentials failed: {e:#}")),
+        };
+        if let Some(c) = found {
+            return Ok(AwsCredentials {
+                access_key_id: c.access_key_id,
+                secret_access_key: Secret::new(c.secret_access_key),
+                session_token: c.session_token.map(Secret::new),
+            });
+        }
+        if let Some(c) = container_credentials(&self.client).await? {
+            return Ok(c);
+        }
+        match self.imds.load().await {
             Ok(Some(c)) => Ok(AwsCredentials {
                 access_key_id: c.access_key_id,
                 secret_access_key: Secret::new(c.secret_access_key),
@@ -192,13 +219,100 @@ impl Loader {
             }),
             Ok(None) => Err("no AWS credentials found: set AWS_ACCESS_KEY_ID and \
                  AWS_SECRET_ACCESS_KEY, a profile (AWS_PROFILE / ~/.aws/credentials), IRSA \
-                 (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), or run on EC2 with an instance \
-                 role"
+                 (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), container credentials \
+                 (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI, as ECS sets them), or \
+                 run on EC2 with an instance role"
                 .to_owned()),
-            // reqsign's errors name the source that failed, never the secret.
             Err(e) => Err(format!("loading AWS credentials failed: {e:#}")),
         }
     }
+}
+
+/// The ECS task-role endpoint (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` is a path on it).
+const ECS_ENDPOINT: &str = "http://169.254.170.2";
+
+/// Container credentials, as the AWS SDKs read them: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`
+/// (a path on the ECS endpoint) or `AWS_CONTAINER_CREDENTIALS_FULL_URI` (https anywhere; http
+/// only to the ECS or EKS Pod Identity endpoints or loopback, as the SDKs allow), with
+/// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` or `AWS_CONTAINER_AUTHORIZATION_TOKEN` sent as
+/// `Authorization`. The answer is `{"AccessKeyId", "SecretAccessKey", "Token", ...}`. `Ok(None)`:
+/// neither variable is set.
+async fn container_credentials(client: &reqwest::Client) -> Result<Option<AwsCredentials>, String> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let url = if let Some(rel) = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
+        format!("{ECS_ENDPOINT}{rel}")
+    } else if let Some(full) = env("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
+        let u = url::Url::parse(&full).map_err(|e| {
+            format!("AWS_CONTAINER_CREDENTIALS_FULL_URI is not a URL ({e}); set an http(s) URL")
+        })?;
+        let allowed_http = match u.host() {
+            Some(url::Host::Ipv4(ip)) => {
+                ip.is_loopback()
+                    || ip == std::net::Ipv4Addr::new(169, 254, 170, 2)
+                    || ip == std::net::Ipv4Addr::new(169, 254, 170, 23)
+            }
+            Some(url::Host::Ipv6(ip)) => {
+                ip.is_loopback() || ip.segments() == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23]
+            }
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        match u.scheme() {
+            "https" => {}
+            "http" if allowed_http => {}
+            _ => {
+                return Err(format!(
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI {full:?}: plain http is allowed only to loopback, 169.254.170.2, 169.254.170.23 or fd00:ec2::23; use https"
+                ))
+            }
+        }
+        full
+    } else {
+        return Ok(None);
+    };
+    let token = match env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
+        Some(f) => Some(
+            std::fs::read_to_string(&f)
+                .map_err(|e| format!("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {f}: {e}"))?
+                .trim()
+                .to_string(),
+        ),
+        None => env("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+    };
+    let mut req = client.get(&url);
+    if let Some(t) = token {
+        req = req.header("Authorization", t);
+    }
+    // The URL may carry no secret, but the answer does: neither is logged.
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("container credentials from {url}: {e}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!(
+            "container credentials from {url}: answered {status}; check the task role (ECS) or the pod identity association (EKS)"
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Answer {
+        access_key_id: String,
+        secret_access_key: String,
+        token: Option<String>,
+    }
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("container credentials from {url}: {e}"))?;
+    let a: Answer = serde_json::from_slice(&bytes).map_err(|e| {
+        format!("container credentials from {url}: not the expected JSON (AccessKeyId, SecretAccessKey, Token): {e}")
+    })?;
+    Ok(Some(AwsCredentials {
+        access_key_id: a.access_key_id,
+        secret_access_key: Secret::new(a.secret_access_key),
+        session_token: a.token.map(Secret::new),
+    }))
 }
 
 #[cfg(test)]
