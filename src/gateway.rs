@@ -491,9 +491,9 @@ fn transparent_target(req: &impl ReqView) -> Result<UpstreamTarget, String> {
         Some(p) => format!("/{}", p.trim_start_matches('*')),
         None => "/".to_string(),
     };
-    // Only RFC 3986 characters (HTTP/2 paths included), resolved before it is matched, and
-    // sent resolved: `/api/../admin` is `/admin`.
-    crate::http1::codec::check_uri_chars(&path_query, "the request's path")?;
+    // Resolved before it is matched, and sent resolved: `/api/../admin` is `/admin`. (Its
+    // characters were checked with the request-target by the codec: every request, HTTP/2
+    // streams included, is parsed by the lean loop first.)
     let path_query = crate::http1::codec::resolve_path(&path_query)?;
     let host_lc = host.to_ascii_lowercase();
     let authority = if port == 443 {

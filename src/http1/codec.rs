@@ -243,6 +243,61 @@ pub fn request_framing(
     Ok(f)
 }
 
+/// Framing of a message body (RFC 9112 6.3 for responses; a streamed request body is `Length`
+/// or `Chunked`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// The body framing of a final response head (RFC 9112 6.3), the one rule for every reader of
+/// a target's answer (the lean loop's relay, the admin's calls): no body after HEAD, 1xx/101,
+/// 204 and 304; the last transfer coding decides (`chunked`, else read to the close); a single
+/// decimal `Content-Length` (repeats must agree). Refused: a `Content-Length` that is not one
+/// number or differs between fields, and an answer framed both ways (which one the target meant
+/// is a guess, and a wrong guess desynchronises the connection; nginx refuses it too).
+pub fn response_framing(
+    status: u16,
+    headers: &[httparse::Header<'_>],
+    no_body: bool,
+) -> Result<Framing, &'static str> {
+    let mut length: Option<u64> = None;
+    let mut te: Option<bool> = None; // Some(the last coding is chunked)
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = trim_ows(h.value);
+            let n = (!v.is_empty() && v.len() <= 18 && v.iter().all(u8::is_ascii_digit))
+                .then(|| v.iter().fold(0u64, |a, d| a * 10 + u64::from(d - b'0')));
+            match (n, length) {
+                (Some(v), None) => length = Some(v),
+                (Some(v), Some(p)) if v == p => {}
+                _ => return Err("invalid Content-Length in the response"),
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // The codings of every field, in order: the last one decides.
+            match list(h.value).last() {
+                Some(last) => te = Some(last.eq_ignore_ascii_case(b"chunked")),
+                None if te.is_none() => te = Some(false),
+                None => {}
+            }
+        }
+    }
+    if no_body || (100..200).contains(&status) || status == 204 || status == 304 {
+        return Ok(Framing::None);
+    }
+    Ok(match (te, length) {
+        (Some(_), Some(_)) => {
+            return Err("the response has both Content-Length and Transfer-Encoding")
+        }
+        (Some(true), None) => Framing::Chunked,
+        (Some(false), None) | (None, None) => Framing::UntilClose,
+        (None, Some(n)) => Framing::Length(n),
+    })
+}
+
 /// Whether `b` may stand in a request-target as it is (RFC 3986: unreserved, sub-delims, `:`,
 /// `@`, `/`, `?`, and `%` which must start a `%XX` escape).
 fn uri_char(b: u8) -> bool {
@@ -293,6 +348,11 @@ pub fn resolve_path(path_query: &str) -> Result<String, String> {
         Some(q) => path_query.split_at(q),
         None => (path_query, ""),
     };
+    // The common case, on every request: no escape, no backslash and no segment starting with
+    // a dot, so nothing to refuse or resolve.
+    if path.starts_with('/') && !path.contains(['%', '\\']) && !path.contains("/.") {
+        return Ok(path_query.to_string());
+    }
     let lower = path.to_ascii_lowercase();
     if lower.contains("%00") {
         return Err("the path contains an encoded NUL (%00): refused".into());

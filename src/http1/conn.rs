@@ -299,15 +299,6 @@ impl ReqView for Head<'_> {
     }
 }
 
-/// A decimal `Content-Length` value.
-fn content_length(v: &[u8]) -> Option<u64> {
-    let v = text(v)?.trim();
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    v.parse().ok()
-}
-
 /// Whether a comma-separated header value holds `token` (case-insensitive).
 fn has_token(v: &[u8], token: &str) -> bool {
     text(v).is_some_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))

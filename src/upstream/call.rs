@@ -24,7 +24,7 @@ use pingora::utils::tls::CertKey;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::{Resolver, TlsClient};
-use crate::http1::codec::{self, ChunkedDecoder};
+use crate::http1::codec::{self, ChunkedDecoder, Framing};
 use crate::snapshot::split_host_port;
 
 /// Most response body bytes kept (the rest is dropped and `truncated` set).
@@ -240,15 +240,6 @@ async fn exchange(
     read_response(&mut conn, &target.authority, no_body).await
 }
 
-/// How the response body is framed (RFC 9112 6.3).
-#[derive(Debug, PartialEq, Eq)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
 /// Reads one response from `s`: the head (after any interim 1xx), then the body by its framing
 /// unless `no_body` (a HEAD request, or only the status wanted).
 async fn read_response<S: AsyncRead + Unpin>(
@@ -280,7 +271,10 @@ async fn read_response<S: AsyncRead + Unpin>(
                     let framing = if (100..200).contains(&status) && status != 101 {
                         None // interim: skipped
                     } else {
-                        Some(framing(status, r.headers, no_body).map_err(fail)?)
+                        Some(
+                            codec::response_framing(status, r.headers, no_body)
+                                .map_err(|why| fail(why.to_string()))?,
+                        )
                     };
                     Some((n, status, headers, framing))
                 }
@@ -389,52 +383,6 @@ async fn read_response<S: AsyncRead + Unpin>(
     result.body = String::from_utf8_lossy(&body).into_owned();
     result.truncated = truncated;
     Ok(result)
-}
-
-/// The body's framing from the final response head; the same rules as the lean loop's.
-fn framing(
-    status: u16,
-    headers: &[httparse::Header<'_>],
-    no_body: bool,
-) -> Result<Framing, String> {
-    let mut length: Option<u64> = None;
-    let mut te: Option<bool> = None; // Some(the last coding is chunked)
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value)
-                .ok()
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok());
-            match (v, length) {
-                (Some(v), None) => length = Some(v),
-                (Some(v), Some(p)) if v == p => {}
-                _ => return Err("sent an invalid or repeated Content-Length".into()),
-            }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.rsplit(',').map(str::trim).find(|t| !t.is_empty()))
-                .map(|t| t.eq_ignore_ascii_case("chunked"));
-            match last {
-                Some(last) => te = Some(last),
-                None if te.is_none() => te = Some(false),
-                None => {}
-            }
-        }
-    }
-    let bodiless = no_body || status == 204 || status == 304 || status == 101;
-    if bodiless {
-        return Ok(Framing::None);
-    }
-    Ok(match (te, length) {
-        (Some(_), Some(_)) => {
-            return Err("sent both Content-Length and Transfer-Encoding".into());
-        }
-        (Some(true), None) => Framing::Chunked,
-        (Some(false), None) | (None, None) => Framing::UntilClose,
-        (None, Some(n)) => Framing::Length(n),
-    })
 }
 
 /// Reads more into `buf`; the number of bytes read (0: end of stream).

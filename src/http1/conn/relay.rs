@@ -61,15 +61,7 @@ where
     }
 }
 
-/// Framing of a message body (RFC 9112 6.3 for responses; a streamed request body is `Length`
-/// or `Chunked`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
+pub(super) use crate::http1::codec::Framing;
 
 /// Where a body ends, found from the bytes as they come, by its framing, and what of them is
 /// sent on.
@@ -187,21 +179,7 @@ impl Lean {
             } else {
                 self.take_open(&key, sni)
             };
-            let (mut up, reused) = match pooled {
-                Some(s) => (s, true),
-                None => match self
-                    .tls
-                    .connect(addr, sni, ctx.cert.as_deref().map(|c| &*c.cert_key))
-                    .await
-                {
-                    Ok(s) => (s, false),
-                    Err(e) => {
-                        count_connect_failure(&e);
-                        return Err((Fail::Up(e), false));
-                    }
-                },
-            };
-            metrics::upstream_connection(reused);
+            let (mut up, reused) = self.checkout(pooled, addr, sni, ctx).await?;
             ubuf.clear();
             let got = match self.send(&mut up, up_req).await {
                 Ok(()) => {
@@ -238,6 +216,33 @@ impl Lean {
             self.pool.put(key, sni, up);
         }
         Ok((resp.status, !down_close))
+    }
+
+    /// The pooled connection if there is one, else a new one (with the mapping's certificate);
+    /// counted as reused or new. `(connection, reused)`.
+    async fn checkout(
+        &self,
+        pooled: Option<UpConn>,
+        addr: std::net::SocketAddr,
+        sni: &str,
+        ctx: &Ctx,
+    ) -> Result<(UpConn, bool), (Fail, bool)> {
+        let got = match pooled {
+            Some(s) => (s, true),
+            None => match self
+                .tls
+                .connect(addr, sni, ctx.cert.as_deref().map(|c| &*c.cert_key))
+                .await
+            {
+                Ok(s) => (s, false),
+                Err(e) => {
+                    count_connect_failure(&e);
+                    return Err((Fail::Up(e), false));
+                }
+            },
+        };
+        metrics::upstream_connection(got.1);
+        Ok(got)
     }
 
     /// A pooled connection that shows no sign of a close by the target (no end of stream, reset
@@ -296,21 +301,8 @@ impl Lean {
         let (key, sni) = self.upstream_of(ctx).await?;
         // The body cannot be sent twice, so a pooled connection the target has already closed
         // is dropped before it is used rather than found out after the body went.
-        let (mut up, reused) = match self.take_open(&key, sni) {
-            Some(s) => (s, true),
-            None => match self
-                .tls
-                .connect(key.addr, sni, ctx.cert.as_deref().map(|c| &*c.cert_key))
-                .await
-            {
-                Ok(s) => (s, false),
-                Err(e) => {
-                    count_connect_failure(&e);
-                    return Err((Fail::Up(e), false));
-                }
-            },
-        };
-        metrics::upstream_connection(reused);
+        let pooled = self.take_open(&key, sni);
+        let (mut up, _) = self.checkout(pooled, key.addr, sni, ctx).await?;
         self.send(&mut up, up_head).await.map_err(|f| (f, false))?;
         let wt = self.gw.cfg.upstream.write_timeout;
         let io = down.io;
@@ -599,56 +591,14 @@ fn response_framing(
     is_head: bool,
 ) -> Result<RespHead, Fail> {
     let status = r.code.unwrap_or(0);
-    let mut keepalive = r.version == Some(1);
-    let mut length: Option<u64> = None;
-    let mut te: Option<bool> = None; // Some(last coding is chunked)
-    for h in r.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            match (content_length(h.value), length) {
-                (Some(v), None) => length = Some(v),
-                (Some(v), Some(p)) if v == p => {}
-                _ => {
-                    return Err(up_err(
-                        InvalidHTTPHeader,
-                        "invalid Content-Length in the response".into(),
-                    ))
-                }
-            }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // The codings of every field, in order: the last one decides.
-            let last = text(h.value)
-                .and_then(|v| v.rsplit(',').map(str::trim).find(|t| !t.is_empty()))
-                .map(|t| t.eq_ignore_ascii_case("chunked"));
-            if let Some(last) = last {
-                te = Some(last);
-            } else if te.is_none() {
-                te = Some(false);
-            }
-        } else if h.name.eq_ignore_ascii_case("connection") && has_token(h.value, "close") {
-            keepalive = false;
-        }
-    }
-    if te.is_some() && length.is_some() && !(is_head || status == 204 || status == 304) {
-        // Framed two ways at once: which one the target meant is a guess, and a wrong guess
-        // desynchronises the connection (nginx refuses such an answer too).
-        return Err(up_err(
-            InvalidHTTPHeader,
-            "the response has both Content-Length and Transfer-Encoding".into(),
-        ));
-    }
-    let framing = if is_head || status == 204 || status == 304 {
-        Framing::None
-    } else {
-        match (te, length) {
-            (Some(true), _) => Framing::Chunked,
-            (Some(false), _) => Framing::UntilClose,
-            (None, Some(n)) => Framing::Length(n),
-            (None, None) => Framing::UntilClose,
-        }
-    };
-    if framing == Framing::UntilClose {
-        keepalive = false;
-    }
+    let framing = codec::response_framing(status, r.headers, is_head)
+        .map_err(|why| up_err(InvalidHTTPHeader, why.into()))?;
+    let keepalive = r.version == Some(1)
+        && framing != Framing::UntilClose
+        && !r
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("connection") && has_token(h.value, "close"));
     Ok(RespHead {
         status,
         framing,
