@@ -621,6 +621,7 @@ fn stored(account: &str, id: u64, p12: Vec<u8>) -> StoredCertificate {
             p12,
             password: P12_PASSWORD.to_string(),
         },
+        lifecycle: None,
     }
 }
 

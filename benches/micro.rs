@@ -211,6 +211,7 @@ fn bench_refresh(c: &mut Criterion) {
                         p12: p12.clone(),
                         password: "pw".into(),
                     },
+                    lifecycle: None,
                 })
                 .await
                 .expect("put");

@@ -96,6 +96,20 @@ impl Store for LazyVault {
     async fn put_certificate(&self, cert: &StoredCertificate) -> StoreResult<String> {
         self.get().await?.put_certificate(cert).await
     }
+    async fn put_certificate_if(
+        &self,
+        cert: &StoredCertificate,
+        expected: &str,
+    ) -> StoreResult<String> {
+        self.get().await?.put_certificate_if(cert, expected).await
+    }
+    async fn pki_write(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> StoreResult<serde_json::Value> {
+        self.get().await?.pki_write(path, body).await
+    }
     async fn delete_certificate(&self, account: &str, id: u64) -> StoreResult<bool> {
         self.get().await?.delete_certificate(account, id).await
     }

@@ -76,6 +76,9 @@ fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+/// The reason recorded for an entry whose CSR waits for its signed certificate.
+pub const AWAITING_SIGNATURE: &str = "awaiting signature: a CSR was made and no certificate was uploaded for it yet";
+
 /// Decode one stored certificate into a ready [`LoadedCert`] (CPU work: call off the runtime).
 pub fn load_certificate(stored: &StoredCertificate, version: &str) -> Result<LoadedCert, String> {
     let decoded = crate::p12::decode(&stored.secret.p12, &stored.secret.password)
@@ -92,6 +95,7 @@ pub fn load_certificate(stored: &StoredCertificate, version: &str) -> Result<Loa
         serial_hex: decoded.serial_hex.clone(),
         not_before: decoded.not_before,
         not_after: decoded.not_after,
+        lifecycle: stored.lifecycle.clone().map(Arc::new),
     })
 }
 
@@ -101,6 +105,8 @@ enum CertResult {
     Failed(String),
     /// Not decoded: over the iteration cap.
     Skipped(String),
+    /// A CSR waits for its certificate: nothing to serve, nothing wrong.
+    Awaiting,
 }
 
 impl Refresher {
@@ -270,6 +276,7 @@ impl Refresher {
                     let res = match store.get_certificate(&account, id).await {
                         Ok(None) => CertResult::Gone,
                         Ok(Some(v)) if v.value.meta.deleted => CertResult::Gone,
+                        Ok(Some(v)) if v.value.awaiting_signature() => CertResult::Awaiting,
                         Ok(Some(v)) => {
                             let version = v.version.clone();
                             if let Err(e) = decoder.check(&v.value.secret.p12) {
@@ -309,6 +316,16 @@ impl Refresher {
                     continue;
                 }
                 CertResult::Gone => continue,
+                CertResult::Awaiting => {
+                    certs.insert(
+                        key,
+                        CertEntry::Failed {
+                            version,
+                            reason: AWAITING_SIGNATURE.to_string(),
+                        },
+                    );
+                    continue;
+                }
                 CertResult::Skipped(reason) => {
                     metrics::CERTIFICATES_SKIPPED
                         .with_label_values(&["iterations"])

@@ -37,6 +37,9 @@ pub struct LoadedCert {
     pub serial_hex: String,
     pub not_before: i64,
     pub not_after: i64,
+    /// The entry's lifecycle (PKI source, renewal and notification bookkeeping) as read with
+    /// this version: what the renewal and notification tasks decide from.
+    pub lifecycle: Option<Arc<crate::store::Lifecycle>>,
 }
 
 impl std::fmt::Debug for LoadedCert {

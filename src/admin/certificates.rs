@@ -399,6 +399,7 @@ async fn create_many(call: &Call, items: Vec<NewCert>) -> Result<Response, ApiEr
                 p12: it.p12,
                 password: it.password,
             },
+            lifecycle: None,
         })
         .collect();
     let result = save_all(call, docs, "create").await;

@@ -167,6 +167,7 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
                     p12,
                     password: password.into(),
                 },
+                lifecycle: None,
             })
             .await?;
         store

@@ -773,6 +773,33 @@ impl Store for FileStore {
         .await
     }
 
+    async fn put_certificate_if(
+        &self,
+        cert: &StoredCertificate,
+        expected: &str,
+    ) -> StoreResult<String> {
+        let account = cert.meta.account_id.clone();
+        check_account(&account)?;
+        let id = cert.meta.id;
+        let key = certificate_key(&account, id);
+        let bytes = to_json(&key, cert)?;
+        let expected = expected.to_owned();
+        // Held across the check and the write: the compare-and-set is atomic for this process
+        // (replicas sharing one file store directory are not supported).
+        let _guard = self.write_lock.lock().await;
+        self.blocking(move |root| {
+            let path = certificate_path(root, &account, id);
+            let current = current_version(&path)
+                .map_err(|e| io_err(&path, e))?
+                .unwrap_or_default();
+            if current != expected {
+                return Err(StoreError::Conflict(key));
+            }
+            write_atomic(&path, &bytes).map_err(|e| io_err(&path, e))
+        })
+        .await
+    }
+
     async fn delete_certificate(&self, account: &str, id: u64) -> StoreResult<bool> {
         check_account(account)?;
         let account = account.to_owned();

@@ -81,12 +81,194 @@ impl fmt::Debug for CertificateSecret {
 }
 
 /// One stored certificate document: metadata and secret written together.
+///
+/// An entry "awaiting signature" (a CSR was made, no certificate came back yet) has an empty
+/// `p12` and a [`Lifecycle::pending`] version; it serves nothing until completed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredCertificate {
     #[serde(flatten)]
     pub meta: CertificateMeta,
     #[serde(flatten)]
     pub secret: CertificateSecret,
+    /// Where new versions come from and the bookkeeping of renewal, cut-over and
+    /// notifications. Absent on plain uploaded certificates written before any of it applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
+}
+
+impl StoredCertificate {
+    /// No certificate serves yet: a CSR is waiting for its signed certificate.
+    pub fn awaiting_signature(&self) -> bool {
+        self.secret.p12.is_empty()
+    }
+}
+
+/// Key algorithm of a key the gateway generates (CSR, renewal, Vault PKI `sign`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyType {
+    #[default]
+    #[serde(rename = "EC-P256")]
+    EcP256,
+    #[serde(rename = "RSA-2048")]
+    Rsa2048,
+    #[serde(rename = "RSA-3072")]
+    Rsa3072,
+}
+
+impl KeyType {
+    pub fn parse(s: &str) -> Option<KeyType> {
+        match s.to_ascii_uppercase().replace('_', "-").as_str() {
+            "EC-P256" | "EC" | "P-256" | "P256" | "ECDSA-P256" => Some(KeyType::EcP256),
+            "RSA-2048" | "RSA" => Some(KeyType::Rsa2048),
+            "RSA-3072" => Some(KeyType::Rsa3072),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::EcP256 => "EC-P256",
+            KeyType::Rsa2048 => "RSA-2048",
+            KeyType::Rsa3072 => "RSA-3072",
+        }
+    }
+}
+
+/// Subject and SANs asked for in a CSR (and kept for renewals).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubjectSpec {
+    pub common_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organizational_unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_addresses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uris: Vec<String>,
+}
+
+/// A Vault PKI secrets engine as the source of a certificate's versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PkiSource {
+    /// Mount path of the PKI engine, e.g. `pki`.
+    pub mount: String,
+    /// Role to sign or issue with.
+    pub role: String,
+    /// `sign` (default: the gateway generates the key and sends a CSR to `{mount}/sign/{role}`)
+    /// or `issue` (`{mount}/issue/{role}`: Vault generates the key and returns it once).
+    #[serde(default = "sign_mode")]
+    pub mode: String,
+    /// Requested TTL (`ttl` of the Vault call), e.g. `720h`; the role's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+}
+
+fn sign_mode() -> String {
+    "sign".into()
+}
+
+/// The next version of a certificate being prepared: its key (secret: never returned, never
+/// logged) and the CSR made for it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingVersion {
+    /// PKCS#8 PEM of the private key.
+    pub key_pem: String,
+    pub csr_pem: String,
+    pub key_type: KeyType,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// `csr` (first version), `renew` (manual renewal) or `pki` (automatic renewal).
+    pub reason: String,
+}
+
+impl fmt::Debug for PendingVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingVersion")
+            .field("key_pem", &"<redacted>")
+            .field("key_type", &self.key_type)
+            .field("created_at", &self.created_at)
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Renewal bookkeeping shared by every replica through the store (compare-and-set writes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewalState {
+    /// Replica holding the renewal lease, and until when (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_owner: Option<String>,
+    #[serde(default)]
+    pub lease_until: i64,
+    /// Failed attempts since the last success.
+    #[serde(default)]
+    pub failures: u32,
+    /// No attempt before this time (backoff after a failure), unix seconds.
+    #[serde(default)]
+    pub next_attempt_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub last_renewed_at: i64,
+}
+
+/// A new version the targets refused: it was not put into service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CutoverRefusal {
+    /// Serial (hex) of the refused certificate.
+    pub serial: String,
+    pub at: i64,
+    /// Mapping ids whose target refused it, and why (the first reason).
+    pub mapping_ids: Vec<u64>,
+    pub reason: String,
+}
+
+/// Lifecycle of one certificate entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifecycle {
+    /// Vault PKI source (automatic issuance and renewal), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pki: Option<PkiSource>,
+    /// Key algorithm for keys the gateway generates for this entry.
+    #[serde(default)]
+    pub key_type: KeyType,
+    /// Subject and SANs for CSRs and PKI requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<SubjectSpec>,
+    /// The next version being prepared, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingVersion>,
+    /// Number of the version serving now (0 while awaiting the first signature).
+    #[serde(default)]
+    pub generation: u64,
+    #[serde(default)]
+    pub renewal: RenewalState,
+    /// Notifications already sent for the serving version, as `{event}@{serial}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notified: Vec<String>,
+    /// The last new version withheld because a target refused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover_refused: Option<CutoverRefusal>,
+    /// The tester's warnings about the serving version, kept at write time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A mapping: (accountId, serviceName, url) -> certificateId.
@@ -151,6 +333,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Create or replace; returns the new version.
     async fn put_certificate(&self, cert: &StoredCertificate) -> StoreResult<String>;
+
+    /// Replace only if the stored version is still `expected` (`""`: only if it does not
+    /// exist); otherwise fails with [`StoreError::Conflict`] and writes nothing. The renewal
+    /// lease and the once-per-threshold notifications rest on it across replicas.
+    async fn put_certificate_if(
+        &self,
+        cert: &StoredCertificate,
+        expected: &str,
+    ) -> StoreResult<String>;
+
+    /// A write to a Vault PKI engine over the store's own authenticated Vault connection:
+    /// `path` is relative to the Vault API (`{mount}/sign/{role}`, `{mount}/issue/{role}`),
+    /// the answer is the response's `data`. Stores without Vault refuse.
+    async fn pki_write(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> StoreResult<serde_json::Value> {
+        let _ = body;
+        Err(StoreError::Other(format!(
+            "{path}: a Vault PKI source needs store.kind: vault (this store is {})",
+            self.describe()
+        )))
+    }
 
     /// Returns whether it existed.
     async fn delete_certificate(&self, account: &str, id: u64) -> StoreResult<bool>;

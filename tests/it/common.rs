@@ -169,6 +169,7 @@ impl Seed {
                 p12,
                 password: password.into(),
             },
+            lifecycle: None,
         }))
         .expect("put certificate");
     }

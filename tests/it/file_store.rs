@@ -28,6 +28,7 @@ fn cert(account: &str, id: u64, p12: &[u8]) -> StoredCertificate {
             p12: p12.to_vec(),
             password: "s3cret".to_owned(),
         },
+        lifecycle: None,
     }
 }
 

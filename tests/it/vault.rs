@@ -66,6 +66,7 @@ pub(crate) fn cert(account: &str, id: u64, password: &str) -> StoredCertificate 
             p12: (0..600u32).map(|i| (i * 7 + id as u32) as u8).collect(),
             password: password.to_owned(),
         },
+        lifecycle: None,
     }
 }
 

@@ -176,9 +176,13 @@ pub(crate) fn decode_certificate(
             m.insert("displayName".into(), n);
         }
     }
+    let pending = m
+        .get("lifecycle")
+        .is_some_and(|l| l.get("pending").is_some_and(|p| !p.is_null()));
     if let Some(Value::String(p12)) = m.get_mut("p12") {
         p12.retain(|c| !c.is_ascii_whitespace());
-        if p12.is_empty() {
+        // Empty only while awaiting a signature (a CSR was made; nothing serves yet).
+        if p12.is_empty() && !pending {
             return Err("field p12 is empty".into());
         }
         use base64::Engine;
