@@ -15,6 +15,7 @@ pub mod dev;
 mod file_stamp;
 pub mod gateway;
 pub mod http1;
+pub mod lifecycle;
 pub mod metrics;
 pub mod ops;
 pub mod p12;
