@@ -636,6 +636,7 @@ fn mapping(account: &str, id: u64, url: String, certificate_id: u64) -> Mapping 
         enabled: true,
         deleted: false,
     }
+    cutover_check: None,
 }
 
 /// Certificate ids in the load store: 1 for `/small`, `/64k` and `/upload`, 1000 + i for `/c/{i}`.

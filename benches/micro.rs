@@ -40,6 +40,7 @@ fn mappings(n: usize) -> Vec<Mapping> {
                 certificate_id: i as u64,
                 enabled: true,
                 deleted: false,
+                cutover_check: None,
             }
         })
         .collect()

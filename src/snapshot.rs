@@ -431,6 +431,7 @@ mod tests {
             certificate_id: cert,
             enabled: true,
             deleted: false,
+            cutover_check: None,
         }
     }
 

@@ -373,6 +373,7 @@ pub async fn create(call: &Call) -> Result<Response, ApiError> {
                 certificate_id,
                 enabled: m.enable.unwrap_or(true),
                 deleted: m.deleted.unwrap_or(false),
+                cutover_check: None,
             },
         ));
     }
@@ -584,6 +585,7 @@ pub async fn activate(call: &Call) -> Result<Response, ApiError> {
             certificate_id: cert_id,
             enabled: true,
             deleted: false,
+            cutover_check: None,
         };
         if let Some(existing) = doc
             .mappings

@@ -183,6 +183,7 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
                         certificate_id: cert_id,
                         enabled: true,
                         deleted: false,
+                        cutover_check: None,
                     }],
                 },
                 None,

@@ -287,6 +287,10 @@ pub struct Mapping {
     pub enabled: bool,
     #[serde(default)]
     pub deleted: bool,
+    /// Prove a new version of the certificate with a handshake to this mapping's target before
+    /// it serves (`None`: the default, on for automatic renewals, off for manual uploads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover_check: Option<bool>,
 }
 
 fn yes() -> bool {

@@ -188,6 +188,7 @@ impl Seed {
                     certificate_id: *cert,
                     enabled: true,
                     deleted: false,
+                    cutover_check: None,
                 })
                 .collect(),
         };

@@ -42,6 +42,7 @@ fn mapping(account: &str, id: u64, url: &str) -> Mapping {
         certificate_id: 7,
         enabled: true,
         deleted: false,
+        cutover_check: None,
     }
 }
 

@@ -80,6 +80,7 @@ pub(crate) fn mapping(account: &str, id: u64, cert_id: u64) -> Mapping {
         certificate_id: cert_id,
         enabled: true,
         deleted: false,
+        cutover_check: None,
     }
 }
 
