@@ -635,8 +635,8 @@ fn mapping(account: &str, id: u64, url: String, certificate_id: u64) -> Mapping 
         certificate_id,
         enabled: true,
         deleted: false,
+        cutover_check: None,
     }
-    cutover_check: None,
 }
 
 /// Certificate ids in the load store: 1 for `/small`, `/64k` and `/upload`, 1000 + i for `/c/{i}`.
