@@ -55,6 +55,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub refresh: RefreshFile,
     #[serde(default)]
+    pub lifecycle: crate::lifecycle::config::LifecycleFile,
+    #[serde(default)]
     pub rate_limit: RateLimitFile,
     #[serde(default)]
     pub upstream: UpstreamFile,
@@ -295,6 +297,7 @@ pub struct Config {
     pub ops_listen: SocketAddr,
     pub store: StoreConfig,
     pub refresh: RefreshConfig,
+    pub lifecycle: crate::lifecycle::config::LifecycleConfig,
     pub rate_limit: RateLimitConfig,
     pub upstream: UpstreamConfig,
     pub unmapped: UnmappedPolicy,
@@ -313,6 +316,7 @@ impl std::fmt::Debug for Config {
             .field("ops_listen", &self.ops_listen)
             .field("store", &self.store)
             .field("refresh", &self.refresh)
+            .field("lifecycle", &self.lifecycle)
             .field("rate_limit", &self.rate_limit)
             .field("upstream", &self.upstream)
             .field("unmapped", &self.unmapped)
@@ -670,6 +674,8 @@ impl FileConfig {
             retry_max: Duration::from_secs(r.retry_max_secs.unwrap_or(60).max(1)),
         };
 
+        let lifecycle = self.lifecycle.resolve().map_err(|(k, m)| err(&k, m))?;
+
         let rl = self.rate_limit;
         let rps = rl.requests_per_second.unwrap_or(10);
         if rps == 0 {
@@ -811,6 +817,7 @@ impl FileConfig {
             ops_listen,
             store,
             refresh,
+            lifecycle,
             rate_limit,
             upstream,
             unmapped,

@@ -292,6 +292,16 @@ impl BackgroundService for AdminService {
     }
 }
 
+/// The lifecycle engine's loop as a background service.
+struct LifecycleService(Arc<lifecycle::engine::Engine>);
+
+#[async_trait]
+impl BackgroundService for LifecycleService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.clone().run(shutdown).await;
+    }
+}
+
 /// A fully assembled gateway, ready to run.
 pub struct Assembled {
     pub server: Server,
@@ -433,11 +443,26 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
     ops.add_tcp(&cfg.ops_listen.to_string());
     server.add_service(ops);
 
+    // Renewal, cut-over proofs and notifications: one engine per process, shared with the admin.
+    let engine = lifecycle::engine::Engine::new(
+        refresher.clone(),
+        tls.clone(),
+        resolver.clone(),
+        lifecycle::notify::Notifier::stub(),
+        cfg.lifecycle.clone(),
+        cfg.admin.validate_timeout,
+    );
+    server.add_service(background_service(
+        "certificate lifecycle",
+        LifecycleService(engine.clone()),
+    ));
+
     if cfg.admin.enabled {
         server.add_service(background_service(
             "admin api",
             AdminService {
-                state: admin::AdminState::new(cfg.clone(), refresher.clone(), tls, resolver),
+                state: admin::AdminState::new(cfg.clone(), refresher.clone(), tls, resolver)
+                    .with_engine(engine),
             },
         ));
     }

@@ -116,6 +116,10 @@ pub(crate) async fn load(call: &Call, id: u64, field: &str) -> Result<StoredCert
     }
 }
 
+pub(super) fn not_found_id(call: &Call, id: u64) -> ApiError {
+    not_found(call, id, "certificateId")
+}
+
 fn not_found(call: &Call, id: u64, field: &str) -> ApiError {
     ApiError::not_found(
         "certificate_not_found",
@@ -162,7 +166,7 @@ struct CertChange {
     password: Option<String>,
 }
 
-fn check_name(name: &str, field: &str) -> Result<String, ApiError> {
+pub(super) fn check_name(name: &str, field: &str) -> Result<String, ApiError> {
     let trimmed = name.trim();
     if trimmed.is_empty() {
         return Err(ApiError::bad(

@@ -55,7 +55,7 @@ pub(crate) async fn modify<T>(
 
 /// The ac-common object for a stored mapping.
 pub fn mapping_json(m: &Mapping, cfg: &Config) -> Value {
-    json!({
+    let mut v = json!({
         "id": m.id,
         "deleted": m.deleted,
         "certificationId": m.certificate_id.to_string(),
@@ -65,7 +65,11 @@ pub fn mapping_json(m: &Mapping, cfg: &Config) -> Value {
         "url": m.url,
         "siteId": m.account_id,
         "name": m.name,
-    })
+    });
+    if let Some(c) = m.cutover_check {
+        v["cutoverCheck"] = json!(c);
+    }
+    v
 }
 
 /// The fields of a mapping object, each validated; absent ones are `None`.
@@ -77,6 +81,8 @@ struct MappingInput {
     name: Option<String>,
     enable: Option<bool>,
     deleted: Option<bool>,
+    /// Prove a new certificate version against this target before it serves.
+    cutover_check: Option<bool>,
 }
 
 /// The service from `serviceName` and/or `serviceId`, checked against `services`.
@@ -215,6 +221,7 @@ fn parse(obj: &Obj<'_>, call: &Call) -> Result<MappingInput, ApiError> {
         name,
         enable: obj.bool_opt("enable")?,
         deleted: obj.bool_opt("deleted")?,
+        cutover_check: obj.bool_opt("cutoverCheck")?,
     })
 }
 
@@ -373,7 +380,7 @@ pub async fn create(call: &Call) -> Result<Response, ApiError> {
                 certificate_id,
                 enabled: m.enable.unwrap_or(true),
                 deleted: m.deleted.unwrap_or(false),
-                cutover_check: None,
+                cutover_check: m.cutover_check,
             },
         ));
     }
@@ -461,6 +468,9 @@ pub async fn update(call: &Call) -> Result<Response, ApiError> {
         }
         if let Some(d) = change.deleted {
             m.deleted = d;
+        }
+        if let Some(c) = change.cutover_check {
+            m.cutover_check = Some(c);
         }
         clash(&m, &doc.mappings, &o.path)?;
         doc.mappings[i] = m.clone();

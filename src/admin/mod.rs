@@ -36,6 +36,7 @@ mod certificates;
 mod checks;
 pub mod error;
 mod input;
+mod lifecycle;
 mod mappings;
 mod tester;
 
@@ -70,9 +71,17 @@ pub struct AdminState {
     pub resolver: Arc<Resolver>,
     /// One permit per request body being read (`admin.max_concurrent_bodies`).
     bodies: Arc<tokio::sync::Semaphore>,
+    /// The lifecycle engine (CSR completion's cut-over proof, "renew now", PKI issuance).
+    pub engine: Arc<crate::lifecycle::engine::Engine>,
 }
 
 impl AdminState {
+    /// Shares the gateway's lifecycle engine (one per process) instead of the admin's own.
+    pub fn with_engine(mut self, engine: Arc<crate::lifecycle::engine::Engine>) -> AdminState {
+        self.engine = engine;
+        self
+    }
+
     pub fn new(
         cfg: Arc<Config>,
         refresher: Arc<Refresher>,
@@ -80,12 +89,21 @@ impl AdminState {
         resolver: Arc<Resolver>,
     ) -> AdminState {
         let bodies = Arc::new(tokio::sync::Semaphore::new(cfg.admin.max_concurrent_bodies));
+        let engine = crate::lifecycle::engine::Engine::new(
+            refresher.clone(),
+            tls.clone(),
+            resolver.clone(),
+            crate::lifecycle::notify::Notifier::stub(),
+            cfg.lifecycle.clone(),
+            cfg.admin.validate_timeout,
+        );
         AdminState {
             cfg,
             refresher,
             tls,
             resolver,
             bodies,
+            engine,
         }
     }
 }
@@ -174,6 +192,23 @@ pub const ROUTES: &[(&str, &str)] = &[
         "POST",
         "/mtls/account/{accountId}/certificates/activate/{certificateId}",
     ),
+    ("POST", "/mtls/account/{accountId}/certificates/csr"),
+    (
+        "GET",
+        "/mtls/account/{accountId}/certificates/{certificateId}/csr",
+    ),
+    (
+        "POST",
+        "/mtls/account/{accountId}/certificates/{certificateId}/signed",
+    ),
+    (
+        "POST",
+        "/mtls/account/{accountId}/certificates/{certificateId}/renew",
+    ),
+    (
+        "DELETE",
+        "/mtls/account/{accountId}/certificates/{certificateId}/pending",
+    ),
     ("POST", "/mtls/account/{accountId}/p12-test/multipart"),
     (
         "GET",
@@ -214,6 +249,11 @@ pub enum Op {
     UpdateCertificateByFile,
     Activate,
     P12Test,
+    CreateCsr,
+    GetCsr,
+    CompleteCsr,
+    Renew,
+    DiscardPending,
     ListMappings,
     CreateMappings,
     GetMapping,
@@ -250,6 +290,15 @@ impl Op {
             }
             ("POST", _) if sub(CERTS).as_deref() == Some("/activate/{certificateId}") => {
                 Op::Activate
+            }
+            ("POST", _) if sub(CERTS).as_deref() == Some("/csr") => Op::CreateCsr,
+            ("GET", _) if sub(CERTS).as_deref() == Some("/{certificateId}/csr") => Op::GetCsr,
+            ("POST", _) if sub(CERTS).as_deref() == Some("/{certificateId}/signed") => {
+                Op::CompleteCsr
+            }
+            ("POST", _) if sub(CERTS).as_deref() == Some("/{certificateId}/renew") => Op::Renew,
+            ("DELETE", _) if sub(CERTS).as_deref() == Some("/{certificateId}/pending") => {
+                Op::DiscardPending
             }
             ("POST", "/mtls/account/{accountId}/p12-test/multipart") => Op::P12Test,
             ("GET", p) if p == MAPS => Op::ListMappings,
@@ -530,6 +579,11 @@ async fn run(op: Op, state: AdminState, req: Request) -> Result<Response, ApiErr
         Op::UpdateCertificateByFile => certificates::update_file(&call).await,
         Op::Activate => mappings::activate(&call).await,
         Op::P12Test => tester::run(&call).await,
+        Op::CreateCsr => lifecycle::create(&call).await,
+        Op::GetCsr => lifecycle::get_csr(&call).await,
+        Op::CompleteCsr => lifecycle::complete(&call).await,
+        Op::Renew => lifecycle::renew(&call).await,
+        Op::DiscardPending => lifecycle::discard(&call).await,
         Op::ListMappings => mappings::list(&call).await,
         Op::CreateMappings => mappings::create(&call).await,
         Op::GetMapping => mappings::get(&call).await,

@@ -2,6 +2,9 @@
 //! source of versions ([`pki`]), renewal before expiry with one replica renewing at a time,
 //! cut-over proven by a handshake, and expiry and failure notifications ([`notify`]).
 
+pub mod config;
+pub mod engine;
 pub mod keys;
+pub mod metrics;
 pub mod notify;
 pub mod pki;
