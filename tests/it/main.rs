@@ -12,6 +12,7 @@ mod echo;
 mod fast;
 mod file_store;
 mod framing;
+mod lifecycle;
 mod notify;
 mod ops;
 mod p12;
