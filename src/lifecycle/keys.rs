@@ -49,7 +49,7 @@ pub const PASSWORD_LEN: usize = 32;
 pub const FRIENDLY_NAME: &str = "client";
 
 const DAY: i64 = 86_400;
-const OID_CLIENT_AUTH_CHECK: &str = crate::p12::check::CLIENT_AUTH;
+const CLIENT_AUTH_CHECK: &str = crate::p12::check::CLIENT_AUTH;
 
 /// Why a key, CSR or completion failed. Messages name the field or input and the fix, and never
 /// contain key material or passwords.
@@ -767,7 +767,7 @@ fn complete_at(
     if let Some(c) = report
         .checks
         .iter()
-        .find(|c| c.name == OID_CLIENT_AUTH_CHECK && !c.passed)
+        .find(|c| c.name == CLIENT_AUTH_CHECK && !c.passed)
     {
         warnings.push(c.detail.clone());
     }
