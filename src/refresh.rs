@@ -77,8 +77,7 @@ fn now_unix() -> i64 {
 }
 
 /// The reason recorded for an entry whose CSR waits for its signed certificate.
-pub const AWAITING_SIGNATURE: &str =
-    "awaiting signature: a CSR was made and no certificate was uploaded for it yet";
+pub const AWAITING_SIGNATURE: &str = "awaiting signature: a CSR was made and no certificate was uploaded for it yet";
 
 /// Decode one stored certificate into a ready [`LoadedCert`] (CPU work: call off the runtime).
 pub fn load_certificate(stored: &StoredCertificate, version: &str) -> Result<LoadedCert, String> {
