@@ -70,6 +70,8 @@ pub struct FileConfig {
     pub p12: P12File,
     #[serde(default)]
     pub auth: Option<AuthSettings>,
+    #[serde(default)]
+    pub notifications: NotificationsFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +189,33 @@ pub struct ShutdownFile {
     pub grace_period_secs: Option<u64>,
 }
 
+/// `notifications:` (certificate expiry and failure webhooks, see [`crate::lifecycle::notify`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsFile {
+    #[serde(default)]
+    pub webhooks: Vec<WebhookFile>,
+    /// Signed so that a negative number gets a message naming the key.
+    pub expiry_days: Option<Vec<i64>>,
+    pub timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub retry_min_ms: Option<u64>,
+    pub retry_max_secs: Option<u64>,
+}
+
+/// One entry of `notifications.webhooks`. The secret comes from a file or the environment only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFile {
+    pub url: Option<String>,
+    pub name: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub secret_env: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_insecure: bool,
+}
+
 // ---------------------------------------------------------------- typed layer
 
 /// Whether the proxy listener authenticates callers of the forward resource.
@@ -290,6 +319,90 @@ pub enum UnmappedPolicy {
     PlainTls { hosts: Vec<String> },
 }
 
+/// Certificate expiry and failure notifications (webhooks). No webhook: notifications off.
+#[derive(Debug, Clone)]
+pub struct NotificationsConfig {
+    pub webhooks: Vec<WebhookConfig>,
+    /// Days before notAfter at which `certificate.expiring` fires, distinct, sorted descending.
+    pub expiry_days: Vec<u32>,
+    /// Per attempt: connect, TLS, request and response head.
+    pub timeout: Duration,
+    /// Attempts per webhook and event, the first included.
+    pub max_attempts: u32,
+    /// Back-off between attempts: starts here, doubles up to `retry_max` (with jitter).
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl NotificationsConfig {
+    pub const DEFAULT_EXPIRY_DAYS: [u32; 4] = [30, 14, 7, 1];
+
+    /// Whether any webhook is configured.
+    pub fn enabled(&self) -> bool {
+        !self.webhooks.is_empty()
+    }
+}
+
+impl Default for NotificationsConfig {
+    /// Off (no webhook), every other setting at its default.
+    fn default() -> Self {
+        NotificationsConfig {
+            webhooks: Vec::new(),
+            expiry_days: Self::DEFAULT_EXPIRY_DAYS.to_vec(),
+            timeout: Duration::from_millis(5_000),
+            max_attempts: 8,
+            retry_min: Duration::from_millis(500),
+            retry_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One webhook. `Debug` shows neither the secret nor the URL's path and query (a Slack-style
+/// webhook URL is itself a credential): only [`WebhookConfig::redacted_url`].
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// For logs; defaults to the URL's host (and port).
+    pub name: String,
+    pub url: url::Url,
+    /// The HMAC-SHA256 key, at least 16 bytes.
+    pub secret: crate::auth::Secret,
+    /// Extra CA (PEM) trusted for this webhook's server, besides the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl WebhookConfig {
+    /// `scheme://host[:port]/...`: what logs and errors may show of the URL.
+    pub fn redacted_url(&self) -> String {
+        redacted_url(&self.url)
+    }
+}
+
+/// `scheme://host[:port]`, plus `/...` when the URL has a path, query or user info.
+pub fn redacted_url(u: &url::Url) -> String {
+    let host = u.host_str().unwrap_or("");
+    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let more = (u.path() != "/" && !u.path().is_empty())
+        || u.query().is_some()
+        || !u.username().is_empty()
+        || u.password().is_some();
+    format!(
+        "{}://{host}{port}{}",
+        u.scheme(),
+        if more { "/..." } else { "" }
+    )
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("url", &self.redacted_url())
+            .field("secret", &"<redacted>")
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
 #[derive(Clone)]
 pub struct Config {
     pub proxy: ProxyConfig,
@@ -306,6 +419,7 @@ pub struct Config {
     pub grace_period: Duration,
     pub p12: P12Config,
     pub auth: std::sync::Arc<AuthConfig>,
+    pub notifications: NotificationsConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -323,6 +437,7 @@ impl std::fmt::Debug for Config {
             .field("services", &self.services)
             .field("grace_period", &self.grace_period)
             .field("p12", &self.p12)
+            .field("notifications", &self.notifications)
             .finish_non_exhaustive()
     }
 }
@@ -811,6 +926,8 @@ impl FileConfig {
             None => AuthConfig::default(),
         };
 
+        let notifications = notifications(self.notifications, base)?;
+
         Ok(Config {
             proxy,
             admin,
@@ -825,8 +942,219 @@ impl FileConfig {
             grace_period: Duration::from_secs(grace),
             p12,
             auth: std::sync::Arc::new(auth),
+            notifications,
         })
     }
+}
+
+/// `notifications:`: webhooks (URL, secret read now, optional CA), thresholds, retry bounds.
+fn notifications(n: NotificationsFile, base: &Path) -> Result<NotificationsConfig, ConfigError> {
+    const MIN_SECRET: usize = 16;
+    let d = NotificationsConfig::default();
+    let mut webhooks = Vec::new();
+    for (i, w) in n.webhooks.into_iter().enumerate() {
+        let at = format!("notifications.webhooks[{i}]");
+        let raw = w.url.ok_or_else(|| {
+            err(
+                &format!("{at}.url"),
+                "is required, e.g. https://hooks.example.com/mtls-gateway",
+            )
+        })?;
+        // Never echo the URL itself: its path or query may be a credential.
+        let url = url::Url::parse(raw.trim()).map_err(|e| {
+            err(
+                &format!("{at}.url"),
+                format!(
+                    "is not a valid URL ({e}); write e.g. https://hooks.example.com/mtls-gateway"
+                ),
+            )
+        })?;
+        let loopback = match url.host() {
+            Some(url::Host::Domain(h)) => h.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            None => {
+                return Err(err(
+                    &format!("{at}.url"),
+                    "has no host; write e.g. https://hooks.example.com/mtls-gateway",
+                ))
+            }
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback || w.allow_insecure => {}
+            "http" => {
+                return Err(err(
+                    &format!("{at}.url"),
+                    format!(
+                        "{} is plain http to a host that is not loopback (the events would cross the network unencrypted); use https://, or set {at}.allow_insecure: true to accept that",
+                        redacted_url(&url)
+                    ),
+                ))
+            }
+            other => {
+                return Err(err(
+                    &format!("{at}.url"),
+                    format!("scheme {other:?} is not supported; use https:// (or http:// to loopback)"),
+                ))
+            }
+        }
+        let secret = match (&w.secret_file, &w.secret_env) {
+            (None, None) => {
+                return Err(err(
+                    &format!("{at}.secret_file"),
+                    format!("no secret; set {at}.secret_file or {at}.secret_env (the HMAC key that signs each delivery, at least {MIN_SECRET} bytes)"),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    &at,
+                    "both secret_file and secret_env are set; keep only one",
+                ))
+            }
+            (file, env) => crate::auth::load_secret(
+                &at,
+                None,
+                env.as_deref(),
+                file.as_deref(),
+                Some(base),
+            )
+            .map_err(|m| named(&at, m))?,
+        };
+        if secret.expose().len() < MIN_SECRET {
+            let key = if w.secret_file.is_some() {
+                format!("{at}.secret_file")
+            } else {
+                format!("{at}.secret_env")
+            };
+            return Err(err(
+                &key,
+                format!(
+                    "the secret has {} bytes; use at least {MIN_SECRET} (e.g. `openssl rand -hex 32`)",
+                    secret.expose().len()
+                ),
+            ));
+        }
+        let ca_file = match w.ca_file {
+            None => None,
+            Some(p) => {
+                let key = format!("{at}.ca_file");
+                if url.scheme() != "https" {
+                    return Err(err(
+                        &key,
+                        format!("is set but {at}.url is plain http://; use an https:// URL or remove {key}"),
+                    ));
+                }
+                let p = resolve(base, p);
+                let bytes = std::fs::read(&p).map_err(|e| {
+                    err(
+                        &key,
+                        format!("cannot read {} ({e}); point it at the PEM file of the CA that signed the webhook server's certificate", p.display()),
+                    )
+                })?;
+                if boring::x509::X509::stack_from_pem(&bytes)
+                    .map(|s| s.is_empty())
+                    .unwrap_or(true)
+                {
+                    return Err(err(
+                        &key,
+                        format!(
+                            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                            p.display()
+                        ),
+                    ));
+                }
+                Some(p)
+            }
+        };
+        let name = match w.name {
+            Some(n) if n.trim().is_empty() => {
+                return Err(err(
+                    &format!("{at}.name"),
+                    "is empty; give a name or remove the key",
+                ))
+            }
+            Some(n) => n,
+            None => format!(
+                "{}{}",
+                url.host_str().unwrap_or(""),
+                url.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ),
+        };
+        webhooks.push(WebhookConfig {
+            name,
+            url,
+            secret,
+            ca_file,
+        });
+    }
+
+    let expiry_days = match n.expiry_days {
+        None => d.expiry_days,
+        Some(list) => {
+            let mut days = Vec::with_capacity(list.len());
+            for (i, v) in list.into_iter().enumerate() {
+                match v {
+                    1..=3650 => days.push(v as u32),
+                    v => {
+                        return Err(err(
+                            &format!("notifications.expiry_days[{i}]"),
+                            format!("{v} is out of range; use whole days from 1 to 3650 (default [30, 14, 7, 1])"),
+                        ))
+                    }
+                }
+            }
+            days.sort_unstable_by(|a, b| b.cmp(a));
+            days.dedup();
+            days
+        }
+    };
+
+    let timeout = match n.timeout_ms.unwrap_or(5_000) {
+        v @ 1..=120_000 => Duration::from_millis(v),
+        v => {
+            return Err(err(
+                "notifications.timeout_ms",
+                format!("{v} is out of range; use 1 to 120000 milliseconds (default 5000)"),
+            ))
+        }
+    };
+    let max_attempts = match n.max_attempts.unwrap_or(8) {
+        v @ 1..=100 => v,
+        v => {
+            return Err(err(
+                "notifications.max_attempts",
+                format!("{v} is out of range; use 1 to 100 (default 8; 1 means no retry)"),
+            ))
+        }
+    };
+    let retry_min = match n.retry_min_ms.unwrap_or(500) {
+        v @ 1..=600_000 => Duration::from_millis(v),
+        v => {
+            return Err(err(
+                "notifications.retry_min_ms",
+                format!("{v} is out of range; use 1 to 600000 milliseconds (default 500)"),
+            ))
+        }
+    };
+    let retry_max = match n.retry_max_secs.unwrap_or(300) {
+        v @ 1..=86_400 => Duration::from_secs(v),
+        v => {
+            return Err(err(
+                "notifications.retry_max_secs",
+                format!("{v} is out of range; use 1 to 86400 seconds (default 300)"),
+            ))
+        }
+    };
+    // A retry_min above retry_max is clamped: every wait is retry_max.
+    Ok(NotificationsConfig {
+        webhooks,
+        expiry_days,
+        timeout,
+        max_attempts,
+        retry_min: retry_min.min(retry_max),
+        retry_max,
+    })
 }
 
 /// Every listener of the gateway with the config key that names it (the admin API only when

@@ -160,6 +160,25 @@ pub static MAPPINGS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     .expect("metric mtls_gateway_mappings registers once")
 });
 
+pub static NOTIFICATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "mtls_gateway_notifications_total",
+        "Certificate notifications per webhook, by event (certificate.expiring, ...) and result: delivered (2xx), failed (given up: a status other than 408, 429 or 5xx, or notifications.max_attempts reached), retried (one more attempt after a connection error, a timeout, 408, 429 or 5xx)",
+        &["event", "result"]
+    )
+    .expect("metric mtls_gateway_notifications_total registers once")
+});
+
+pub static NOTIFICATION_DELIVERY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "mtls_gateway_notification_delivery_seconds",
+        "Time from the first attempt of a notification to one webhook until it was delivered or given up (retries and back-off included), by result (delivered|failed)",
+        &["result"],
+        vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]
+    )
+    .expect("metric mtls_gateway_notification_delivery_seconds registers once")
+});
+
 /// Pre-resolved series for the common path of each mode (index: `Mode as usize`, forward = 0,
 /// transparent = 1), so a proxied request does no label hashing.
 pub struct Hot {
@@ -202,6 +221,14 @@ pub fn init() {
     CERTIFICATES_SKIPPED.with_label_values(&["iterations"]);
     for s in ["available", "expired", "not_yet_valid", "failed", "stale"] {
         CERTIFICATES.with_label_values(&[s]);
+    }
+    for event in crate::lifecycle::notify::EventKind::ALL {
+        for result in ["delivered", "failed", "retried"] {
+            NOTIFICATIONS.with_label_values(&[event.as_str(), result]);
+        }
+    }
+    for result in ["delivered", "failed"] {
+        NOTIFICATION_DELIVERY.with_label_values(&[result]);
     }
     LazyLock::force(&REQUESTS);
     LazyLock::force(&HOT);
