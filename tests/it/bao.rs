@@ -484,6 +484,55 @@ impl Bao {
         .to_owned()
     }
 
+    /// A PKI secrets engine with its own root CA, the way an operator sets one up:
+    /// `bao secrets enable -path=MOUNT pki`, `bao secrets tune -max-lease-ttl=MAX_TTL MOUNT`,
+    /// `bao write -field=certificate MOUNT/root/generate/internal common_name="Test Root MOUNT"
+    /// ttl=MAX_TTL key_type=ec key_bits=256`. Returns the root CA's PEM.
+    pub fn enable_pki(&self, mount: &str, max_ttl: &str) -> String {
+        self.cli(&["secrets", "enable", &format!("-path={mount}"), "pki"]);
+        self.cli(&[
+            "secrets",
+            "tune",
+            &format!("-max-lease-ttl={max_ttl}"),
+            mount,
+        ]);
+        let pem = self.cli(&[
+            "write",
+            "-field=certificate",
+            &format!("{mount}/root/generate/internal"),
+            &format!("common_name=Test Root {mount}"),
+            &format!("ttl={max_ttl}"),
+            "key_type=ec",
+            "key_bits=256",
+        ]);
+        assert!(
+            pem.contains("-----BEGIN CERTIFICATE-----"),
+            "{mount}/root/generate/internal printed no certificate: {pem}"
+        );
+        pem
+    }
+
+    /// `bao write MOUNT/roles/ROLE ARGS...`, e.g. `allow_any_name=true`,
+    /// `enforce_hostnames=false`, `client_flag=true`, `server_flag=false`, `max_ttl=1h`,
+    /// `key_type=ec key_bits=256` (for `issue`) or `key_type=any` (for `sign`, any CSR key).
+    pub fn pki_role(&self, mount: &str, role: &str, args: &[&str]) {
+        let path = format!("{mount}/roles/{role}");
+        let mut all = vec!["write", path.as_str()];
+        all.extend_from_slice(args);
+        self.cli(&all);
+    }
+
+    /// `bao delete MOUNT/roles/ROLE`.
+    pub fn delete_pki_role(&self, mount: &str, role: &str) {
+        self.cli(&["delete", &format!("{mount}/roles/{role}")]);
+    }
+
+    /// The policy a gateway token needs to have `MOUNT/sign/ROLE` sign its CSRs (and nothing else
+    /// of the PKI engine), for [`Bao::token_with_policy`].
+    pub fn pki_sign_policy(mount: &str, role: &str) -> String {
+        format!("path \"{mount}/sign/{role}\" {{\n  capabilities = [\"update\"]\n}}\n")
+    }
+
     /// How many requests to `path` the audit log holds (request entries, not responses).
     pub fn audit_count(&self, path: &str) -> usize {
         let text = std::fs::read_to_string(self.audit_path()).unwrap_or_default();

@@ -25,6 +25,9 @@
 //! `http::to_store_error`: unreachable/timeout/5xx/sealed -> `Unavailable`, 403 -> `Denied`
 //! (after one fresh login or token-file re-read and a retry), a missing mount -> `Other` naming
 //! `store.vault.mount`. Token handling is in `auth.rs`.
+//!
+//! [`Store::pki_write`] sends a PKI request (`{mount}/sign/{role}`, `{mount}/issue/{role}`) over the
+//! same client and token; its 403 names the policy needed and its 400/404 carry Vault's reasons.
 
 mod auth;
 pub mod aws;
@@ -237,6 +240,57 @@ impl Inner {
                 Err(e) => Err(Fail::Auth(e)),
             },
             other => other,
+        }
+    }
+
+    /// A failed PKI write (`{mount}/sign/{role}`, `{mount}/issue/{role}`) as a store error: 403
+    /// names the policy the token needs, 400/404 and other refusals carry Vault's `errors` (never
+    /// the request body), and what cannot be answered now (unreachable, timeout, 5xx, sealed,
+    /// 429) is `Unavailable` as for KV requests.
+    fn pki_fail(&self, f: Fail, path: &str) -> StoreError {
+        let (code, messages) = match &f {
+            Fail::Status { code, messages }
+                if (400..500).contains(code)
+                    && !matches!(code, 412 | 429)
+                    && !messages.iter().any(|m| {
+                        let m = m.to_ascii_lowercase();
+                        m.contains("token is missing") || m.contains("missing client token")
+                    }) =>
+            {
+                (*code, messages)
+            }
+            _ => return self.fail(f, "write", path),
+        };
+        let tok = self.auth.peek();
+        let said = {
+            let joined = messages.join("; ");
+            let joined = match tok.as_ref().map(|t| t.secret.expose()) {
+                Some(t) if t.len() >= 8 => joined.replace(t, "<redacted>"),
+                _ => joined,
+            };
+            if joined.is_empty() {
+                String::new()
+            } else {
+                format!(": {joined}")
+            }
+        };
+        let address = &self.cfg.address;
+        // `{mount}/sign/{role}`: the mount is what precedes the last two segments (it may nest).
+        let mount = path.rsplitn(3, '/').nth(2).unwrap_or(path);
+        match code {
+            403 => StoreError::Denied(format!(
+                "vault denied write {path} ({code}{said}) using the {}: the token needs a policy \
+                 with path \"{path}\" {{ capabilities = [\"update\"] }} (Vault also answers 403 \
+                 for a PKI mount that does not exist, unless the token is root)",
+                self.auth.describe()
+            )),
+            404 => StoreError::Other(format!(
+                "vault at {address} has no {path} ({code}{said}): check that a PKI secrets engine \
+                 is mounted at {mount} and the role exists"
+            )),
+            _ => StoreError::Other(format!(
+                "vault at {address} refused write {path} ({code}{said})"
+            )),
         }
     }
 
@@ -761,6 +815,30 @@ impl Inner {
     }
 }
 
+/// A path for [`Store::pki_write`]: segments of `A-Z a-z 0-9 _ . -`, none empty, `.` or `..`,
+/// no leading or trailing slash, at most 512 characters. It becomes part of the request URL.
+fn check_pki_path(path: &str) -> StoreResult<()> {
+    let ok = !path.is_empty()
+        && path.len() <= 512
+        && path.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = path.chars().take(80).collect();
+        Err(StoreError::Other(format!(
+            "invalid Vault PKI path {shown:?}: use segments of A-Z, a-z, 0-9, '_', '.' and '-' \
+             separated by '/', without a leading slash or '..'"
+        )))
+    }
+}
+
 /// Prefixes the message of a store error, keeping its kind.
 fn with_context(e: StoreError, prefix: &str) -> StoreError {
     match e {
@@ -918,6 +996,35 @@ impl Store for VaultStore {
         }
     }
 
+    /// `POST /v1/{path}` with the store's token and namespace over its own client (CA file,
+    /// timeout), one retry with a fresh token after a 403 as for KV requests. Returns `data`
+    /// (`Value::Null` when the answer has none); Vault's `warnings` (a TTL capped by the role,
+    /// ...) are logged.
+    async fn pki_write(&self, path: &str, body: Value) -> StoreResult<Value> {
+        check_pki_path(path)?;
+        let inner = &self.inner;
+        let bytes = inner
+            .call(Method::POST, path, Some(&body))
+            .await
+            .map_err(|f| inner.pki_fail(f, path))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            // 204: nothing to return (not what sign/issue do, but not an error of the call).
+            return Ok(Value::Null);
+        }
+        let mut v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            StoreError::Other(format!(
+                "vault at {} answered write {path} with a body that is not JSON: {e}",
+                inner.cfg.address
+            ))
+        })?;
+        if let Some(ws) = v.get("warnings").and_then(Value::as_array) {
+            for w in ws.iter().filter_map(Value::as_str) {
+                log::warn!("vault: write {path}: {}", http::shorten(w));
+            }
+        }
+        Ok(v.get_mut("data").map(Value::take).unwrap_or(Value::Null))
+    }
+
     async fn delete_certificate(&self, account: &str, id: u64) -> StoreResult<bool> {
         check_account(account)?;
         let inner = &self.inner;
@@ -1033,6 +1140,37 @@ impl Store for VaultStore {
                     })?;
                 Ok(digest)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_pki_path;
+
+    #[test]
+    fn pki_paths_are_plain_segments() {
+        for ok in [
+            "pki/sign/web",
+            "pki_int/issue/client-2",
+            "a.b/sign/r_1",
+            "x",
+        ] {
+            assert!(check_pki_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/pki/sign/web",
+            "pki/sign/web/",
+            "pki//sign/web",
+            "pki/../sys/seal",
+            "pki/./sign/web",
+            "pki/sign/web?x=1",
+            "pki/sign/we b",
+            "pki/sign/wéb",
+            "pki\\sign",
+        ] {
+            assert!(check_pki_path(bad).is_err(), "{bad:?}");
         }
     }
 }
