@@ -448,7 +448,11 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
         refresher.clone(),
         tls.clone(),
         resolver.clone(),
-        lifecycle::notify::Notifier::stub(),
+        lifecycle::notify::Notifier::with_gateway(
+            &cfg.notifications,
+            cfg.lifecycle.replica_id.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
         cfg.lifecycle.clone(),
         cfg.admin.validate_timeout,
     );

@@ -93,7 +93,9 @@ impl AdminState {
             refresher.clone(),
             tls.clone(),
             resolver.clone(),
-            crate::lifecycle::notify::Notifier::stub(),
+            // Until `with_engine` hands over the process's engine: no notifications of its own.
+            crate::lifecycle::notify::Notifier::new(&Default::default())
+                .unwrap_or_else(|_| unreachable!("a notifier without webhooks builds")),
             cfg.lifecycle.clone(),
             cfg.admin.validate_timeout,
         );

@@ -151,26 +151,39 @@ struct Seen {
 }
 
 /// Steady traffic through the gateway until `stop` is set: one request every 50 ms.
-async fn traffic(gw_proxy: std::net::SocketAddr, url: String, seen: Arc<Mutex<Seen>>, stop: Arc<std::sync::atomic::AtomicBool>) {
+async fn traffic(
+    gw_proxy: std::net::SocketAddr,
+    url: String,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
     let c = reqwest::Client::builder()
         .proxy(reqwest::Proxy::http(format!("http://{gw_proxy}")).expect("proxy"))
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let r = c.get(&url).send().await;
-        let mut s = seen.lock().expect("lock");
-        match r {
-            Ok(r) if r.status() == 200 => {
-                let serial = r.headers().get(SERIAL).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                if s.serials.last() != Some(&serial) {
-                    s.serials.push(serial);
+        let outcome = match c.get(&url).send().await {
+            Ok(r) if r.status() == 200 => Ok(r
+                .headers()
+                .get(SERIAL)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()),
+            Ok(r) => Err(format!("status {}", r.status())),
+            Err(e) => Err(e.to_string()),
+        };
+        {
+            let mut s = seen.lock().expect("lock");
+            match outcome {
+                Ok(serial) => {
+                    if s.serials.last() != Some(&serial) {
+                        s.serials.push(serial);
+                    }
                 }
+                Err(e) => s.failed.push(e),
             }
-            Ok(r) => s.failed.push(format!("status {}", r.status())),
-            Err(e) => s.failed.push(e.to_string()),
         }
-        drop(s);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -178,7 +191,11 @@ async fn traffic(gw_proxy: std::net::SocketAddr, url: String, seen: Arc<Mutex<Se
 /// The store document of certificate `id` (KV v2 data), read with the root token.
 async fn stored(bao: &Bao, id: u64) -> Value {
     let (s, v) = bao
-        .api("GET", &format!("secret/data/mtls-gateway/accounts/acc/certificates/{id}"), None)
+        .api(
+            "GET",
+            &format!("secret/data/mtls-gateway/accounts/acc/certificates/{id}"),
+            None,
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     v["data"]["data"].clone()
@@ -196,11 +213,7 @@ async fn lifecycle_pki_certificates_renew_under_load_without_a_failed_request_an
     let pki = Pki::new();
     let echo = echo_trusting(&pki, vec![root]);
     let dir = tempfile::tempdir().expect("tmp");
-    let gw = Gw::start(
-        dir.path(),
-        &pki.ca_path,
-        &yaml(&bao, dir.path(), QUICK),
-    );
+    let gw = Gw::start(dir.path(), &pki.ca_path, &yaml(&bao, dir.path(), QUICK));
     let admin = Admin::new(&gw);
     let (s, v) = admin
         .call(
@@ -217,7 +230,10 @@ async fn lifecycle_pki_certificates_renew_under_load_without_a_failed_request_an
     let id = id_of(&v);
     assert_eq!(v["status"], "Available", "{v}");
     assert_eq!(v["lifecycle"]["source"], "vault-pki", "{v}");
-    assert!(v.get("csr").is_none(), "a PKI entry has no CSR to sign: {v}");
+    assert!(
+        v.get("csr").is_none(),
+        "a PKI entry has no CSR to sign: {v}"
+    );
     let url = format!("https://localhost:{}/*", echo.addr.port());
     admin.mapping(&url, id, None).await;
 
@@ -246,13 +262,22 @@ async fn lifecycle_pki_certificates_renew_under_load_without_a_failed_request_an
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     t.await.expect("traffic");
-    let seen = seen.lock().expect("lock");
+    let seen = std::mem::take(&mut *seen.lock().expect("lock"));
     assert!(seen.failed.is_empty(), "failed requests: {:?}", seen.failed);
-    assert!(!seen.serials.iter().any(String::is_empty), "a request without a client certificate: {:?}", seen.serials);
+    assert!(
+        !seen.serials.iter().any(String::is_empty),
+        "a request without a client certificate: {:?}",
+        seen.serials
+    );
     let mut distinct = seen.serials.clone();
     distinct.sort();
     distinct.dedup();
-    assert_eq!(distinct.len(), seen.serials.len(), "an old serial came back after a newer one: {:?}", seen.serials);
+    assert_eq!(
+        distinct.len(),
+        seen.serials.len(),
+        "an old serial came back after a newer one: {:?}",
+        seen.serials
+    );
 
     // One signing call per version: the versions written equal Vault's sign requests.
     let doc = stored(&bao, id).await;
@@ -288,32 +313,61 @@ async fn lifecycle_a_failed_renewal_keeps_the_old_version_serving_and_retries() 
     assert_eq!(s, 201, "{v}");
     let id = id_of(&v);
     admin
-        .mapping(&format!("https://localhost:{}/*", echo.addr.port()), id, None)
+        .mapping(
+            &format!("https://localhost:{}/*", echo.addr.port()),
+            id,
+            None,
+        )
         .await;
     let c = proxied_client(&gw);
     let target = format!("http://localhost:{}/x", echo.addr.port());
     let first = c.get(&target).send().await.expect("send");
     assert_eq!(first.status(), 200, "{}", gw.logs());
-    let serial = first.headers()[SERIAL].to_str().expect("serial").to_string();
+    let serial = first.headers()[SERIAL]
+        .to_str()
+        .expect("serial")
+        .to_string();
 
     // The role goes away: every renewal fails until it is back.
     bao.cli(&["delete", "pki/roles/client"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let doc = stored(&bao, id).await;
-        if doc["lifecycle"]["renewal"]["failures"].as_u64().unwrap_or(0) >= 2 {
-            let err = doc["lifecycle"]["renewal"]["lastError"].as_str().unwrap_or("");
-            assert!(err.contains("role") || err.contains("client"), "error names the cause: {err}");
+        if doc["lifecycle"]["renewal"]["failures"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
+        {
+            let err = doc["lifecycle"]["renewal"]["lastError"]
+                .as_str()
+                .unwrap_or("");
+            assert!(
+                err.contains("role") || err.contains("client"),
+                "error names the cause: {err}"
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "no failed renewal recorded: {doc}\n{}", gw.logs());
+        assert!(
+            Instant::now() < deadline,
+            "no failed renewal recorded: {doc}\n{}",
+            gw.logs()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let r = c.get(&target).send().await.expect("send");
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()[SERIAL].to_str().expect("serial"), serial, "the old version keeps serving");
-    let (_, e) = admin.call("GET", &format!("/certificates/{id}"), None).await;
-    assert!(e["lifecycle"]["renewal"]["failures"].as_u64().unwrap_or(0) >= 2, "{e}");
+    assert_eq!(
+        r.headers()[SERIAL].to_str().expect("serial"),
+        serial,
+        "the old version keeps serving"
+    );
+    let (_, e) = admin
+        .call("GET", &format!("/certificates/{id}"), None)
+        .await;
+    assert!(
+        e["lifecycle"]["renewal"]["failures"].as_u64().unwrap_or(0) >= 2,
+        "{e}"
+    );
     assert!(gw.metric("mtls_gateway_certificate_renewals_total{result=\"failed\"}") >= 2.0);
 
     // Back: the next attempt renews.
@@ -325,7 +379,11 @@ async fn lifecycle_a_failed_renewal_keeps_the_old_version_serving_and_retries() 
         if r.headers()[SERIAL].to_str().expect("serial") != serial {
             break;
         }
-        assert!(Instant::now() < deadline, "not renewed after the role came back\n{}", gw.logs());
+        assert!(
+            Instant::now() < deadline,
+            "not renewed after the role came back\n{}",
+            gw.logs()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -352,12 +410,33 @@ fn sign_with(pki: &Pki, dir: &Path, tag: &str, csr_pem: &str) -> String {
     let ca_key = dir.join(format!("{tag}-ca.key"));
     let ext = dir.join(format!("{tag}.ext"));
     std::fs::write(&csr, csr_pem).expect("csr");
-    std::fs::write(&ca_key, pki.ca.key.private_key_to_pem_pkcs8().expect("ca key")).expect("ca key");
-    std::fs::write(&ext, "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:client.example\n").expect("ext");
+    std::fs::write(
+        &ca_key,
+        pki.ca.key.private_key_to_pem_pkcs8().expect("ca key"),
+    )
+    .expect("ca key");
+    std::fs::write(
+        &ext,
+        "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:client.example\n",
+    )
+    .expect("ext");
     let (ok, out) = openssl(&[
-        "x509", "-req", "-in", csr.to_str().unwrap_or(""), "-CA", pki.ca_path.to_str().unwrap_or(""),
-        "-CAkey", ca_key.to_str().unwrap_or(""), "-CAcreateserial", "-days", "30", "-sha256",
-        "-extfile", ext.to_str().unwrap_or(""), "-out", crt.to_str().unwrap_or(""),
+        "x509",
+        "-req",
+        "-in",
+        csr.to_str().unwrap_or(""),
+        "-CA",
+        pki.ca_path.to_str().unwrap_or(""),
+        "-CAkey",
+        ca_key.to_str().unwrap_or(""),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-sha256",
+        "-extfile",
+        ext.to_str().unwrap_or(""),
+        "-out",
+        crt.to_str().unwrap_or(""),
     ]);
     assert!(ok, "openssl x509 -req: {out}");
     std::fs::read_to_string(&crt).expect("crt")
@@ -389,15 +468,35 @@ async fn lifecycle_a_csr_is_verified_signed_elsewhere_completed_presented_and_a_
     let csr = v["csr"].as_str().expect("csr").to_string();
     let csr_file = dir.path().join("req.pem");
     std::fs::write(&csr_file, &csr).expect("csr file");
-    let (ok, out) = openssl(&["req", "-verify", "-noout", "-in", csr_file.to_str().unwrap_or("")]);
+    let (ok, out) = openssl(&[
+        "req",
+        "-verify",
+        "-noout",
+        "-in",
+        csr_file.to_str().unwrap_or(""),
+    ]);
     assert!(ok, "openssl req -verify: {out}");
-    let (_, text) = openssl(&["req", "-noout", "-text", "-in", csr_file.to_str().unwrap_or("")]);
-    assert!(text.contains("DNS:client.example") && text.contains("2048 bit"), "{text}");
+    let (_, text) = openssl(&[
+        "req",
+        "-noout",
+        "-text",
+        "-in",
+        csr_file.to_str().unwrap_or(""),
+    ]);
+    assert!(
+        text.contains("DNS:client.example") && text.contains("2048 bit"),
+        "{text}"
+    );
     // The key is in the store only: never in an answer.
     let doc = stored(&bao, id).await;
-    assert!(doc["lifecycle"]["pending"]["keyPem"].as_str().unwrap_or("").contains("PRIVATE KEY"));
+    assert!(doc["lifecycle"]["pending"]["keyPem"]
+        .as_str()
+        .unwrap_or("")
+        .contains("PRIVATE KEY"));
     assert!(!v.to_string().contains("PRIVATE KEY"));
-    let (s, g) = admin.call("GET", &format!("/certificates/{id}/csr"), None).await;
+    let (s, g) = admin
+        .call("GET", &format!("/certificates/{id}/csr"), None)
+        .await;
     assert_eq!(s, 200, "{g}");
     assert_eq!(g["csr"].as_str(), Some(csr.as_str()));
     assert!(!g.to_string().contains("PRIVATE KEY"));
@@ -406,12 +505,20 @@ async fn lifecycle_a_csr_is_verified_signed_elsewhere_completed_presented_and_a_
     let leaf = sign_with(&old_ca, dir.path(), "v1", &csr);
     let chain = std::fs::read_to_string(&old_ca.ca_path).expect("ca");
     let (s, v) = admin
-        .call("POST", &format!("/certificates/{id}/signed"), Some(json!({"certificate": leaf, "chain": chain})))
+        .call(
+            "POST",
+            &format!("/certificates/{id}/signed"),
+            Some(json!({"certificate": leaf, "chain": chain})),
+        )
         .await;
     assert_eq!(s, 200, "{v}\n{}", gw.logs());
     assert_eq!(v["status"], "Available", "{v}");
     admin
-        .mapping(&format!("https://localhost:{}/*", echo.addr.port()), id, Some(true))
+        .mapping(
+            &format!("https://localhost:{}/*", echo.addr.port()),
+            id,
+            Some(true),
+        )
         .await;
     let c = proxied_client(&gw);
     let target = format!("http://localhost:{}/x", echo.addr.port());
@@ -421,43 +528,78 @@ async fn lifecycle_a_csr_is_verified_signed_elsewhere_completed_presented_and_a_
     let leaf_x509 = X509::from_pem(leaf.as_bytes()).expect("leaf");
     assert_eq!(
         hex::encode(leaf_x509.serial_number().to_bn().expect("bn").to_vec()),
-        v1_serial.to_ascii_lowercase().trim_start_matches('0').to_string().pipe_pad(),
+        v1_serial
+            .to_ascii_lowercase()
+            .trim_start_matches('0')
+            .to_string()
+            .pipe_pad(),
         "the target saw the uploaded certificate"
     );
 
     // A certificate for another key is refused, naming the problem.
     let other = old_ca.client("other");
     let (s, e) = admin
-        .call("POST", &format!("/certificates/{id}/signed"),
-              Some(json!({"certificate": String::from_utf8_lossy(&other.cert.to_pem().expect("pem"))})))
+        .call(
+            "POST",
+            &format!("/certificates/{id}/signed"),
+            Some(
+                json!({"certificate": String::from_utf8_lossy(&other.cert.to_pem().expect("pem"))}),
+            ),
+        )
         .await;
     assert!(s == 409 || s == 400, "{s} {e}");
 
     // Renew: a new key and CSR while v1 serves; signed by the new CA, which the target does not
     // trust: the cut-over is refused and v1 keeps serving.
-    let (s, r) = admin.call("POST", &format!("/certificates/{id}/renew"), Some(json!({}))).await;
+    let (s, r) = admin
+        .call(
+            "POST",
+            &format!("/certificates/{id}/renew"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(s, 200, "{r}");
     let csr2 = r["csr"].as_str().expect("csr2").to_string();
     assert_ne!(csr2, csr, "a renewal makes a new key");
     let leaf2 = sign_with(&new_ca, dir.path(), "v2", &csr2);
     let chain2 = std::fs::read_to_string(&new_ca.ca_path).expect("ca");
     let (s, e) = admin
-        .call("POST", &format!("/certificates/{id}/signed"), Some(json!({"certificate": leaf2, "chain": chain2})))
+        .call(
+            "POST",
+            &format!("/certificates/{id}/signed"),
+            Some(json!({"certificate": leaf2, "chain": chain2})),
+        )
         .await;
     assert_eq!(s, 409, "{e}\n{}", gw.logs());
     assert_eq!(e["error"], "cutover_refused", "{e}");
     let r = c.get(&target).send().await.expect("send");
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()[SERIAL].to_str().expect("serial"), v1_serial, "v1 keeps serving");
-    let (_, g) = admin.call("GET", &format!("/certificates/{id}"), None).await;
-    assert!(g["lifecycle"]["cutoverRefused"]["reason"].is_string(), "{g}");
-    assert!(g["lifecycle"]["pending"].is_object(), "the pending version is kept: {g}");
+    assert_eq!(
+        r.headers()[SERIAL].to_str().expect("serial"),
+        v1_serial,
+        "v1 keeps serving"
+    );
+    let (_, g) = admin
+        .call("GET", &format!("/certificates/{id}"), None)
+        .await;
+    assert!(
+        g["lifecycle"]["cutoverRefused"]["reason"].is_string(),
+        "{g}"
+    );
+    assert!(
+        g["lifecycle"]["pending"].is_object(),
+        "the pending version is kept: {g}"
+    );
     assert!(gw.metric("mtls_gateway_certificate_cutover_refused_total") >= 1.0);
 
     // Signed by the CA the target trusts: accepted, served.
     let leaf3 = sign_with(&old_ca, dir.path(), "v3", &csr2);
     let (s, v) = admin
-        .call("POST", &format!("/certificates/{id}/signed"), Some(json!({"certificate": leaf3, "chain": chain})))
+        .call(
+            "POST",
+            &format!("/certificates/{id}/signed"),
+            Some(json!({"certificate": leaf3, "chain": chain})),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     assert!(v["lifecycle"].get("cutoverRefused").is_none(), "{v}");
