@@ -4,6 +4,11 @@
 //! write is all or nothing. A batch is validated whole (types, sizes, names, the file opening
 //! with its password) before the first write; a store failure part-way is reported per item in
 //! `failedSaveToVaultCertificates`, as LivePerson's save result does.
+//!
+//! A file that opens is accepted even when the P12 tester would call it unusable (LivePerson's
+//! clients upload such files and must keep working); the tester's checks run in the same
+//! blocking job that opens it, their failures are kept as `lifecycle.warnings` and every entity
+//! says what is wrong: `state`, `stateReason` and `warnings` next to LivePerson's `status`.
 
 use std::collections::HashSet;
 
@@ -15,9 +20,10 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::input::{self, Obj};
 use super::{json, mappings, Call, WRITE_LOCK};
-use crate::p12::P12Error;
+use crate::p12::{self, check, KeyPolicy, P12Error, Report};
+use crate::refresh::AWAITING_SIGNATURE;
 use crate::snapshot::{CertEntry, Snapshot};
-use crate::store::{CertificateMeta, CertificateSecret, StoreError, StoredCertificate};
+use crate::store::{CertificateMeta, CertificateSecret, Lifecycle, StoreError, StoredCertificate};
 
 /// Longest certificate or mapping name accepted.
 pub const MAX_NAME: usize = 256;
@@ -48,15 +54,165 @@ pub fn iso8601(t: i64) -> Option<String> {
         })
 }
 
-/// The certificate entity LivePerson returns: never the file or the password.
+/// Why a certificate may not work, for the entity and the mapping checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertState {
+    /// `available`, `expired`, `not_yet_valid`, `unusable`, `awaiting_signature` or
+    /// `load_failed`.
+    pub state: &'static str,
+    /// One sentence; `None` exactly when `state` is `available`.
+    pub reason: Option<String>,
+    /// The dates' warning (expired / not yet valid, worked out now), then the tester's warnings
+    /// kept at write time.
+    pub warnings: Vec<String>,
+}
+
+impl CertState {
+    /// Nothing to say: available and no warning.
+    pub fn is_clean(&self) -> bool {
+        self.reason.is_none() && self.warnings.is_empty()
+    }
+
+    /// Adds `state`, `stateReason` (unless available) and `warnings` (unless empty) to `out`.
+    pub fn add_to(&self, out: &mut serde_json::Map<String, Value>) {
+        out.insert("state".into(), json!(self.state));
+        if let Some(r) = &self.reason {
+            out.insert("stateReason".into(), json!(r));
+        }
+        if !self.warnings.is_empty() {
+            out.insert("warnings".into(), json!(self.warnings));
+        }
+    }
+}
+
+/// The state of certificate `id` of `account`. `stored` is the store document when the caller
+/// read it (its warnings and whether it awaits a signature are then taken from it); without it,
+/// from what this replica's snapshot loaded. `not_after` as in [`status`].
+///
+/// In order: `awaiting_signature` (no file yet); `expired` (not-after passed: LivePerson's
+/// `Expired`); `load_failed` (this replica does not present the current version: LivePerson's
+/// `UnAvailable`); `not_yet_valid` (not-before still ahead); `unusable` (the P12 tester failed
+/// a check other than the dates when the file was written: the gateway presents it, partners are
+/// expected to refuse it); `available`. Only the first two and `load_failed` change `status`.
+pub fn state_of(
+    snap: &Snapshot,
+    account: &str,
+    id: u64,
+    not_after: Option<i64>,
+    stored: Option<&StoredCertificate>,
+    now: i64,
+) -> CertState {
+    let entry = snap.certs.get(&(account.to_string(), id));
+    let loaded = entry.and_then(CertEntry::cert);
+    let not_after = not_after.or_else(|| loaded.map(|c| c.not_after));
+    let awaiting = match stored {
+        Some(doc) => doc.awaiting_signature(),
+        None => {
+            matches!(entry, Some(CertEntry::Failed { reason, .. }) if reason == AWAITING_SIGNATURE)
+        }
+    };
+    let kept = match stored {
+        Some(doc) => doc.lifecycle.as_ref(),
+        None => loaded.and_then(|c| c.lifecycle.as_deref()),
+    }
+    .map(|l| l.warnings.clone())
+    .unwrap_or_default();
+
+    let expired_at = not_after.filter(|t| *t < now);
+    let valid_from = loaded.map(|c| c.not_before).filter(|t| *t > now);
+    let mut warnings = Vec::with_capacity(kept.len() + 1);
+    if let Some(t) = expired_at {
+        warnings.push(format!(
+            "certificate expired at {}: upload a renewed certificate",
+            iso8601(t).unwrap_or_else(|| t.to_string())
+        ));
+    } else if let Some(t) = valid_from {
+        warnings.push(format!(
+            "certificate is not valid before {}: partners refuse it until then; upload one valid now if it is needed sooner",
+            iso8601(t).unwrap_or_else(|| t.to_string())
+        ));
+    }
+    let dated = !warnings.is_empty();
+    warnings.extend(kept);
+
+    let (state, reason) = if awaiting {
+        (
+            "awaiting_signature",
+            Some(
+                "a CSR was made and no signed certificate was uploaded for it yet; nothing is presented until it is"
+                    .to_string(),
+            ),
+        )
+    } else if expired_at.is_some() {
+        ("expired", Some(warnings[0].clone()))
+    } else if let Some(why) = load_problem(entry) {
+        ("load_failed", Some(why))
+    } else if dated {
+        ("not_yet_valid", Some(warnings[0].clone()))
+    } else if let Some(first) = warnings.first() {
+        let more = match warnings.len() - 1 {
+            0 => String::new(),
+            n => format!(" (and {n} more problem(s): see warnings)"),
+        };
+        (
+            "unusable",
+            Some(format!(
+                "the P12 tester calls this file unusable: {first}{more}"
+            )),
+        )
+    } else {
+        ("available", None)
+    };
+    CertState {
+        state,
+        reason,
+        warnings,
+    }
+}
+
+/// Why this replica does not present the current version, if it does not.
+fn load_problem(entry: Option<&CertEntry>) -> Option<String> {
+    match entry {
+        None => Some(
+            "this replica has not loaded the certificate yet; it will on its next refresh".into(),
+        ),
+        Some(CertEntry::Failed { reason, .. }) => Some(format!(
+            "this replica could not load the stored file: {reason}"
+        )),
+        Some(CertEntry::Ready {
+            stale: Some((_, reason)),
+            ..
+        }) => Some(format!(
+            "the newest stored version could not be loaded ({reason}); this replica still presents the previous one"
+        )),
+        Some(CertEntry::Ready { stale: None, .. }) => None,
+    }
+}
+
+/// The certificate entity LivePerson returns (never the file or the password), plus `state`,
+/// `stateReason` and `warnings` from this replica's snapshot.
 pub fn entity(meta: &CertificateMeta, snap: &Snapshot, now: i64) -> Value {
+    entity_with(meta, None, snap, now)
+}
+
+/// [`entity`] of a store document: its warnings and awaiting-signature state come from it.
+pub fn entity_of(doc: &StoredCertificate, snap: &Snapshot, now: i64) -> Value {
+    entity_with(&doc.meta, Some(doc), snap, now)
+}
+
+fn entity_with(
+    meta: &CertificateMeta,
+    doc: Option<&StoredCertificate>,
+    snap: &Snapshot,
+    now: i64,
+) -> Value {
     let not_after = meta.not_after.or_else(|| {
         snap.certs
             .get(&(meta.account_id.clone(), meta.id))
             .and_then(CertEntry::cert)
             .map(|c| c.not_after)
     });
-    json!({
+    let mut out = json!({
         "id": meta.id,
         "deleted": meta.deleted,
         "name": meta.name,
@@ -64,7 +220,11 @@ pub fn entity(meta: &CertificateMeta, snap: &Snapshot, now: i64) -> Value {
         "siteId": meta.account_id,
         "status": status(meta, snap, now),
         "expirationDate": not_after.and_then(iso8601),
-    })
+    });
+    if let Value::Object(m) = &mut out {
+        state_of(snap, &meta.account_id, meta.id, not_after, doc, now).add_to(m);
+    }
+    out
 }
 
 /// Every live certificate of the account, by id.
@@ -134,7 +294,7 @@ pub async fn list(call: &Call) -> Result<Response, ApiError> {
     let snap = call.state.refresher.snapshot().load();
     let out: Vec<Value> = certs
         .iter()
-        .map(|c| entity(&c.meta, &snap, call.now))
+        .map(|c| entity_of(c, &snap, call.now))
         .collect();
     Ok(json(StatusCode::OK, Value::Array(out)))
 }
@@ -144,7 +304,7 @@ pub async fn get(call: &Call) -> Result<Response, ApiError> {
     let id = input::id_param(call.param("certificateId"), "certificateId")?;
     let cert = load(call, id, "certificateId").await?;
     let snap = call.state.refresher.snapshot().load();
-    Ok(json(StatusCode::OK, entity(&cert.meta, &snap, call.now)))
+    Ok(json(StatusCode::OK, entity_of(&cert, &snap, call.now)))
 }
 
 /// A certificate to create, validated except for the name clash and the decode.
@@ -266,13 +426,37 @@ fn field(prefix: &str, key: &str) -> String {
     }
 }
 
-/// Opens the file with its password and returns the leaf's not-after: through the shared
-/// decoder (iteration cap first, then the blocking pool, a bounded number at a time), never
-/// under [`WRITE_LOCK`]. Errors name the field; they never contain the password (`P12Error`
-/// guarantees it).
-async fn opens(call: &Call, p12: Vec<u8>, password: String, prefix: &str) -> Result<i64, ApiError> {
-    match call.state.refresher.decoder().decode(p12, password).await {
-        Ok(d) => Ok(d.not_after),
+/// What the write path learned from a file that opens.
+struct Checked {
+    /// The leaf's not-after, unix seconds.
+    not_after: i64,
+    /// The tester's failed checks (the dates aside), as sentences for `lifecycle.warnings`.
+    warnings: Vec<String>,
+}
+
+/// Opens the file with its password and runs the tester's checks on it, in one job of the
+/// shared decoder (iteration cap first, then the blocking pool, a bounded number at a time),
+/// never under [`WRITE_LOCK`]. A file that does not open is refused as before; one that opens is
+/// accepted whatever the checks say. Errors name the field; they never contain the password
+/// (`P12Error` guarantees it).
+async fn opens(
+    call: &Call,
+    p12: Vec<u8>,
+    password: String,
+    prefix: &str,
+) -> Result<Checked, ApiError> {
+    let decoder = call.state.refresher.decoder().clone();
+    let policy = super::tester::key_policy(call);
+    let now = call.now;
+    let result = match decoder.check(&p12) {
+        Err(e) => Err(e),
+        Ok(()) => decoder
+            .run(move || examine(&p12, &password, now, &policy))
+            .await
+            .and_then(|r| r),
+    };
+    match result {
+        Ok(c) => Ok(c),
         Err(P12Error::WrongPassword) => Err(ApiError::bad(
             "wrong_password",
             field(prefix, "password"),
@@ -292,6 +476,108 @@ async fn opens(call: &Call, p12: Vec<u8>, password: String, prefix: &str) -> Res
     }
 }
 
+/// Blocking: the tester's report (which opens the file once); when it says the file does not
+/// open as the runtime needs it (the password, one key matching the leaf), [`p12::decode`] gives
+/// the exact reason, so refusals read as they always did.
+fn examine(der: &[u8], password: &str, now: i64, policy: &KeyPolicy) -> Result<Checked, P12Error> {
+    let report = p12::test_report(der, password, now, policy);
+    let opened = report
+        .checks
+        .iter()
+        .filter(|c| c.name == check::OPENS || c.name == check::PRIVATE_KEY)
+        .all(|c| c.passed);
+    let not_after = report.not_after.as_deref().and_then(|t| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|d| d.unix_timestamp())
+    });
+    let not_after = match (opened, not_after) {
+        (true, Some(t)) => t,
+        _ => p12::decode(der, password)?.not_after,
+    };
+    Ok(Checked {
+        not_after,
+        warnings: warnings(&report, policy),
+    })
+}
+
+/// The tester's failed checks as short sentences naming the problem and the fix. The validity
+/// window is left out: whether a certificate is expired or not yet valid changes with time, so
+/// [`state_of`] works it out from the dates on every read instead of keeping a sentence that
+/// goes stale. Never a secret: the report holds names, algorithms and dates only.
+pub fn warnings(report: &Report, policy: &KeyPolicy) -> Vec<String> {
+    report
+        .checks
+        .iter()
+        .filter(|c| !c.passed && c.name != check::VALIDITY && !c.detail.starts_with("not run"))
+        .map(|c| match c.name {
+            check::KEY_STRENGTH => {
+                let allowed = format!(
+                    "an EC key on {} or an RSA key of at least {} bits",
+                    policy.ec_curves.join("/"),
+                    policy.rsa_min_bits
+                );
+                match (report.key_algorithm.as_deref(), report.key_bits) {
+                    (Some("RSA"), Some(bits)) if bits < policy.rsa_min_bits => format!(
+                        "key is RSA {bits} bits; partners require at least {}: upload a new certificate with a stronger key",
+                        policy.rsa_min_bits
+                    ),
+                    (Some("Ed25519"), _) => format!(
+                        "key is Ed25519, which most partners' TLS servers (and Java before 15) refuse as a client key: upload a new certificate with {allowed}"
+                    ),
+                    (Some(alg), _) if alg.starts_with("EC ") => format!(
+                        "key is {alg}, not an allowed curve (allowed: {}): upload a new certificate with {allowed}",
+                        policy.ec_curves.join(", ")
+                    ),
+                    _ => format!(
+                        "key: {}: upload a new certificate with {allowed}",
+                        c.detail
+                    ),
+                }
+            }
+            check::SIGNATURE => format!(
+                "certificate is signed with {}; partners' TLS servers refuse MD5 and SHA-1 signatures: have it reissued with SHA-256 or better and upload it",
+                report.signature_algorithm.as_deref().unwrap_or("a weak digest")
+            ),
+            check::CLIENT_AUTH => format!(
+                "{}: have it reissued with the clientAuth extended key usage and upload it",
+                c.detail
+            ),
+            check::CHAIN_ORDER => format!(
+                "chain out of order in the file: {}, and upload it again",
+                c.detail
+            ),
+            check::JAVA_READABLE => format!(
+                "Java cannot read this file: {}; re-export it with `openssl pkcs12 -export` (encrypted by default) and upload it again",
+                c.detail
+            ),
+            other => format!("{other}: {}", c.detail),
+        })
+        .collect()
+}
+
+/// Keeps `warnings` as the entry's lifecycle warnings: a lifecycle is created for them when
+/// there was none, and one left with nothing but defaults is dropped again (a good file after a
+/// bad one stores the same document as before warnings existed).
+fn set_warnings(lifecycle: &mut Option<Lifecycle>, warnings: Vec<String>) {
+    match lifecycle {
+        Some(l) => l.warnings = warnings,
+        None if warnings.is_empty() => {}
+        None => {
+            *lifecycle = Some(Lifecycle {
+                warnings,
+                ..Lifecycle::default()
+            })
+        }
+    }
+    if lifecycle
+        .as_ref()
+        .is_some_and(|l| *l == Lifecycle::default())
+    {
+        *lifecycle = None;
+    }
+}
+
 /// Writes each certificate (one document each); returns LivePerson's save result.
 async fn save_all(call: &Call, docs: Vec<StoredCertificate>, action: &str) -> Value {
     let store = call.state.refresher.store().clone();
@@ -306,7 +592,7 @@ async fn save_all(call: &Call, docs: Vec<StoredCertificate>, action: &str) -> Va
                     doc.meta.id,
                     json!({"name": doc.meta.name}),
                 );
-                saved.push(doc.meta);
+                saved.push(doc);
             }
             Err(e) => {
                 log::warn!(
@@ -328,7 +614,7 @@ async fn save_all(call: &Call, docs: Vec<StoredCertificate>, action: &str) -> Va
     }
     let snap = call.state.refresher.snapshot().load();
     json!({
-        "successfulySavedCertificates": saved.iter().map(|m| entity(m, &snap, call.now)).collect::<Vec<_>>(),
+        "successfulySavedCertificates": saved.iter().map(|d| entity_of(d, &snap, call.now)).collect::<Vec<_>>(),
         "failedSaveToVaultCertificates": failed,
     })
 }
@@ -368,9 +654,9 @@ async fn create_many(call: &Call, items: Vec<NewCert>) -> Result<Response, ApiEr
         }
     }
     // Every file must open before anything is written.
-    let mut not_after = Vec::with_capacity(items.len());
+    let mut checked = Vec::with_capacity(items.len());
     for it in &items {
-        not_after.push(opens(call, it.p12.clone(), it.password.clone(), &it.field).await?);
+        checked.push(opens(call, it.p12.clone(), it.password.clone(), &it.field).await?);
     }
     let _guard = WRITE_LOCK.lock().await;
     let existing = account_certs(call).await?;
@@ -388,22 +674,26 @@ async fn create_many(call: &Call, items: Vec<NewCert>) -> Result<Response, ApiEr
     }
     let docs = items
         .into_iter()
-        .zip(not_after)
-        .map(|(it, na)| StoredCertificate {
-            meta: CertificateMeta {
-                id: crate::store::new_id(),
-                account_id: call.account.clone(),
-                name: it.name,
-                display_name: it.display_name,
-                deleted: false,
-                not_after: Some(na),
-                updated_at: call.now,
-            },
-            secret: CertificateSecret {
-                p12: it.p12,
-                password: it.password,
-            },
-            lifecycle: None,
+        .zip(checked)
+        .map(|(it, ck)| {
+            let mut doc = StoredCertificate {
+                meta: CertificateMeta {
+                    id: crate::store::new_id(),
+                    account_id: call.account.clone(),
+                    name: it.name,
+                    display_name: it.display_name,
+                    deleted: false,
+                    not_after: Some(ck.not_after),
+                    updated_at: call.now,
+                },
+                secret: CertificateSecret {
+                    p12: it.p12,
+                    password: it.password,
+                },
+                lifecycle: None,
+            };
+            set_warnings(&mut doc.lifecycle, ck.warnings);
+            doc
         })
         .collect();
     let result = save_all(call, docs, "create").await;
@@ -450,15 +740,15 @@ async fn update_many(call: &Call, changes: Vec<CertChange>) -> Result<Response, 
     // seconds, and the lock serialises every admin write of this replica. Under the lock the
     // secrets are merged again; one that changed meanwhile is a 409 (retry).
     let before = account_certs(call).await?;
-    let mut opened: Vec<Option<(CertificateSecret, i64)>> = Vec::with_capacity(changes.len());
+    let mut opened: Vec<Option<(CertificateSecret, Checked)>> = Vec::with_capacity(changes.len());
     for c in &changes {
         let Some(cur) = before.iter().find(|e| e.meta.id == c.id) else {
             return Err(not_in_account(call, c));
         };
         opened.push(match merged_secret(cur, c) {
             Some(secret) => {
-                let na = opens(call, secret.p12.clone(), secret.password.clone(), &c.field).await?;
-                Some((secret, na))
+                let ck = opens(call, secret.p12.clone(), secret.password.clone(), &c.field).await?;
+                Some((secret, ck))
             }
             None => None,
         });
@@ -475,11 +765,12 @@ async fn update_many(call: &Call, changes: Vec<CertChange>) -> Result<Response, 
         let mut doc = cur.clone();
         match (merged_secret(cur, &c), opened) {
             (None, _) => {}
-            (Some(secret), Some((checked, not_after)))
+            (Some(secret), Some((checked, ck)))
                 if secret.p12 == checked.p12 && secret.password == checked.password =>
             {
                 doc.secret = secret;
-                doc.meta.not_after = Some(not_after);
+                doc.meta.not_after = Some(ck.not_after);
+                set_warnings(&mut doc.lifecycle, ck.warnings);
             }
             _ => {
                 return Err(ApiError::conflict(
@@ -741,5 +1032,12 @@ pub async fn delete(call: &Call) -> Result<Response, ApiError> {
     meta.deleted = true;
     let mut out = entity(&meta, &snap, call.now);
     out["status"] = json!("UnAvailable");
+    // The answer to a delete is the entity as it always was: a state says nothing about an
+    // object that is gone.
+    if let Value::Object(m) = &mut out {
+        for k in ["state", "stateReason", "warnings"] {
+            m.remove(k);
+        }
+    }
     Ok(json(StatusCode::OK, out))
 }

@@ -4,23 +4,49 @@
 //! A triplet "exists" when an enabled mapping matches it the way the proxy matches: same
 //! account, same service (case-insensitive), the URL normalised, exact match first, then the
 //! longest `*` prefix. An unknown service or a URL that does not parse simply does not exist.
+//!
+//! The answers in object form (v2, the account check) also say when an existing triplet leads
+//! to a certificate that may not work: a `certificate` object with its `state`, `stateReason`
+//! and `warnings` (see [`super::certificates::state_of`]), only then, so answers about good
+//! certificates are LivePerson's shape exactly. The v1 and legacy maps stay booleans.
 
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
+use super::certificates::state_of;
 use super::error::ApiError;
 use super::input::{self, Obj};
 use super::{json, Call};
 use crate::snapshot::{normalize_url, Snapshot};
 
+/// The certificate id of the enabled mapping the proxy would use for the triplet.
+fn mapped(snap: &Snapshot, account: &str, service: &str, url: &str) -> Option<u64> {
+    let u = normalize_url(url.trim())?;
+    snap.lookup(account, &service.trim().to_ascii_uppercase(), &u)
+        .map(|(t, _)| t.certificate_id)
+}
+
 fn exists(snap: &Snapshot, account: &str, service: &str, url: &str) -> bool {
-    match normalize_url(url.trim()) {
-        Some(u) => snap
-            .lookup(account, &service.trim().to_ascii_uppercase(), &u)
-            .is_some(),
-        None => false,
+    mapped(snap, account, service, url).is_some()
+}
+
+/// Adds `exist`-style `key` and, when the triplet's certificate is not `available` or has
+/// warnings, `certificate: {id, state, stateReason?, warnings?}` (`id` a numeric string, like a
+/// mapping's `certificationId`).
+fn answer(snap: &Snapshot, t: &Triplet, mut out: Map<String, Value>, key: &str, now: i64) -> Value {
+    let cert = mapped(snap, &t.account, &t.service, &t.url);
+    out.insert(key.into(), json!(cert.is_some()));
+    if let Some(id) = cert {
+        let st = state_of(snap, &t.account, id, None, None, now);
+        if !st.is_clean() {
+            let mut c = Map::new();
+            c.insert("id".into(), json!(id.to_string()));
+            st.add_to(&mut c);
+            out.insert("certificate".into(), Value::Object(c));
+        }
     }
+    Value::Object(out)
 }
 
 /// A string field, also accepting a number (account ids are sometimes sent as numbers).
@@ -124,12 +150,11 @@ pub async fn global(call: &Call) -> Result<Response, ApiError> {
         Value::Array(
             ts.iter()
                 .map(|t| {
-                    json!({
-                        "serviceName": t.service,
-                        "accountId": t.account,
-                        "url": t.url,
-                        "doExist": exists(&snap, &t.account, &t.service, &t.url),
-                    })
+                    let mut m = Map::new();
+                    m.insert("serviceName".into(), json!(t.service));
+                    m.insert("accountId".into(), json!(t.account));
+                    m.insert("url".into(), json!(t.url));
+                    answer(&snap, t, m, "doExist", call.now)
                 })
                 .collect(),
         )
@@ -147,11 +172,10 @@ pub async fn account(call: &Call) -> Result<Response, ApiError> {
         Value::Array(
             ts.iter()
                 .map(|t| {
-                    json!({
-                        "serviceName": t.service,
-                        "url": t.url,
-                        "exist": exists(&snap, &t.account, &t.service, &t.url),
-                    })
+                    let mut m = Map::new();
+                    m.insert("serviceName".into(), json!(t.service));
+                    m.insert("url".into(), json!(t.url));
+                    answer(&snap, t, m, "exist", call.now)
                 })
                 .collect(),
         ),

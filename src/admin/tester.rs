@@ -21,6 +21,16 @@ use super::{json, Call};
 use crate::p12::KeyPolicy;
 use crate::upstream::call::{self as upstream_call, CallError, CallSpec};
 
+/// What the tester accepts as a client key: `admin.rsa_min_bits`, `admin.ec_curves` and the
+/// shared decoder's iteration cap. The certificate writes check files with the same policy.
+pub(crate) fn key_policy(call: &Call) -> KeyPolicy {
+    KeyPolicy {
+        rsa_min_bits: call.cfg().admin.rsa_min_bits,
+        ec_curves: call.cfg().admin.ec_curves.clone(),
+        max_iterations: call.state.refresher.decoder().max_iterations(),
+    }
+}
+
 pub async fn run(call: &Call) -> Result<Response, ApiError> {
     let form = input::multipart(&call.parts, call.body.clone()).await?;
     let max = call.cfg().admin.max_upload_bytes;
@@ -51,11 +61,7 @@ pub async fn run(call: &Call) -> Result<Response, ApiError> {
         .map(str::to_string);
 
     let decoder = call.state.refresher.decoder().clone();
-    let policy = KeyPolicy {
-        rsa_min_bits: call.cfg().admin.rsa_min_bits,
-        ec_curves: call.cfg().admin.ec_curves.clone(),
-        max_iterations: decoder.max_iterations(),
-    };
+    let policy = key_policy(call);
     let now = call.now;
     let (der, pw) = (file.clone(), password.clone());
     // The report checks the iteration cap before opening the file; a file over it is refused

@@ -493,9 +493,11 @@ async fn admin_certificate_lifecycle_over_json_create_list_get_update_delete() {
             "id",
             "name",
             "siteId",
+            "state",
             "status"
         ]
     );
+    assert_eq!(e["state"], "available");
 
     let r = app
         .call("GET", &certs_path(A), Auth::Bearer(A), Body::None)
@@ -756,6 +758,435 @@ async fn admin_expired_certificate_is_stored_with_status_expired() {
         .await;
     assert_eq!(r.json()["status"], "Expired", "{r:?}");
     assert!(r.json()["expirationDate"].is_string());
+}
+
+/// The entity's keys, sorted.
+fn keys_of(e: &Value) -> Vec<String> {
+    let mut k: Vec<String> = e
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    k.sort();
+    k
+}
+
+fn warnings_of(e: &Value) -> Vec<String> {
+    e["warnings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|w| w.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The lifecycle warnings of certificate `id` of account A in the store.
+async fn stored_warnings(app: &App, id: u64) -> Option<Vec<String>> {
+    app.state
+        .refresher
+        .store()
+        .get_certificate(A, id)
+        .await
+        .expect("store")
+        .expect("stored")
+        .value
+        .lifecycle
+        .map(|l| l.warnings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_files_the_tester_calls_unusable_are_saved_with_warnings_state_and_reason() {
+    let app = App::new().await;
+    let leaf = |cn: &str, key: KeyKind| {
+        let mut l = Leaf::client(cn);
+        l.key = key;
+        certgen::issue(&app.pki.ca, &l).expect("leaf")
+    };
+    let rsa1024 = p12_of(&leaf("rsa1024", KeyKind::Rsa1024));
+    let ed25519 = p12_of(&leaf("ed25519", KeyKind::Ed25519));
+    let mut exp = Leaf::client("expired");
+    exp.not_before_offset_days = -30;
+    exp.valid_days = 10;
+    let expired = p12_of(&certgen::issue(&app.pki.ca, &exp).expect("expired"));
+    let mut later = Leaf::client("later");
+    later.not_before_offset_days = 3;
+    let not_yet = p12_of(&certgen::issue(&app.pki.ca, &later).expect("later"));
+    let plain = app.client_cert("plain-key");
+    let unencrypted =
+        certgen::openssl_p12(&plain.cert, &plain.key, &[], PW, P12Flavour::Unencrypted)
+            .expect("openssl -keypbe NONE");
+    let good = p12_of(&app.client_cert("good"));
+
+    let r = app
+        .call(
+            "POST",
+            &certs_path(A),
+            Auth::Bearer(A),
+            Body::Json(json!([
+                {"name": "rsa1024", "password": PW, "p12": b64(&rsa1024)},
+                {"name": "ed25519", "password": PW, "p12": b64(&ed25519)},
+                {"name": "expired", "password": PW, "p12": b64(&expired)},
+                {"name": "unencrypted", "password": PW, "p12": signed_bytes(&unencrypted)},
+                {"name": "good", "password": PW, "p12": b64(&good)},
+            ])),
+        )
+        .await;
+    assert_eq!(r.status, 201, "accepted as LivePerson does: {r:?}");
+    let saved = r.json()["successfulySavedCertificates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(saved.len(), 5, "{r:?}");
+    let by_name = |n: &str| {
+        saved
+            .iter()
+            .find(|e| e["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("{n} saved: {r:?}"))
+    };
+    // (name, status, state, a word every warning list must carry)
+    let expect = [
+        ("rsa1024", "Available", "unusable", "RSA 1024 bits"),
+        ("ed25519", "Available", "unusable", "Ed25519"),
+        ("expired", "Expired", "expired", "expired at"),
+        ("unencrypted", "Available", "unusable", "not encrypted"),
+    ];
+    let mut ids = std::collections::HashMap::new();
+    for (name, status, state, word) in expect {
+        let e = by_name(name);
+        ids.insert(name, e["id"].as_u64().expect("id"));
+        assert_eq!(e["status"], status, "{name}: {e}");
+        assert_eq!(e["state"], state, "{name}: {e}");
+        let w = warnings_of(&e);
+        assert!(w.iter().any(|w| w.contains(word)), "{name}: {e}");
+        assert!(
+            w.iter().all(|w| w.contains(": ") && !w.is_empty()),
+            "{name}: each warning names the problem and the fix: {e}"
+        );
+        let reason = e["stateReason"].as_str().unwrap_or("");
+        assert!(reason.contains(word), "{name}: {e}");
+    }
+    assert!(
+        warnings_of(&by_name("rsa1024"))[0].contains("at least 2048"),
+        "{saved:?}"
+    );
+    // A good file: LivePerson's entity plus `state`, no reason, no warnings.
+    let g = by_name("good");
+    assert_eq!(g["state"], "available");
+    assert_eq!(
+        keys_of(&g),
+        [
+            "deleted",
+            "displayName",
+            "expirationDate",
+            "id",
+            "name",
+            "siteId",
+            "state",
+            "status"
+        ]
+    );
+    let good_id = g["id"].as_u64().expect("id");
+
+    // Kept in the store: the tester's warnings (the dates are worked out on every read).
+    let w = stored_warnings(&app, ids["rsa1024"])
+        .await
+        .expect("lifecycle");
+    assert!(w.iter().any(|w| w.contains("RSA 1024")), "{w:?}");
+    assert_eq!(stored_warnings(&app, ids["expired"]).await, None);
+    assert_eq!(stored_warnings(&app, good_id).await, None);
+
+    // By file, too: a certificate not valid yet.
+    let r = app
+        .call(
+            "POST",
+            &format!("{}/by-file", certs_path(A)),
+            Auth::Bearer(A),
+            Body::Form(file_form(
+                not_yet.clone(),
+                json!({"name": "not-yet", "password": PW}),
+            )),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let e = &r.json()["successfulySavedCertificates"][0];
+    assert_eq!(
+        (&e["status"], &e["state"]),
+        (&json!("Available"), &json!("not_yet_valid")),
+        "{e}"
+    );
+    assert!(warnings_of(e)[0].contains("not valid before"), "{e}");
+    let not_yet_id = e["id"].as_u64().expect("id");
+
+    // The listing and the single GET say the same.
+    let r = app
+        .call("GET", &certs_path(A), Auth::AppKey("key-a"), Body::None)
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let list = r.json().as_array().cloned().unwrap_or_default();
+    assert_eq!(list.len(), 6, "{r:?}");
+    for e in &list {
+        let name = e["name"].as_str().unwrap_or("");
+        match name {
+            "good" => {
+                assert_eq!(e["state"], "available", "{e}");
+                assert!(
+                    e.get("stateReason").is_none() && e.get("warnings").is_none(),
+                    "{e}"
+                );
+            }
+            _ => {
+                assert_ne!(e["state"], "available", "{e}");
+                assert!(e["stateReason"].is_string(), "{e}");
+                assert!(!warnings_of(e).is_empty(), "{e}");
+            }
+        }
+    }
+    let r = app
+        .call(
+            "GET",
+            &format!("{}/{}", certs_path(A), ids["ed25519"]),
+            Auth::Bearer(A),
+            Body::None,
+        )
+        .await;
+    assert_eq!(r.json()["state"], "unusable", "{r:?}");
+    assert!(warnings_of(&r.json())[0].contains("Ed25519"), "{r:?}");
+
+    // A later update with a good file clears them: over JSON and by file.
+    let fixed = p12_of(&app.client_cert("fixed"));
+    let r = app
+        .call(
+            "PUT",
+            &certs_path(A),
+            Auth::Bearer(A),
+            Body::Json(json!([{"id": ids["rsa1024"], "p12": b64(&fixed), "password": PW}])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let e = &r.json()["successfulySavedCertificates"][0];
+    assert_eq!(e["state"], "available", "{e}");
+    assert!(
+        e.get("warnings").is_none() && e.get("stateReason").is_none(),
+        "{e}"
+    );
+    assert_eq!(
+        stored_warnings(&app, ids["rsa1024"]).await,
+        None,
+        "cleared in the store"
+    );
+    let r = app
+        .call(
+            "PUT",
+            &format!("{}/by-file", certs_path(A)),
+            Auth::Bearer(A),
+            Body::Form(file_form(
+                fixed.clone(),
+                json!({"id": ids["unencrypted"], "password": PW}),
+            )),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.json()["successfulySavedCertificates"][0]["state"],
+        "available",
+        "{r:?}"
+    );
+    // ... and an update with a bad file sets them (by file).
+    let r = app
+        .call(
+            "PUT",
+            &format!("{}/by-file", certs_path(A)),
+            Auth::Bearer(A),
+            Body::Form(file_form(
+                ed25519.clone(),
+                json!({"id": good_id, "password": PW}),
+            )),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let e = &r.json()["successfulySavedCertificates"][0];
+    assert_eq!(e["state"], "unusable", "{e}");
+    assert!(warnings_of(e)[0].contains("Ed25519"), "{e}");
+    let w = stored_warnings(&app, good_id).await.expect("lifecycle");
+    assert!(w[0].contains("Ed25519"), "{w:?}");
+    // A rename alone keeps them (the file did not change).
+    let r = app
+        .call(
+            "PUT",
+            &format!("{}/{good_id}", certs_path(A)),
+            Auth::Bearer(A),
+            Body::Json(json!({"displayName": "renamed"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.json()["successfulySavedCertificates"][0]["state"],
+        "unusable",
+        "{r:?}"
+    );
+
+    // Mapping checks: a triplet leading to such a certificate says so (object answers only).
+    for (n, id) in [
+        ("m-ed", good_id),
+        ("m-exp", ids["expired"]),
+        ("m-ok", ids["rsa1024"]),
+        ("m-later", not_yet_id),
+    ] {
+        let r = app
+            .create_mapping(A, id, "IDP", &format!("https://partner.test/{n}"), n)
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    let triplets: Vec<Value> = ["m-ed", "m-exp", "m-ok", "m-later", "none"]
+        .iter()
+        .map(|n| json!({"serviceName": "IDP", "accountId": A, "url": format!("https://partner.test/{n}")}))
+        .collect();
+    let r = app
+        .call(
+            "POST",
+            "/mtls/mapping?v=2",
+            Auth::AppKey("key-a"),
+            Body::Json(Value::Array(triplets.clone())),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let v = r.json();
+    assert_eq!(v[0]["doExist"], true);
+    assert_eq!(v[0]["certificate"]["id"], good_id.to_string(), "{v}");
+    assert_eq!(v[0]["certificate"]["state"], "unusable", "{v}");
+    assert!(
+        warnings_of(&v[0]["certificate"])[0].contains("Ed25519"),
+        "{v}"
+    );
+    assert!(v[0]["certificate"]["stateReason"].is_string(), "{v}");
+    assert_eq!(v[1]["certificate"]["state"], "expired", "{v}");
+    assert_eq!(v[3]["certificate"]["state"], "not_yet_valid", "{v}");
+    // A good certificate and a missing triplet: LivePerson's shape exactly.
+    assert_eq!(
+        v[2],
+        json!({"serviceName": "IDP", "accountId": A, "url": "https://partner.test/m-ok", "doExist": true})
+    );
+    assert_eq!(
+        v[4],
+        json!({"serviceName": "IDP", "accountId": A, "url": "https://partner.test/none", "doExist": false})
+    );
+    let r = app
+        .call(
+            "POST",
+            &format!("/api/account/{A}/checks/serviceUrlMappings"),
+            Auth::AppKey("key-a"),
+            Body::Json(json!([
+                {"serviceName": "IDP", "url": "https://partner.test/m-exp"},
+                {"serviceName": "IDP", "url": "https://partner.test/m-ok"},
+            ])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let v = r.json();
+    assert_eq!(v[0]["exist"], true);
+    assert_eq!(v[0]["certificate"]["state"], "expired", "{v}");
+    assert!(
+        warnings_of(&v[0]["certificate"])[0].contains("expired at"),
+        "{v}"
+    );
+    assert_eq!(
+        v[1],
+        json!({"serviceName": "IDP", "url": "https://partner.test/m-ok", "exist": true})
+    );
+    // v1 stays a map of booleans.
+    let r = app
+        .call(
+            "POST",
+            "/mtls/mapping",
+            Auth::AppKey("key-a"),
+            Body::Json(Value::Array(triplets)),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.json()
+            .as_object()
+            .is_some_and(|o| o.len() == 5 && o.values().all(Value::is_boolean)),
+        "{r:?}"
+    );
+
+    // Neither the password nor the file in any answer or log line.
+    let b64_der = b64(&rsa1024);
+    for text in app.api.seen() {
+        assert!(
+            !text.contains(PW),
+            "a response carries the password: {text}"
+        );
+        assert!(
+            !text.contains(&b64_der[..40]),
+            "a response carries the file: {text}"
+        );
+    }
+    if capture_logs() {
+        for l in log_lines() {
+            assert!(!l.contains(PW), "a log line carries the password: {l}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_entries_awaiting_signature_or_failing_to_load_say_so_and_stay_unavailable() {
+    use mtls_gateway::store::{CertificateMeta, CertificateSecret, StoredCertificate};
+    let app = App::new().await;
+    let doc = |id: u64, name: &str, p12: Vec<u8>| StoredCertificate {
+        meta: CertificateMeta {
+            id,
+            account_id: A.into(),
+            name: name.into(),
+            display_name: name.into(),
+            deleted: false,
+            not_after: None,
+            updated_at: now(),
+        },
+        secret: CertificateSecret {
+            p12,
+            password: PW.into(),
+        },
+        lifecycle: None,
+    };
+    let store = app.state.refresher.store().clone();
+    store
+        .put_certificate(&doc(11, "csr", Vec::new()))
+        .await
+        .expect("put");
+    store
+        .put_certificate(&doc(12, "broken", b"not a pkcs12 file".to_vec()))
+        .await
+        .expect("put");
+    let _ = app.state.refresher.refresh().await;
+    let r = app
+        .call("GET", &certs_path(A), Auth::Bearer(A), Body::None)
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let v = r.json();
+    assert_eq!(
+        (&v[0]["status"], &v[0]["state"]),
+        (&json!("UnAvailable"), &json!("awaiting_signature")),
+        "{v}"
+    );
+    assert!(
+        v[0]["stateReason"].as_str().unwrap_or("").contains("CSR"),
+        "{v}"
+    );
+    assert_eq!(
+        (&v[1]["status"], &v[1]["state"]),
+        (&json!("UnAvailable"), &json!("load_failed")),
+        "{v}"
+    );
+    assert!(
+        v[1]["stateReason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not PKCS#12"),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
