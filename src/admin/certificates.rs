@@ -294,7 +294,11 @@ pub async fn list(call: &Call) -> Result<Response, ApiError> {
     let snap = call.state.refresher.snapshot().load();
     let out: Vec<Value> = certs
         .iter()
-        .map(|c| entity_of(c, &snap, call.now))
+        .map(|c| {
+            let mut e = entity_of(c, &snap, call.now);
+            super::lifecycle::decorate(call, &mut e, c, &snap);
+            e
+        })
         .collect();
     Ok(json(StatusCode::OK, Value::Array(out)))
 }
@@ -304,7 +308,9 @@ pub async fn get(call: &Call) -> Result<Response, ApiError> {
     let id = input::id_param(call.param("certificateId"), "certificateId")?;
     let cert = load(call, id, "certificateId").await?;
     let snap = call.state.refresher.snapshot().load();
-    Ok(json(StatusCode::OK, entity_of(&cert, &snap, call.now)))
+    let mut e = entity_of(&cert, &snap, call.now);
+    super::lifecycle::decorate(call, &mut e, &cert, &snap);
+    Ok(json(StatusCode::OK, e))
 }
 
 /// A certificate to create, validated except for the name clash and the decode.

@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::certificates::{self, check_name, entity};
+use super::certificates::{self, check_name, entity_of};
 use super::error::ApiError;
 use super::input::{self, Obj};
 use super::{json, Call, WRITE_LOCK};
@@ -143,6 +143,15 @@ async fn generate(kt: KeyType, subject: &SubjectSpec) -> Result<keys::NewKey, Ap
 /// The lifecycle part of a certificate's entity (never the key, the CSR only by its own call).
 pub fn lifecycle_view(doc: &StoredCertificate, due_at: Option<i64>) -> Option<Value> {
     let lc = doc.lifecycle.as_ref()?;
+    // A plain upload whose lifecycle holds only the tester's warnings has nothing to show here
+    // (the warnings are in the entity's own `warnings`).
+    if lc.pki.is_none()
+        && lc.pending.is_none()
+        && lc.generation == 0
+        && lc.cutover_refused.is_none()
+    {
+        return None;
+    }
     let mut v = json!({
         "source": if lc.pki.is_some() { "vault-pki" } else if lc.generation > 0 || lc.pending.is_some() { "csr" } else { "upload" },
         "version": lc.generation,
@@ -183,21 +192,28 @@ pub fn lifecycle_view(doc: &StoredCertificate, due_at: Option<i64>) -> Option<Va
     Some(v)
 }
 
-/// The entity of `doc` with its lifecycle view.
-async fn full_entity(call: &Call, doc: &StoredCertificate) -> Value {
-    let snap = call.state.refresher.snapshot().load();
-    let mut e = entity(&doc.meta, &snap, call.now);
+/// Adds the lifecycle view of `doc` to its entity `e` (when it has one).
+pub fn decorate(
+    call: &Call,
+    e: &mut Value,
+    doc: &StoredCertificate,
+    snap: &crate::snapshot::Snapshot,
+) {
     let due = snap
         .certs
         .get(&(doc.meta.account_id.clone(), doc.meta.id))
         .and_then(crate::snapshot::CertEntry::cert)
         .map(|c| call.state.engine.due_at(c));
-    if doc.awaiting_signature() {
-        e["status"] = json!("UnAvailable");
-    }
     if let Some(v) = lifecycle_view(doc, due) {
         e["lifecycle"] = v;
     }
+}
+
+/// The entity of `doc` with its lifecycle view.
+async fn full_entity(call: &Call, doc: &StoredCertificate) -> Value {
+    let snap = call.state.refresher.snapshot().load();
+    let mut e = entity_of(doc, &snap, call.now);
+    decorate(call, &mut e, doc, &snap);
     e
 }
 
