@@ -299,8 +299,17 @@ async fn lifecycle_a_failed_renewal_keeps_the_old_version_serving_and_retries() 
     let root = enable_pki(&bao);
     let pki = Pki::new();
     let echo = echo_trusting(&pki, vec![root]);
+    let hooks = Hooks::start().await;
     let dir = tempfile::tempdir().expect("tmp");
-    let gw = Gw::start(dir.path(), &pki.ca_path, &yaml(&bao, dir.path(), QUICK));
+    let gw = Gw::start(
+        dir.path(),
+        &pki.ca_path,
+        &yaml(
+            &bao,
+            dir.path(),
+            &format!("{QUICK}{}", hooks.yaml(dir.path())),
+        ),
+    );
     let admin = Admin::new(&gw);
     let (s, v) = admin
         .call(
@@ -369,6 +378,24 @@ async fn lifecycle_a_failed_renewal_keeps_the_old_version_serving_and_retries() 
         "{e}"
     );
     assert!(gw.metric("mtls_gateway_certificate_renewals_total{result=\"failed\"}") >= 2.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hooks.events("certificate.renewal_failed").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no renewal_failed notification\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ev = &hooks.events("certificate.renewal_failed")[0];
+    assert_eq!(ev["certificateId"], json!(id), "{ev}");
+    assert!(
+        ev["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("keeps serving"),
+        "{ev}"
+    );
 
     // Back: the next attempt renews.
     client_role(&bao);
@@ -629,4 +656,248 @@ impl PipePad for String {
             self
         }
     }
+}
+
+const HOOK_SECRET: &str = "webhook-secret-for-the-lifecycle-tests";
+
+/// A webhook receiver on 127.0.0.1: keeps every delivery whose signature verifies, counts the
+/// ones that do not.
+struct Hooks {
+    url: String,
+    got: Arc<Mutex<Vec<Value>>>,
+    bad: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Hooks {
+    async fn start() -> Hooks {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let bad = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (g, b) = (got.clone(), bad.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let (g, b) = (g.clone(), b.clone());
+                    async move {
+                        let sig = headers
+                            .get("x-mtls-gateway-signature")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        let now = mtls_gateway::admin::unix_now();
+                        if mtls_gateway::lifecycle::notify::verify(
+                            HOOK_SECRET.as_bytes(),
+                            sig,
+                            &body,
+                            now,
+                            300,
+                        ) {
+                            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                                g.lock().expect("lock").push(v);
+                            }
+                            axum::http::StatusCode::OK
+                        } else {
+                            b.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            axum::http::StatusCode::UNAUTHORIZED
+                        }
+                    }
+                },
+            ),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app).await;
+        });
+        Hooks {
+            url: format!("http://127.0.0.1:{}/hook", addr.port()),
+            got,
+            bad,
+        }
+    }
+
+    /// The `notifications:` section pointing at this receiver (secret in a 0600 file).
+    fn yaml(&self, dir: &Path) -> String {
+        let f = dir.join("hook-secret");
+        std::fs::write(&f, HOOK_SECRET).expect("secret");
+        format!(
+            "notifications:\n  webhooks:\n    - url: \"{}\"\n      secret_file: \"{}\"\n  retry_min_ms: 50\n  retry_max_secs: 1\n  timeout_ms: 2000\n",
+            self.url,
+            f.display()
+        )
+    }
+
+    fn events(&self, event: &str) -> Vec<Value> {
+        self.got
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|v| v["event"] == event)
+            .cloned()
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_two_replicas_sign_once_per_version_and_send_each_threshold_once() {
+    let bao = Bao::dev().await;
+    let root = enable_pki(&bao);
+    let pki = Pki::new();
+    let echo = echo_trusting(&pki, vec![root]);
+    let hooks = Hooks::start().await;
+    let (d1, d2) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let gw1 = Gw::start(
+        d1.path(),
+        &pki.ca_path,
+        &yaml(
+            &bao,
+            d1.path(),
+            &format!("{QUICK}  replica_id: gw-a\n{}", hooks.yaml(d1.path())),
+        ),
+    );
+    let gw2 = Gw::start(
+        d2.path(),
+        &pki.ca_path,
+        &yaml(
+            &bao,
+            d2.path(),
+            &format!("{QUICK}  replica_id: gw-b\n{}", hooks.yaml(d2.path())),
+        ),
+    );
+    let admin = Admin::new(&gw1);
+    let (s, v) = admin
+        .call(
+            "POST",
+            "/certificates/csr",
+            Some(
+                json!({"name": "shared", "subject": {"commonName": "shared.example"},
+                        "pki": {"mount": "pki", "role": "client", "ttl": "16s"}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = id_of(&v);
+    admin
+        .mapping(
+            &format!("https://localhost:{}/*", echo.addr.port()),
+            id,
+            None,
+        )
+        .await;
+    // gw-b sees the new entry and mapping at its next refresh (1 s here): traffic starts then.
+    let c2 = proxied_client(&gw2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c2
+        .get(format!("http://localhost:{}/ready", echo.addr.port()))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "gw-b never served the mapping\n{}",
+            gw2.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s1, s2) = (
+        Arc::new(Mutex::new(Seen::default())),
+        Arc::new(Mutex::new(Seen::default())),
+    );
+    let url = format!("http://localhost:{}/both", echo.addr.port());
+    let t1 = tokio::spawn(traffic(gw1.proxy, url.clone(), s1.clone(), stop.clone()));
+    let t2 = tokio::spawn(traffic(gw2.proxy, url, s2.clone(), stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let g = stored(&bao, id).await["lifecycle"]["generation"]
+            .as_u64()
+            .unwrap_or(0);
+        if g >= 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "3 renewals not done in 45 s (generation {g})\n{}\n{}",
+            gw1.logs(),
+            gw2.logs()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    t1.await.expect("t1");
+    t2.await.expect("t2");
+    // Let in-flight deliveries land.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (name, s) in [("gw-a", &s1), ("gw-b", &s2)] {
+        let s = s.lock().expect("lock");
+        assert!(
+            s.failed.is_empty(),
+            "{name}: failed requests {:?}",
+            s.failed
+        );
+        assert!(
+            s.serials.len() >= 2,
+            "{name} presented the renewals: {:?}",
+            s.serials
+        );
+    }
+    let doc = stored(&bao, id).await;
+    let generation = doc["lifecycle"]["generation"].as_u64().unwrap_or(0) as usize;
+    let signs = bao.audit_count("pki/sign/client");
+    assert!(
+        signs == generation || signs == generation + 1,
+        "two replicas: Vault signed {signs} times for {generation} versions"
+    );
+    // Each version's 1-day threshold (every threshold is crossed by a 16 s certificate: the
+    // smallest is sent, the others recorded with it) once across both replicas.
+    let expiring = hooks.events("certificate.expiring");
+    let mut serials: Vec<String> = expiring
+        .iter()
+        .map(|e| e["serial"].as_str().unwrap_or("").to_string())
+        .collect();
+    let n = serials.len();
+    serials.sort();
+    serials.dedup();
+    assert_eq!(
+        serials.len(),
+        n,
+        "a threshold was delivered twice: {expiring:?}"
+    );
+    assert!(
+        n >= generation - 1,
+        "{n} expiry notices for {generation} versions: {expiring:?}"
+    );
+    assert!(
+        expiring.iter().all(|e| e["thresholdDays"] == 1),
+        "{expiring:?}"
+    );
+    let renewed = hooks.events("certificate.renewed");
+    let mut ids: Vec<String> = renewed
+        .iter()
+        .map(|e| e["id"].as_str().unwrap_or("").to_string())
+        .collect();
+    let m = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), m, "a renewal was announced twice: {renewed:?}");
+    assert!(
+        m + 1 >= generation - 1,
+        "{m} renewal notices for {generation} versions"
+    );
+    let gateways: std::collections::BTreeSet<String> = renewed
+        .iter()
+        .map(|e| e["gateway"].as_str().unwrap_or("").to_string())
+        .collect();
+    eprintln!("renewals done by {gateways:?}");
+    assert_eq!(
+        hooks.bad.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "unsigned deliveries"
+    );
 }
