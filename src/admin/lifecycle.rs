@@ -447,9 +447,26 @@ pub async fn complete(call: &Call) -> Result<Response, ApiError> {
                 call.account
             );
         }
-        crate::lifecycle::metrics::NOTICES
-            .with_label_values(&["certificate.cutover_refused"])
-            .inc();
+        call.state.engine.notify(crate::lifecycle::notify::Event {
+            event: "certificate.cutover_refused".into(),
+            id: format!(
+                "certificate.cutover_refused:{}:{id}:{}:upload",
+                call.account, c.serial_hex
+            ),
+            account_id: call.account.clone(),
+            certificate_id: id,
+            certificate_name: cur.value.meta.name.clone(),
+            serial: Some(c.serial_hex.clone()),
+            not_after: engine::rfc3339(c.not_after),
+            days_left: Some((c.not_after - call.now).div_euclid(86_400)),
+            threshold_days: None,
+            message: format!(
+                "the uploaded certificate {} for entry {id} ({}) was refused by a target ({}); the current version keeps serving",
+                c.serial_hex, cur.value.meta.name, r.reason
+            ),
+            occurred_at: engine::rfc3339(call.now).unwrap_or_default(),
+            gateway: call.state.engine.config().replica_id.clone(),
+        });
         let mut extra = serde_json::Map::new();
         extra.insert("mappingIds".into(), json!(r.mapping_ids));
         extra.insert("serial".into(), json!(c.serial_hex));

@@ -364,7 +364,8 @@ impl Engine {
         Ok(())
     }
 
-    fn notify(&self, ev: Event) {
+    /// Counts the event and hands it to the notifier (delivered in the background).
+    pub fn notify(&self, ev: Event) {
         super::metrics::NOTICES
             .with_label_values(&[ev.event.as_str()])
             .inc();
@@ -622,7 +623,7 @@ impl Engine {
         let subject = subject_of(doc);
         let store = self.refresher.store().as_ref();
         let (key_pem, issued) = if src.mode == "issue" {
-            let issued = pki::issue(store, src, &subject)
+            let issued = pki::issue(store, src, &subject, lc.key_type)
                 .await
                 .map_err(|e| e.to_string())?;
             let key = issued

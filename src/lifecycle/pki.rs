@@ -131,10 +131,20 @@ pub async fn issue(
     store: &dyn Store,
     src: &PkiSource,
     subject: &SubjectSpec,
+    key_type: crate::store::KeyType,
 ) -> Result<Issued, PkiError> {
     check(src)?;
     let mut body = request_body(src, subject);
     body.insert("private_key_format".into(), json!("pkcs8"));
+    // The entry's key type: a role with `key_type=any` needs it, a role with a fixed type
+    // refuses a different one (Vault's message then says so).
+    let (kt, bits) = match key_type {
+        crate::store::KeyType::EcP256 => ("ec", 256),
+        crate::store::KeyType::Rsa2048 => ("rsa", 2048),
+        crate::store::KeyType::Rsa3072 => ("rsa", 3072),
+    };
+    body.insert("key_type".into(), json!(kt));
+    body.insert("key_bits".into(), json!(bits));
     let path = format!("{}/issue/{}", src.mount, src.role);
     let data = store.pki_write(&path, Value::Object(body)).await?;
     let (issued, _) = parse_answer(&path, data, true)?;

@@ -901,3 +901,107 @@ async fn lifecycle_two_replicas_sign_once_per_version_and_send_each_threshold_on
         "unsigned deliveries"
     );
 }
+
+#[tokio::test]
+async fn lifecycle_an_automatic_renewal_a_target_refuses_is_withheld_and_reported() {
+    let bao = Bao::dev().await;
+    let root = enable_pki(&bao);
+    let pki = Pki::new();
+    // The target trusts only the first root.
+    let echo = echo_trusting(&pki, vec![root]);
+    let hooks = Hooks::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let gw = Gw::start(
+        dir.path(),
+        &pki.ca_path,
+        &yaml(
+            &bao,
+            dir.path(),
+            &format!("{QUICK}{}", hooks.yaml(dir.path())),
+        ),
+    );
+    let admin = Admin::new(&gw);
+    // `issue`: Vault makes the key and returns it once; the gateway keeps it in the store.
+    let (s, v) = admin
+        .call(
+            "POST",
+            "/certificates/csr",
+            Some(
+                json!({"name": "issued", "subject": {"commonName": "issued.example"},
+                        "pki": {"mount": "pki", "role": "client", "mode": "issue", "ttl": "20s"}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}\n{}", gw.logs());
+    let id = id_of(&v);
+    admin
+        .mapping(
+            &format!("https://localhost:{}/*", echo.addr.port()),
+            id,
+            None,
+        )
+        .await;
+    let c = proxied_client(&gw);
+    let target = format!("http://localhost:{}/x", echo.addr.port());
+    let r = c.get(&target).send().await.expect("send");
+    assert_eq!(r.status(), 200, "{}", gw.logs());
+    let serial = r.headers()[SERIAL].to_str().expect("serial").to_string();
+    assert_eq!(bao.audit_count("pki/issue/client"), 1);
+
+    // Vault's default issuer changes to a new root the target does not trust.
+    bao.cli(&[
+        "write",
+        "pki/root/generate/internal",
+        "common_name=Second Root",
+        "issuer_name=second",
+        "ttl=87600h",
+    ]);
+    bao.cli(&["write", "pki/config/issuers", "default=second"]);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hooks.events("certificate.cutover_refused").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no refused cut-over reported\n{}",
+            gw.logs()
+        );
+        let r = c.get(&target).send().await.expect("send");
+        assert_eq!(r.status(), 200, "traffic keeps flowing");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = c.get(&target).send().await.expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()[SERIAL].to_str().expect("serial"),
+        serial,
+        "the old version keeps serving"
+    );
+    assert!(gw.metric("mtls_gateway_certificate_cutover_refused_total") >= 1.0);
+    assert!(gw.metric("mtls_gateway_certificate_renewals_total{result=\"refused\"}") >= 1.0);
+    assert!(
+        gw.logs().contains("cut-over check of certificate"),
+        "the log says so"
+    );
+    let (_, e) = admin
+        .call("GET", &format!("/certificates/{id}"), None)
+        .await;
+    let refused = &e["lifecycle"]["cutoverRefused"];
+    assert!(
+        refused["mappingIds"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{e}"
+    );
+    assert!(
+        refused["serial"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty() && s != serial),
+        "{e}"
+    );
+    let doc = stored(&bao, id).await;
+    assert!(
+        doc["lifecycle"]["pending"].is_null(),
+        "issue mode keeps no pending key: {doc}"
+    );
+    assert!(!gw.logs().contains("PRIVATE KEY"));
+}

@@ -334,9 +334,14 @@ async fn issue_returns_a_pkcs8_key_that_matches_the_certificate() {
     role.extend_from_slice(&["key_type=ec", "key_bits=256"]);
     bao.pki_role("pki", "ec-issue", &role);
 
-    let got = pki::issue(&store, &source("ec-issue", "issue", Some("5m")), &subject())
-        .await
-        .expect("issue");
+    let got = pki::issue(
+        &store,
+        &source("ec-issue", "issue", Some("5m")),
+        &subject(),
+        mtls_gateway::store::KeyType::EcP256,
+    )
+    .await
+    .expect("issue");
     let key_pem = got.private_key_pem.clone().expect("issue returns the key");
     assert!(
         key_pem.starts_with("-----BEGIN PRIVATE KEY-----"),
@@ -382,9 +387,14 @@ async fn a_deleted_role_is_refused_with_vaults_reason() {
     // The request body (the CSR) is not echoed.
     assert!(!m.contains("CERTIFICATE REQUEST"), "{m}");
 
-    let err = pki::issue(&store, &source("client", "issue", None), &subject())
-        .await
-        .expect_err("deleted role");
+    let err = pki::issue(
+        &store,
+        &source("client", "issue", None),
+        &subject(),
+        mtls_gateway::store::KeyType::EcP256,
+    )
+    .await
+    .expect_err("deleted role");
     assert!(
         matches!(&err, PkiError::Refused(m) if m.contains("unknown role")),
         "{err:?}"
@@ -488,9 +498,14 @@ async fn a_file_store_refuses_pki_naming_the_store_kind_needed() {
         matches!(&err, PkiError::Refused(m) if m.contains("store.kind: vault") && m.contains("pki/sign/client")),
         "{err:?}"
     );
-    let err = pki::issue(&store, &source("client", "issue", None), &subject())
-        .await
-        .expect_err("file store");
+    let err = pki::issue(
+        &store,
+        &source("client", "issue", None),
+        &subject(),
+        mtls_gateway::store::KeyType::EcP256,
+    )
+    .await
+    .expect_err("file store");
     assert!(
         matches!(&err, PkiError::Refused(m) if m.contains("store.kind: vault")),
         "{err:?}"
