@@ -84,7 +84,7 @@ fn echo_trusting(pki: &Pki, cas: Vec<X509>) -> EchoServer {
 fn yaml(bao: &Bao, dir: &Path, extra: &str) -> String {
     std::fs::write(dir.join("token"), &bao.root_token).expect("token file");
     format!(
-        "store:\n  kind: vault\n  vault:\n    address: \"{}\"\n    kv_version: 2\n    mount: secret\n    prefix: mtls-gateway\n    request_timeout_ms: 2000\n    auth:\n      method: token\n      token_file: \"{}\"\nrefresh:\n  interval_secs: 1\nrate_limit:\n  enabled: false\nauth:\n  jwt:\n    algorithm: HS256\n    secret: \"{JWT_SECRET}\"\n    issuer: test\n    audience: mtls\n{extra}",
+        "store:\n  kind: vault\n  vault:\n    address: \"{}\"\n    kv_version: 2\n    mount: secret\n    prefix: mtls-gateway\n    request_timeout_ms: 5000\n    auth:\n      method: token\n      token_file: \"{}\"\nrefresh:\n  interval_secs: 1\nrate_limit:\n  enabled: false\nauth:\n  jwt:\n    algorithm: HS256\n    secret: \"{JWT_SECRET}\"\n    issuer: test\n    audience: mtls\n{extra}",
         bao.addr,
         dir.join("token").display(),
     )
@@ -339,26 +339,23 @@ async fn lifecycle_a_failed_renewal_keeps_the_old_version_serving_and_retries() 
 
     // The role goes away: every renewal fails until it is back.
     bao.cli(&["delete", "pki/roles/client"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // (On a loaded machine an attempt can also fail on a slow Vault answer: the test waits for
+    // two failures whose recorded cause is the missing role.)
+    let deadline = Instant::now() + Duration::from_secs(45);
     loop {
         let doc = stored(&bao, id).await;
-        if doc["lifecycle"]["renewal"]["failures"]
+        let failures = doc["lifecycle"]["renewal"]["failures"]
             .as_u64()
-            .unwrap_or(0)
-            >= 2
-        {
-            let err = doc["lifecycle"]["renewal"]["lastError"]
-                .as_str()
-                .unwrap_or("");
-            assert!(
-                err.contains("role") || err.contains("client"),
-                "error names the cause: {err}"
-            );
+            .unwrap_or(0);
+        let err = doc["lifecycle"]["renewal"]["lastError"]
+            .as_str()
+            .unwrap_or("");
+        if failures >= 2 && err.contains("unknown role") {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no failed renewal recorded: {doc}\n{}",
+            "no failed renewal naming the role recorded: {doc}\n{}",
             gw.logs()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
