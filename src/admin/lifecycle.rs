@@ -192,6 +192,18 @@ pub fn lifecycle_view(doc: &StoredCertificate, due_at: Option<i64>) -> Option<Va
     Some(v)
 }
 
+/// The P12 tester's warnings on a version the gateway built, merged into `c.warnings` (the same
+/// checks an uploaded file gets: key strength, curve, signature, clientAuth, Java readability).
+fn add_tester_warnings(call: &Call, c: &mut keys::Completed) {
+    let policy = super::tester::key_policy(call);
+    let report = crate::p12::test_report(&c.p12, &c.password, call.now, &policy);
+    for w in certificates::warnings(&report, &policy) {
+        if !c.warnings.contains(&w) {
+            c.warnings.push(w);
+        }
+    }
+}
+
 /// Adds the lifecycle view of `doc` to its entity `e` (when it has one).
 pub fn decorate(
     call: &Call,
@@ -269,12 +281,13 @@ pub async fn create(call: &Call) -> Result<Response, ApiError> {
     let mut warnings = Vec::new();
     if pki.is_some() {
         // The first version from Vault now; nothing is stored when Vault refuses.
-        let c = call
+        let mut c = call
             .state
             .engine
             .new_version(&doc)
             .await
             .map_err(|e| pki_failed(&e))?;
+        add_tester_warnings(call, &mut c);
         warnings = c.warnings.clone();
         engine::install(&mut doc, &c, call.now);
         if let Some(lc) = doc.lifecycle.as_mut() {
@@ -419,16 +432,18 @@ pub async fn complete(call: &Call) -> Result<Response, ApiError> {
         .and_then(|l| l.pending.clone())
         .ok_or_else(|| no_pending(id))?;
     let (key, c_pem, ch_pem) = (pending.key_pem.clone(), cert_pem, chain_pem);
-    let c = tokio::task::spawn_blocking(move || keys::complete(&key, &c_pem, ch_pem.as_deref()))
-        .await
-        .map_err(|_| ApiError::internal("certificate check"))?
-        .map_err(|e| {
-            ApiError::bad(
-                "invalid_certificate",
-                "certificate",
-                format!("certificate: {e}"),
-            )
-        })?;
+    let mut c =
+        tokio::task::spawn_blocking(move || keys::complete(&key, &c_pem, ch_pem.as_deref()))
+            .await
+            .map_err(|_| ApiError::internal("certificate check"))?
+            .map_err(|e| {
+                ApiError::bad(
+                    "invalid_certificate",
+                    "certificate",
+                    format!("certificate: {e}"),
+                )
+            })?;
+    add_tester_warnings(call, &mut c);
     // The proof: every mapping of this certificate that asks for it (cutoverCheck: true).
     if let Err(r) = call.state.engine.prove(&call.account, id, &c, false).await {
         let refusal = CutoverRefusal {

@@ -537,6 +537,9 @@ async fn lifecycle_a_csr_is_verified_signed_elsewhere_completed_presented_and_a_
         .await;
     assert_eq!(s, 200, "{v}\n{}", gw.logs());
     assert_eq!(v["status"], "Available", "{v}");
+    // The PKCS#12 the gateway built passes every check of the P12 tester.
+    assert!(v.get("warnings").is_none(), "{v}");
+    assert_eq!(v["state"], "available", "{v}");
     admin
         .mapping(
             &format!("https://localhost:{}/*", echo.addr.port()),
