@@ -11,7 +11,9 @@ checked without it is checked:
   - every key in values.yaml carries a comment;
   - every .Values.x.y path that templates/*.yaml, NOTES.txt and _helpers.tpl read exists in
     values.yaml; template blocks are balanced; every included helper is defined;
-  - hardening defaults, probes, grace period, config file paths and the Containerfile agree.
+  - hardening defaults, probes, grace period, config file paths and the Containerfile agree;
+  - files/prometheus-rules.yaml names only metrics registered in src/, and its certificate
+    lifecycle alerts pass `promtool check rules` and unit tests (when promtool is installed).
 
 Run:       python3 tests/helm_check.py              (checks the real chart)
            python3 tests/helm_check.py --self-test  (breaks temp copies; every break must be caught)
@@ -26,6 +28,7 @@ import copy
 import json
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -518,6 +521,109 @@ def check_containerfile(c: Checks) -> list[str]:
     return problems
 
 
+METRIC_DEF = re.compile(r'"(mtls_gateway_[a-z0-9_]+)"')
+
+
+def check_rule_metrics(c: Checks) -> list[str]:
+    """Every mtls_gateway_* name in files/prometheus-rules.yaml is registered somewhere in src/
+    (a renamed metric must not leave an alert that never fires). Histogram series (_bucket,
+    _sum, _count) count as their histogram."""
+    rules = (c.chart / "files" / "prometheus-rules.yaml").read_text(encoding="utf-8")
+    src = c.repo / "src"
+    if not src.is_dir():
+        return []  # a chart-only copy (self-test): nothing to compare with
+    defined: set[str] = set()
+    for path in src.rglob("*.rs"):
+        defined.update(METRIC_DEF.findall(path.read_text(encoding="utf-8")))
+    if not defined:
+        return ["found no metric names in src/: the scanner is broken"]
+    used = set(re.findall(r"\bmtls_gateway_[a-z0-9_]+", rules))
+    return [f"the rules use {name}, which no metric in src/ registers" for name in sorted(used)
+            if re.sub(r"_(bucket|sum|count)$", "", name) not in defined and name not in defined]
+
+
+# promtool unit tests of the certificate lifecycle alerts (the other alerts are tested by
+# tests/prometheus-rules.test.yaml through cargo test ops::alert_rules_*). The lifecycle counters
+# appear at their first increment, so the "new series" cases matter.
+LIFECYCLE_ALERT_TESTS = """
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  # A first failure on a fresh process: the series appears at 1 (no earlier sample).
+  - interval: 1m
+    input_series:
+      - series: 'mtls_gateway_certificate_renewals_total{pod="a",result="failed"}'
+        values: '_x10 1x100'
+    alert_rule_test:
+      - {eval_time: 5m, alertname: MtlsGatewayCertificateRenewalFailing, exp_alerts: []}
+      - eval_time: 15m
+        alertname: MtlsGatewayCertificateRenewalFailing
+        exp_alerts: [{exp_labels: {severity: warning, pod: a, result: failed}}]
+      - {eval_time: 125m, alertname: MtlsGatewayCertificateRenewalFailing, exp_alerts: []}
+  # A count that grows; a steady old count does not fire.
+  - interval: 1m
+    input_series:
+      - series: 'mtls_gateway_certificate_renewals_total{pod="b",result="failed"}'
+        values: '0x80 1x60'
+      - series: 'mtls_gateway_certificate_renewals_total{pod="c",result="failed"}'
+        values: '5x140'
+    alert_rule_test:
+      - {eval_time: 75m, alertname: MtlsGatewayCertificateRenewalFailing, exp_alerts: []}
+      - eval_time: 85m
+        alertname: MtlsGatewayCertificateRenewalFailing
+        exp_alerts: [{exp_labels: {severity: warning, pod: b, result: failed}}]
+  - interval: 1m
+    input_series:
+      - series: 'mtls_gateway_certificate_cutover_refused_total{pod="a"}'
+        values: '_x20 1x100'
+    alert_rule_test:
+      - eval_time: 25m
+        alertname: MtlsGatewayCertificateCutoverRefused
+        exp_alerts: [{exp_labels: {severity: warning, pod: a}}]
+      - {eval_time: 100m, alertname: MtlsGatewayCertificateCutoverRefused, exp_alerts: []}
+  - interval: 1m
+    input_series:
+      - series: 'mtls_gateway_notifications_total{event="certificate.expiring",result="failed"}'
+        values: '0x10 1x100'
+      - series: 'mtls_gateway_notifications_total{event="certificate.expiring",result="delivered"}'
+        values: '0+1x110'
+    alert_rule_test:
+      - {eval_time: 5m, alertname: MtlsGatewayNotificationsFailing, exp_alerts: []}
+      - eval_time: 20m
+        alertname: MtlsGatewayNotificationsFailing
+        exp_alerts: [{exp_labels: {severity: warning, event: certificate.expiring, result: failed}}]
+      - {eval_time: 90m, alertname: MtlsGatewayNotificationsFailing, exp_alerts: []}
+"""
+
+
+def check_lifecycle_alerts(c: Checks) -> list[str]:
+    promtool = shutil.which("promtool")
+    if not promtool:
+        c.results.append(Result("lifecycle alerts: promtool not found (Debian package prometheus), skipped", True))
+        return []
+    with tempfile.TemporaryDirectory(prefix="helm_check_rules_") as tmp:
+        shutil.copy2(c.chart / "files" / "prometheus-rules.yaml", Path(tmp) / "rules.yaml")
+        # Expected annotations are the rule's own, with {{ $labels.x }} filled in (the test is
+        # about when each alert fires, not about its wording).
+        rules = load_yaml(c.chart / "files" / "prometheus-rules.yaml")
+        annotations = {r["alert"]: r.get("annotations", {}) for g in rules["groups"] for r in g["rules"] if "alert" in r}
+        tests = yaml.safe_load(LIFECYCLE_ALERT_TESTS)
+        for case in tests["tests"]:
+            for art in case["alert_rule_test"]:
+                for exp in art["exp_alerts"]:
+                    labels = exp["exp_labels"]
+                    exp["exp_annotations"] = {
+                        k: re.sub(r"\{\{\s*\$labels\.(\w+)\s*\}\}", lambda m: str(labels.get(m.group(1), "")), v)
+                        for k, v in annotations.get(art["alertname"], {}).items()}
+        (Path(tmp) / "test.yaml").write_text(yaml.safe_dump(tests, sort_keys=False), encoding="utf-8")
+        problems = []
+        for args in (["check", "rules", "rules.yaml"], ["test", "rules", "test.yaml"]):
+            out = subprocess.run([promtool, *args], cwd=tmp, capture_output=True, text=True, timeout=120)
+            if out.returncode != 0:
+                problems.append(f"promtool {' '.join(args)}: {(out.stdout + out.stderr).strip()[-1500:]}")
+        return problems
+
+
 # Values the schema must reject: (description, mutation of a deep copy of values.yaml).
 def _set(path: str, value: Any) -> Callable[[dict], None]:
     def apply(v: dict) -> None:
@@ -556,6 +662,14 @@ NEGATIVE_CASES: list[tuple[str, Callable[[dict], None]]] = [
      lambda v: v["auth"]["jwt"].update(enabled=True, keySecretRef={"name": "idp", "key": "jwt-key"})),
     ("unmapped.policy forward", _set("unmapped.policy", "forward")),
     ("store.file.dir (the gateway's key is path)", _set("store.file.dir", "/data")),
+    ("lifecycle.renewAt 1 (a share of the lifetime, at most 0.95)", _set("lifecycle.renewAt", 1)),
+    ("lifecycle.replicaId (each pod's own name is used)", _set("lifecycle.replicaId", "gw")),
+    ("notifications webhook with an inline secret",
+     _set("notifications.webhooks", [{"url": "https://h.example/x", "secret": "0123456789abcdef"}])),
+    ("notifications webhook without secretRef", _set("notifications.webhooks", [{"url": "https://h.example/x"}])),
+    ("notifications webhook URL without a scheme",
+     _set("notifications.webhooks", [{"url": "h.example/x", "secretRef": {"name": "s", "key": "k"}}])),
+    ("notifications.expiryDays with 0", _set("notifications.expiryDays", [30, 0])),
 ]
 
 
@@ -607,6 +721,8 @@ def run_all(repo: Path) -> Checks:
     c.run("config file paths are mounted", lambda: check_config_paths_mounted(c))
     c.run("image.tag equals appVersion", lambda: check_image_tag(c, values))
     c.run("Containerfile", lambda: check_containerfile(c))
+    c.run("alert rules name only metrics the gateway's source registers", lambda: check_rule_metrics(c))
+    c.run("lifecycle alerts pass promtool (check rules, unit tests)", lambda: check_lifecycle_alerts(c))
     return c
 
 

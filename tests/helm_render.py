@@ -308,7 +308,8 @@ def common_pod_checks(pod_spec: dict, cfg: dict, grace: int, problems: list[str]
 # The gateway's config file is read by serde structs with deny_unknown_fields. Their field names,
 # read from the source, are what a rendered config may use. (Types and required fields are left to
 # `mtls-gateway check`, which this script does not run.)
-RUST_SOURCES = ["src/config.rs", "src/auth/mod.rs", "src/auth/oauth1.rs", "src/auth/jwt.rs", "src/store/vault/config.rs"]
+RUST_SOURCES = ["src/config.rs", "src/auth/mod.rs", "src/auth/oauth1.rs", "src/auth/jwt.rs", "src/store/vault/config.rs",
+                "src/lifecycle/config.rs"]
 # config path (list items as []) -> struct, or enum:tag for serde-tagged enums
 CONFIG_STRUCTS = {
     "": "FileConfig", "proxy": "ProxyFile", "admin": "AdminFile", "ops": "ListenerFile", "store": "StoreFile",
@@ -316,6 +317,7 @@ CONFIG_STRUCTS = {
     "services": "ServicesFile", "shutdown": "ShutdownFile", "auth": "AuthSettings", "auth.oauth1": "OAuth1Settings",
     "auth.oauth1.keys[]": "AppKeySettings", "auth.jwt": "JwtSettings", "store.vault": "VaultSettings",
     "store.vault.auth": "enum:VaultAuthSettings:method",
+    "lifecycle": "LifecycleFile", "notifications": "NotificationsFile", "notifications.webhooks[]": "WebhookFile",
 }
 
 
@@ -392,6 +394,11 @@ def case_defaults(helm: Helm) -> list[str]:
                      "read_timeout_ms": 30000, "idle_timeout_secs": 60},
         "unmapped": {"policy": "refuse", "plain_tls_hosts": []},
         "shutdown": {"grace_period_secs": 30},
+        # The gateway's defaults, written out (renew_at is 2/3 exactly as an f64).
+        "lifecycle": {"enabled": True, "renew_at": 2 / 3, "jitter": 0.05, "check_interval_secs": 30, "lease_secs": 300,
+                      "retry_min_secs": 30, "retry_max_secs": 3600, "cutover_check": True},
+        "notifications": {"webhooks": [], "expiry_days": [30, 14, 7, 1], "timeout_ms": 5000, "max_attempts": 8,
+                          "retry_min_ms": 500, "retry_max_secs": 300},
     }
     expect(cfg == want, f"config differs from the agreed shape:\n{yaml.safe_dump(cfg)}", p)
     dep = one(docs, "Deployment")
@@ -438,6 +445,24 @@ def case_token(helm: Helm) -> list[str]:
     common_pod_checks(pod, cfg, 65, p)
     vol = {v["name"]: v for v in pod["volumes"]}.get("mtls-gateway-vault-token", {})
     expect(vol.get("secret", {}).get("secretName") == "mtls-gateway-vault-token", f"token volume {vol}", p)
+    expect(cfg["lifecycle"] == {"enabled": True, "renew_at": 0.5, "jitter": 0, "check_interval_secs": 30, "lease_secs": 300,
+                                "retry_min_secs": 30, "retry_max_secs": 600, "cutover_check": True},
+           f"lifecycle {cfg['lifecycle']}", p)
+    n = cfg["notifications"]
+    expect(n["webhooks"] == [
+        {"url": "https://hooks.example.com/mtls-gateway", "name": "ops",
+         "secret_file": "/etc/mtls-gateway/notifications/webhook-0-secret",
+         "ca_file": "/etc/mtls-gateway/notifications/webhook-0-ca.crt"},
+        {"url": "https://alerts.example.net/in", "secret_file": "/etc/mtls-gateway/notifications/webhook-1-secret"}],
+        f"webhooks {n['webhooks']}", p)
+    expect(n["expiry_days"] == [21, 7], f"expiry_days {n['expiry_days']}", p)
+    cm_text = one(docs, "ConfigMap")["data"]["config.yaml"]
+    expect("hmac" not in cm_text.lower(), "a Secret key name or value reached the ConfigMap", p)
+    nvol = {v["name"]: v for v in pod["volumes"]}.get("mtls-gateway-notifications", {})
+    sources = [(s["secret"]["name"], s["secret"]["items"][0]["key"], s["secret"]["items"][0]["path"])
+               for s in nvol.get("projected", {}).get("sources", [])]
+    expect(sources == [("mtls-gateway-webhooks", "ops-hmac", "webhook-0-secret"), ("hooks-ca", "ca.crt", "webhook-0-ca.crt"),
+                       ("mtls-gateway-webhooks", "alerts-hmac", "webhook-1-secret")], f"notification volume {nvol}", p)
     return p
 
 
@@ -627,6 +652,18 @@ FAILURES: list[tuple[str, dict, bool, str]] = [
     ("schema: JWT without a key Secret", {"auth": {"jwt": {"enabled": True}}}, False, "/auth/jwt/keySecretRef/name"),
     ("schema: JWT without an issuer", {"auth": {"jwt": {"enabled": True, "keySecretRef": {"name": "k"},
                                                         "audience": "a"}}}, False, "/auth/jwt/issuer"),
+    ("schema: webhook without a secretRef", {"notifications": {"webhooks": [{"url": "https://h.example/x"}]}}, False,
+     "/notifications/webhooks/0"),
+    ("schema: webhook with an inline secret", {"notifications": {"webhooks": [
+        {"url": "https://h.example/x", "secretRef": {"name": "s", "key": "k"}, "secret": "inline-secret-value"}]}}, False,
+     "secret"),
+    ("schema: lifecycle.renewAt 1.5", {"lifecycle": {"renewAt": 1.5}}, False, "/lifecycle/renewAt"),
+    ("template: webhook without a secretRef", {"notifications": {"webhooks": [{"url": "https://h.example/x"}]}}, True,
+     "set secretRef.name"),
+    ("template: plain-http webhook", {"notifications": {"webhooks": [
+        {"url": "http://h.example/x", "secretRef": {"name": "s", "key": "k"}}]}}, False, "is plain http://"),
+    ("template: lifecycle retryMaxSecs below retryMinSecs", {"lifecycle": {"retryMinSecs": 600, "retryMaxSecs": 60}}, False,
+     "lifecycle.retryMaxSecs is below"),
     ("template: JWT without an audience", {"auth": {"jwt": {"enabled": True, "keySecretRef": {"name": "k"},
                                                             "issuer": "https://i"}}}, True, "set auth.jwt.issuer"),
 ]

@@ -18,6 +18,7 @@ Paths inside the container (one place each: the config below and the mounts furt
   /var/run/secrets/mtls-gateway/token            projected service-account token
   /etc/mtls-gateway/upstream-ca/ca-N.crt         upstream.caSecrets[N]
   /etc/mtls-gateway/auth/{oauth1-N,jwt-key}      auth.oauth1.keys[N].secretRef, auth.jwt.keySecretRef
+  /etc/mtls-gateway/notifications/webhook-N-{secret,ca.crt}  notifications.webhooks[N].secretRef, .caSecretRef
   /tmp                                           emptyDir
 */}}
 
@@ -153,6 +154,17 @@ these are the cross-field rules.
 {{- if and (eq .Values.store.kind "file") (eq .Values.mode "standalone") (gt (int .Values.replicaCount) 1) -}}
 {{- fail "store.kind is file: the file store lives in one pod's volume; set replicaCount: 1 or use store.kind: vault" -}}
 {{- end -}}
+{{- range $i, $w := .Values.notifications.webhooks -}}
+{{- if not (and $w.secretRef $w.secretRef.name) -}}
+{{- fail (printf "notifications.webhooks[%d]: set secretRef.name (and key) to an existing Secret holding the HMAC key; the key is never given inline" $i) -}}
+{{- end -}}
+{{- if and (hasPrefix "http://" $w.url) (not $w.allowInsecure) (not (or (hasPrefix "http://127." $w.url) (hasPrefix "http://localhost" $w.url) (hasPrefix "http://[::1]" $w.url))) -}}
+{{- fail (printf "notifications.webhooks[%d].url is plain http:// to a host that is not loopback (the gateway refuses that): use https://, or set allowInsecure: true" $i) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (lt (int .Values.lifecycle.retryMaxSecs) (int .Values.lifecycle.retryMinSecs)) -}}
+{{- fail "lifecycle.retryMaxSecs is below lifecycle.retryMinSecs (the gateway refuses that): raise it" -}}
+{{- end -}}
 {{- if and .Values.podMonitor.enabled (eq .Values.mode "sidecar") (not .Values.podMonitor.selector) -}}
 {{- fail "podMonitor.enabled in sidecar mode: set podMonitor.selector to labels of the application pods" -}}
 {{- end -}}
@@ -253,6 +265,41 @@ snake_case names; optional keys are left out when their value is empty.
           "policy" .Values.unmapped.policy
           "plain_tls_hosts" .Values.unmapped.plainTlsHosts)
       "shutdown" (dict "grace_period_secs" (int .Values.shutdown.gracePeriodSecs)) -}}
+{{- $lc := .Values.lifecycle -}}
+{{- $_ := set $cfg "lifecycle" (dict
+      "enabled" $lc.enabled
+      "renew_at" $lc.renewAt
+      "jitter" $lc.jitter
+      "check_interval_secs" (int $lc.checkIntervalSecs)
+      "lease_secs" (int $lc.leaseSecs)
+      "retry_min_secs" (int $lc.retryMinSecs)
+      "retry_max_secs" (int $lc.retryMaxSecs)
+      "cutover_check" $lc.cutoverCheck) -}}
+{{- $hooks := list -}}
+{{- range $i, $w := .Values.notifications.webhooks -}}
+{{- $hook := dict "url" $w.url "secret_file" (printf "/etc/mtls-gateway/notifications/webhook-%d-secret" $i) -}}
+{{- if $w.name -}}
+{{- $_ := set $hook "name" $w.name -}}
+{{- end -}}
+{{- if and $w.caSecretRef (($w.caSecretRef | default dict).name) -}}
+{{- $_ := set $hook "ca_file" (printf "/etc/mtls-gateway/notifications/webhook-%d-ca.crt" $i) -}}
+{{- end -}}
+{{- if $w.allowInsecure -}}
+{{- $_ := set $hook "allow_insecure" true -}}
+{{- end -}}
+{{- $hooks = append $hooks $hook -}}
+{{- end -}}
+{{- $days := list -}}
+{{- range .Values.notifications.expiryDays -}}
+{{- $days = append $days (int .) -}}
+{{- end -}}
+{{- $_ := set $cfg "notifications" (dict
+      "webhooks" $hooks
+      "expiry_days" $days
+      "timeout_ms" (int .Values.notifications.timeoutMs)
+      "max_attempts" (int .Values.notifications.maxAttempts)
+      "retry_min_ms" (int .Values.notifications.retryMinMs)
+      "retry_max_secs" (int .Values.notifications.retryMaxSecs)) -}}
 {{- if include "mtls-gateway.authConfigured" . -}}
 {{- $keys := list -}}
 {{- range $i, $k := .Values.auth.oauth1.keys -}}
@@ -388,6 +435,11 @@ prometheus.io/path: /metrics
       mountPath: /etc/mtls-gateway/auth
       readOnly: true
     {{- end }}
+    {{- if .Values.notifications.webhooks }}
+    - name: mtls-gateway-notifications
+      mountPath: /etc/mtls-gateway/notifications
+      readOnly: true
+    {{- end }}
 {{- end -}}
 
 {{/* The volumes the container mounts, as list items (names prefixed to avoid clashes in a shared pod). */}}
@@ -475,6 +527,26 @@ prometheus.io/path: /metrics
           items:
             - key: {{ .Values.auth.jwt.keySecretRef.key | quote }}
               path: jwt-key
+      {{- end }}
+{{- end }}
+{{- if .Values.notifications.webhooks }}
+- name: mtls-gateway-notifications
+  projected:
+    sources:
+      {{- range $i, $w := .Values.notifications.webhooks }}
+      {{- $ref := $w.secretRef | default dict }}
+      - secret:
+          name: {{ $ref.name | quote }}
+          items:
+            - key: {{ $ref.key | quote }}
+              path: {{ printf "webhook-%d-secret" $i | quote }}
+      {{- if and $w.caSecretRef (($w.caSecretRef | default dict).name) }}
+      - secret:
+          name: {{ $w.caSecretRef.name | quote }}
+          items:
+            - key: {{ $w.caSecretRef.key | quote }}
+              path: {{ printf "webhook-%d-ca.crt" $i | quote }}
+      {{- end }}
       {{- end }}
 {{- end }}
 {{- end -}}
