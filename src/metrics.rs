@@ -230,6 +230,13 @@ pub fn init() {
     for result in ["delivered", "failed"] {
         NOTIFICATION_DELIVERY.with_label_values(&[result]);
     }
+    for result in ["renewed", "failed", "refused"] {
+        crate::lifecycle::metrics::RENEWALS.with_label_values(&[result]);
+    }
+    LazyLock::force(&crate::lifecycle::metrics::CUTOVER_REFUSED);
+    for event in crate::lifecycle::notify::EventKind::ALL {
+        crate::lifecycle::metrics::NOTICES.with_label_values(&[event.as_str()]);
+    }
     LazyLock::force(&REQUESTS);
     LazyLock::force(&HOT);
     LazyLock::force(&UPSTREAM_REUSE);

@@ -385,7 +385,17 @@ pub async fn get_csr(call: &Call) -> Result<Response, ApiError> {
 /// itself (`application/x-pem-file`, `text/plain`).
 fn signed_input(call: &Call) -> Result<(String, Option<String>), ApiError> {
     if call.body.len() > MAX_PEM {
-        return Err(ApiError::too_large("certificate", MAX_PEM));
+        let mut extra = serde_json::Map::new();
+        extra.insert("limit".into(), json!(MAX_PEM));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "certificate: the upload is larger than {MAX_PEM} bytes; send the leaf and its chain only (PEM)"
+            ),
+        )
+        .field("certificate")
+        .extra(extra));
     }
     let ct = call
         .header("content-type")

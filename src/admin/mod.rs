@@ -13,6 +13,11 @@
 //! | GET, PUT, DELETE | `/mtls/account/{accountId}/certificates/{certificateId}` (`?cascade=true`) | E |
 //! | POST, PUT | `/mtls/account/{accountId}/certificates/by-file` (and legacy `/byFile`) | B |
 //! | POST | `/mtls/account/{accountId}/certificates/activate/{certificateId}` | E |
+//! | POST | `/mtls/account/{accountId}/certificates/csr` (key kept in the store, or Vault PKI) | E |
+//! | GET | `/mtls/account/{accountId}/certificates/{certificateId}/csr` | E |
+//! | POST | `/mtls/account/{accountId}/certificates/{certificateId}/signed` | E |
+//! | POST | `/mtls/account/{accountId}/certificates/{certificateId}/renew` | E |
+//! | DELETE | `/mtls/account/{accountId}/certificates/{certificateId}/pending` | E |
 //! | POST | `/mtls/account/{accountId}/p12-test/multipart` | B |
 //! | GET, POST | `/api/account/{accountId}/configuration/ac-common/mtls` | E |
 //! | GET, PUT, DELETE | `/api/account/{accountId}/configuration/ac-common/mtls/{mappingId}` | E |

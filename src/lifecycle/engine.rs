@@ -253,7 +253,8 @@ impl Engine {
 
     /// The background loop: a tick every `check_interval` until shutdown.
     pub async fn run(self: Arc<Self>, mut shutdown: ShutdownWatch) {
-        if !self.cfg.enabled {
+        // `enabled: false` stops renewals; expiry notifications still run when webhooks exist.
+        if !self.cfg.enabled && !self.notifier.enabled() {
             return;
         }
         loop {
@@ -306,8 +307,9 @@ impl Engine {
         let not_after = cert.not_after;
         let claimed = self
             .update(&cert.account, cert.id, |doc| {
-                if doc.meta.not_after != Some(not_after) {
-                    return None; // another version serves now
+                // Another version serves now (a document seeded by hand may lack notAfter).
+                if doc.meta.not_after.is_some_and(|t| t != not_after) {
+                    return None;
                 }
                 let lc = doc.lifecycle.get_or_insert_with(Lifecycle::default);
                 let fresh: Vec<String> = keys

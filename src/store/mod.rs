@@ -191,7 +191,7 @@ pub struct PendingVersion {
     pub key_type: KeyType,
     /// Unix seconds.
     pub created_at: i64,
-    /// `csr` (first version), `renew` (manual renewal) or `pki` (automatic renewal).
+    /// `csr` (first version) or `renew` (manual renewal).
     pub reason: String,
 }
 
