@@ -74,6 +74,14 @@ pub static UPSTREAM_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric mtls_gateway_upstream_retries_total registers once")
 });
 
+pub static VAULT_FAILOVERS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "mtls_gateway_vault_failovers_total",
+        "Switches of the Vault store to the next of store.vault.addresses after a request to the current one failed (unreachable, timeout, 5xx, 429, sealed or standby)"
+    )
+    .expect("metric mtls_gateway_vault_failovers_total registers once")
+});
+
 pub static ACCESS_LOG_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "mtls_gateway_access_log_dropped_total",
@@ -245,6 +253,7 @@ pub fn init() {
     LazyLock::force(&UPSTREAM_CONNECT_FAILURES);
     LazyLock::force(&UPSTREAM_RETRIES);
     LazyLock::force(&RATE_LIMITED);
+    LazyLock::force(&VAULT_FAILOVERS);
     LazyLock::force(&ACCESS_LOG_DROPPED);
     LazyLock::force(&SNAPSHOT_AGE);
     LazyLock::force(&LAST_REFRESH_SUCCESS);

@@ -586,3 +586,464 @@ impl Drop for Bao {
         self.kill();
     }
 }
+
+/// One node of a [`BaoCluster`].
+pub struct ClusterNode {
+    /// `http://127.0.0.1:PORT` (the API; the cluster port is PORT+1).
+    pub addr: String,
+    port: u16,
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl ClusterNode {
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("bao.log")
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// A three-node (or N-node) OpenBao cluster on loopback with integrated storage (Raft), the way
+/// production runs Vault: [`BaoCluster::start`] starts every node with its own raft directory,
+/// API port and cluster port (both picked by the OS), initializes node 0 with one key share,
+/// unseals it, mounts KV v2 at `secret/`, joins the others (`sys/storage/raft/join`, what `bao
+/// operator raft join` calls) and unseals them with the same key, then waits until the raft
+/// configuration (`bao operator raft list-peers`) lists every node as a voter and one as the
+/// leader. Autopilot's server stabilization time is lowered to 1 s first, so joined nodes
+/// become voters in about a second instead of ten. Every wait polls with a deadline; nodes are
+/// killed by their own PIDs ([`BaoCluster::kill`] sends SIGKILL), and all of them on drop.
+pub struct BaoCluster {
+    pub nodes: Vec<ClusterNode>,
+    pub root_token: String,
+    unseal_key: String,
+    bin: PathBuf,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    /// How long [`BaoCluster::start`] took from spawning the first node to N voters.
+    pub formed_in: Duration,
+}
+
+const CLUSTER_DEADLINE: Duration = Duration::from_secs(60);
+
+impl BaoCluster {
+    pub async fn start(n: usize) -> BaoCluster {
+        assert!(n >= 1);
+        let began = Instant::now();
+        let bin = find_bao();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("reqwest client");
+        let mut c = BaoCluster {
+            nodes: Vec::new(),
+            root_token: String::new(),
+            unseal_key: String::new(),
+            bin,
+            http,
+            _dir: dir,
+            formed_in: Duration::ZERO,
+        };
+        for i in 0..n {
+            let ndir = c._dir.path().join(format!("node{}", i + 1));
+            std::fs::create_dir_all(ndir.join("data")).expect("node dir");
+            c.nodes.push(ClusterNode {
+                addr: String::new(),
+                port: 0,
+                child: None,
+                dir: ndir,
+            });
+            // A port picked by the OS can be taken before bao binds it: retry with new ports.
+            let mut last = String::new();
+            let mut ok = false;
+            for _ in 0..4 {
+                let port = free_port_pair();
+                c.nodes[i].port = port;
+                c.nodes[i].addr = format!("http://127.0.0.1:{port}");
+                match c.spawn_and_wait(i).await {
+                    Ok(()) => {
+                        ok = true;
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            assert!(ok, "bao node {} did not start: {last}", i + 1);
+        }
+        // Node 1: init (one key share) and unseal.
+        let (s, r) = c
+            .req(
+                0,
+                "PUT",
+                "sys/init",
+                Some(&json!({"secret_shares": 1, "secret_threshold": 1})),
+            )
+            .await;
+        assert_eq!(s, 200, "sys/init: {r}");
+        c.unseal_key = r["keys"][0].as_str().expect("init keys[0]").to_owned();
+        c.root_token = r["root_token"].as_str().expect("root_token").to_owned();
+        c.unseal(0).await;
+        c.wait_health(0, &[200]).await;
+        // Joined nodes become voters after autopilot's stabilization time (10 s by default).
+        let (s, r) = c
+            .req(
+                0,
+                "POST",
+                "sys/storage/raft/autopilot/configuration",
+                Some(&json!({"server_stabilization_time": "1s"})),
+            )
+            .await;
+        assert!((200..300).contains(&s), "autopilot configuration: {s} {r}");
+        let (s, r) = c
+            .req(
+                0,
+                "POST",
+                "sys/mounts/secret",
+                Some(&json!({"type": "kv", "options": {"version": "2"}})),
+            )
+            .await;
+        assert!((200..300).contains(&s), "mount secret: {s} {r}");
+        let leader = c.nodes[0].addr.clone();
+        for i in 1..n {
+            let deadline = Instant::now() + CLUSTER_DEADLINE;
+            loop {
+                let (s, r) = c
+                    .req(
+                        i,
+                        "POST",
+                        "sys/storage/raft/join",
+                        Some(&json!({"leader_api_addr": leader})),
+                    )
+                    .await;
+                if s == 200 && r["joined"] == json!(true) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} cannot join: {s} {r}\n{}",
+                    i + 1,
+                    c.nodes[i].log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            c.unseal(i).await;
+        }
+        c.wait_voters(n).await;
+        // KV v2 upgrades a fresh mount in the background: wait until a write goes through.
+        let deadline = Instant::now() + CLUSTER_DEADLINE;
+        loop {
+            let l = c.wait_leader().await;
+            let (s, r) = c
+                .req(
+                    l,
+                    "POST",
+                    "secret/data/fixture-ready",
+                    Some(&json!({"data": {"ok": true}})),
+                )
+                .await;
+            if s == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "KV v2 at secret/ not ready: {s} {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.formed_in = began.elapsed();
+        c
+    }
+
+    /// Every node's API address, in node order.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    fn write_config(&self, i: usize) -> PathBuf {
+        let n = &self.nodes[i];
+        let cfg = n.dir.join("bao.hcl");
+        let text = format!(
+            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node{}\"\n  performance_multiplier = 1\n}}\n\
+             listener \"tcp\" {{\n  address = \"127.0.0.1:{}\"\n  cluster_address = \"127.0.0.1:{}\"\n  tls_disable = true\n}}\n\
+             api_addr = \"{}\"\ncluster_addr = \"https://127.0.0.1:{}\"\ndisable_mlock = true\nlog_level = \"info\"\n",
+            n.dir.join("data").display(),
+            i + 1,
+            n.port,
+            n.port + 1,
+            n.addr,
+            n.port + 1,
+        );
+        std::fs::write(&cfg, text).expect("write bao config");
+        cfg
+    }
+
+    /// Starts node `i` and waits until its API answers (sealed or not).
+    async fn spawn_and_wait(&mut self, i: usize) -> Result<(), String> {
+        let cfg = self.write_config(i);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.nodes[i].log_path())
+            .expect("log file");
+        let log2 = log.try_clone().expect("log file clone");
+        let child = Command::new(&self.bin)
+            .arg("server")
+            .arg(format!("-config={}", cfg.display()))
+            .env_remove("BAO_ADDR")
+            .env_remove("BAO_TOKEN")
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.bin.display()))?;
+        self.nodes[i].child = Some(child);
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(c) = self.nodes[i].child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.nodes[i].child = None;
+                    return Err(format!(
+                        "bao exited with {status}:\n{}",
+                        self.nodes[i].log_tail()
+                    ));
+                }
+            }
+            let answered = self
+                .http
+                .get(format!("{}/v1/sys/health", self.nodes[i].addr))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+                .is_ok();
+            if answered {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.kill(i);
+                return Err(format!("bao node {} did not answer", i + 1));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Raw API call to node `i` with the root token (when there is one).
+    pub async fn req(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(m, format!("{}/v1/{path}", self.nodes[i].addr))
+            .timeout(Duration::from_secs(5));
+        if !self.root_token.is_empty() {
+            req = req.header("X-Vault-Token", &self.root_token);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let bytes = resp.bytes().await.unwrap_or_default();
+                (
+                    status,
+                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                )
+            }
+            Err(e) => (0, json!({"transport": e.to_string()})),
+        }
+    }
+
+    async fn unseal(&self, i: usize) {
+        let deadline = Instant::now() + CLUSTER_DEADLINE;
+        loop {
+            let (s, r) = self
+                .req(
+                    i,
+                    "PUT",
+                    "sys/unseal",
+                    Some(&json!({"key": self.unseal_key})),
+                )
+                .await;
+            if s == 200 && r["sealed"] == json!(false) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} not unsealed: {s} {r}\n{}",
+                i + 1,
+                self.nodes[i].log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls `sys/health` of node `i` until it answers one of `codes` (200 active, 429 standby).
+    async fn wait_health(&self, i: usize, codes: &[u16]) {
+        let deadline = Instant::now() + CLUSTER_DEADLINE;
+        loop {
+            let (s, _) = self.req(i, "GET", "sys/health", None).await;
+            if codes.contains(&s) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} health {s}, want {codes:?}:\n{}",
+                i + 1,
+                self.nodes[i].log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The raft configuration as `bao operator raft list-peers` prints it: `(node_id, leader,
+    /// voter)` per server, asked of the first running node that answers.
+    pub async fn peers(&self) -> Option<Vec<(String, bool, bool)>> {
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].is_running() {
+                continue;
+            }
+            let (s, r) = self
+                .req(i, "GET", "sys/storage/raft/configuration", None)
+                .await;
+            if s != 200 {
+                continue;
+            }
+            if let Some(servers) = r["data"]["config"]["servers"].as_array() {
+                return Some(
+                    servers
+                        .iter()
+                        .map(|s| {
+                            (
+                                s["node_id"].as_str().unwrap_or("").to_owned(),
+                                s["leader"] == json!(true),
+                                s["voter"] == json!(true),
+                            )
+                        })
+                        .collect(),
+                );
+            }
+        }
+        None
+    }
+
+    async fn wait_voters(&self, n: usize) {
+        let deadline = Instant::now() + CLUSTER_DEADLINE;
+        loop {
+            let peers = self.peers().await;
+            if let Some(p) = &peers {
+                if p.iter().filter(|s| s.2).count() == n && p.iter().any(|s| s.1) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "raft did not list {n} voters and a leader within {CLUSTER_DEADLINE:?}: {peers:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The index of the active node, if a running node knows one now (`sys/leader`).
+    pub async fn leader(&self) -> Option<usize> {
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].is_running() {
+                continue;
+            }
+            let (s, r) = self.req(i, "GET", "sys/leader", None).await;
+            if s != 200 {
+                continue;
+            }
+            let addr = r["leader_address"].as_str().unwrap_or("");
+            if let Some(l) = self.nodes.iter().position(|n| n.addr == addr) {
+                if self.nodes[l].is_running() {
+                    let (hs, _) = self.req(l, "GET", "sys/health", None).await;
+                    if hs == 200 {
+                        return Some(l);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Polls [`BaoCluster::leader`] until there is one (deadline 60 s).
+    pub async fn wait_leader(&self) -> usize {
+        let deadline = Instant::now() + CLUSTER_DEADLINE;
+        loop {
+            if let Some(l) = self.leader().await {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader within {CLUSTER_DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL to node `i` by its PID (a crash), then waits for the process.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts node `i` again on its port and raft data, unseals it, and waits until it is a
+    /// standby or the active node.
+    pub async fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            match self.spawn_and_wait(i).await {
+                Ok(()) => break,
+                Err(e) if Instant::now() > deadline => panic!("bao node restart failed: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        self.unseal(i).await;
+        self.wait_health(i, &[200, 429]).await;
+    }
+
+    /// `bao ARGS` against node `i` with the root token.
+    pub fn cli(&self, i: usize, args: &[&str]) -> CliOut {
+        let out = Command::new(&self.bin)
+            .args(args)
+            .env("BAO_ADDR", &self.nodes[i].addr)
+            .env("BAO_TOKEN", &self.root_token)
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
+        CliOut {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Drop for BaoCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}

@@ -23,4 +23,5 @@ mod request_path;
 mod strict_target;
 mod vault;
 mod vault_gateway;
+mod vault_ha;
 mod vault_live;

@@ -21,7 +21,7 @@ use http::Method;
 use serde_json::Value;
 
 use super::config::{header_safe, Secret, TokenSource, VaultAuth};
-use super::http::{error_chain, shorten, Fail, Http};
+use super::http::{attempt_of_client_error, error_chain, shorten, Fail, Http, Retry};
 use crate::file_stamp::FileStamp;
 use crate::store::StoreError;
 
@@ -282,25 +282,29 @@ impl Auth {
                     read_secret_file(role_id_file, "store.vault.auth.role_id_file").await?;
                 let secret_id =
                     read_secret_file(secret_id_file, "store.vault.auth.secret_id_file").await?;
-                let info = vaultrs::auth::approle::login(
-                    http.vaultrs(),
-                    mount,
-                    role_id.expose(),
-                    secret_id.expose(),
-                )
-                .await
-                .map_err(|e| {
-                    login_error(
-                        e,
-                        &self.method.describe(),
-                        &format!(
+                let info = http
+                    .failover(Retry::Any, attempt_of_client_error, "login", |c, _| {
+                        vaultrs::auth::approle::login(
+                            c,
+                            mount,
+                            role_id.expose(),
+                            secret_id.expose(),
+                        )
+                    })
+                    .await
+                    .result
+                    .map_err(|e| {
+                        login_error(
+                            e,
+                            &self.method.describe(),
+                            &format!(
                             "check store.vault.auth.role_id_file ({}) and secret_id_file ({}), \
                              and that the secret id has not expired",
                             role_id_file.display(),
                             secret_id_file.display()
                         ),
-                    )
-                })?;
+                        )
+                    })?;
                 self.after_login(slow, info)
             }
             VaultAuth::Kubernetes {
@@ -309,20 +313,23 @@ impl Auth {
                 mount,
             } => {
                 let jwt = read_secret_file(token_file, "store.vault.auth.token_file").await?;
-                let info =
-                    vaultrs::auth::kubernetes::login(http.vaultrs(), mount, role, jwt.expose())
-                        .await
-                        .map_err(|e| {
-                            login_error(
-                                e,
-                                &self.method.describe(),
-                                &format!(
+                let info = http
+                    .failover(Retry::Any, attempt_of_client_error, "login", |c, _| {
+                        vaultrs::auth::kubernetes::login(c, mount, role, jwt.expose())
+                    })
+                    .await
+                    .result
+                    .map_err(|e| {
+                        login_error(
+                            e,
+                            &self.method.describe(),
+                            &format!(
                                 "check that role {role} exists at auth/{mount} and is bound to \
                                  this service account ({})",
                                 token_file.display()
                             ),
-                            )
-                        })?;
+                        )
+                    })?;
                 self.after_login(slow, info)
             }
             VaultAuth::Aws {
@@ -350,17 +357,23 @@ impl Auth {
                 )
                 .map_err(|e| StoreError::Other(format!("vault {what}: {e}")))?;
                 // vaultrs' iam_login takes the four fields already encoded, so it fits as is.
-                let info = vaultrs::auth::aws::iam_login(
-                    http.vaultrs(),
-                    mount,
-                    &signed.method,
-                    &signed.url_b64(),
-                    &signed.headers_b64(),
-                    &signed.body_b64(),
-                    Some(role),
-                )
-                .await
-                .map_err(|e| {
+                let (url, headers, body) =
+                    (signed.url_b64(), signed.headers_b64(), signed.body_b64());
+                let info = http
+                    .failover(Retry::Any, attempt_of_client_error, "login", |c, _| {
+                        vaultrs::auth::aws::iam_login(
+                            c,
+                            mount,
+                            &signed.method,
+                            &url,
+                            &headers,
+                            &body,
+                            Some(role),
+                        )
+                    })
+                    .await
+                    .result
+                    .map_err(|e| {
                     login_error(
                         e,
                         &what,
@@ -563,12 +576,14 @@ async fn lookup_self(http: &Http, token: &Secret) -> Lease {
     };
     match http
         .send(
+            Retry::Any,
             Method::GET,
             "auth/token/lookup-self",
             Some(token.expose()),
             None,
         )
         .await
+        .result
     {
         Ok(body) => {
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -588,12 +603,14 @@ async fn lookup_self(http: &Http, token: &Secret) -> Lease {
 async fn renew_self(http: &Http, token: &Secret) -> Result<Lease, Fail> {
     let body = http
         .send(
+            Retry::Any,
             Method::POST,
             "auth/token/renew-self",
             Some(token.expose()),
             Some(&serde_json::json!({})),
         )
-        .await?;
+        .await
+        .result?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| Fail::Parse(e.to_string()))?;
     let auth = &v["auth"];
     let ttl = auth["lease_duration"]

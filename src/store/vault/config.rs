@@ -16,8 +16,15 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaultSettings {
-    /// `https://vault.example:8200` (no path needed; `/v1/...` is appended).
-    pub address: String,
+    /// `https://vault.example:8200` (no path needed; `/v1/...` is appended): one Vault, or one
+    /// load-balanced address in front of a cluster. Exactly one of `address` and `addresses`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// The nodes of one Vault HA cluster, tried in order: requests go to the last address that
+    /// answered, and move to the next one when it is unreachable, times out, answers 5xx/429,
+    /// is sealed or is a standby that cannot serve (see docs/vault.md, "HA cluster").
+    #[serde(default)]
+    pub addresses: Option<Vec<String>>,
     /// 1 or 2: the version of the KV secrets engine at `mount`.
     #[serde(default = "default_kv_version")]
     pub kv_version: u8,
@@ -262,8 +269,12 @@ impl VaultAuth {
 /// that are not part of the file format may be adjusted afterwards.
 #[derive(Debug, Clone)]
 pub struct VaultConfig {
-    /// Base URL without a trailing slash.
+    /// Base URL without a trailing slash: `store.vault.address`, or the first of
+    /// `store.vault.addresses`.
     pub address: String,
+    /// The other nodes of `store.vault.addresses`, in order (empty for `address:`). Requests
+    /// fail over from one to the next ([`VaultConfig::all_addresses`]).
+    pub other_addresses: Vec<String>,
     pub kv: KvVersion,
     /// Mount without slashes, e.g. `secret`.
     pub mount: String,
@@ -292,8 +303,15 @@ impl VaultConfig {
         if let Some(ns) = &self.namespace {
             s.push_str(&format!(" namespace {ns}"));
         }
-        s.push_str(&format!(" ({})", self.address));
+        s.push_str(&format!(" ({})", self.all_addresses().join(", ")));
         s
+    }
+
+    /// Every address the store sends requests to: `address`, then `other_addresses`.
+    pub fn all_addresses(&self) -> Vec<String> {
+        let mut all = vec![self.address.clone()];
+        all.extend(self.other_addresses.iter().cloned());
+        all
     }
 }
 
@@ -342,7 +360,51 @@ impl VaultSettings {
     pub fn validate(self, key_prefix: &str) -> Result<VaultConfig, String> {
         let k = |name: &str| format!("{key_prefix}.{name}");
 
-        let address = validate_address(&k("address"), &self.address)?;
+        let addresses = match (self.address, self.addresses) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{}: set either {} (one Vault, or a load balancer in front of a cluster) or \
+                     {} (the nodes of a cluster), not both",
+                    k("address"),
+                    k("address"),
+                    k("addresses")
+                ))
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{}: missing; set it, e.g. https://vault.example.com:8200 (or {} with the \
+                     nodes of a cluster)",
+                    k("address"),
+                    k("addresses")
+                ))
+            }
+            (Some(a), None) => vec![validate_address(&k("address"), &a)?],
+            (None, Some(list)) => {
+                if list.is_empty() {
+                    return Err(format!(
+                        "{}: is empty; list the node addresses of the cluster, e.g. \
+                         [https://vault-0:8200, https://vault-1:8200, https://vault-2:8200], or \
+                         use {}",
+                        k("addresses"),
+                        k("address")
+                    ));
+                }
+                let mut out: Vec<String> = Vec::with_capacity(list.len());
+                for (i, a) in list.iter().enumerate() {
+                    let v = validate_address(&format!("{}[{i}]", k("addresses")), a)?;
+                    if out.contains(&v) {
+                        return Err(format!(
+                            "{}[{i}]: {v} is listed twice; list each node once",
+                            k("addresses")
+                        ));
+                    }
+                    out.push(v);
+                }
+                out
+            }
+        };
+        let address = addresses[0].clone();
+        let other_addresses = addresses[1..].to_vec();
         let kv = match self.kv_version {
             1 => KvVersion::V1,
             2 => KvVersion::V2,
@@ -366,11 +428,11 @@ impl VaultSettings {
         let ca_file = match self.ca_file {
             None => None,
             Some(p) => {
-                if address.starts_with("http://") {
+                if let Some(plain) = addresses.iter().find(|a| a.starts_with("http://")) {
                     return Err(format!(
-                        "{}: is set but {} is plain http://; use an https:// address or remove {}",
+                        "{}: is set but {plain} is plain http://; use https:// addresses or \
+                         remove {}",
                         k("ca_file"),
-                        k("address"),
                         k("ca_file")
                     ));
                 }
@@ -418,15 +480,18 @@ impl VaultSettings {
                 k("kv1_full_scan_secs")
             ));
         }
-        if address.starts_with("http://") && !is_loopback_url(&address) {
-            log::warn!(
-                "{}: {address} is plain http to a non-loopback host: the Vault token and the \
-                 certificates travel unencrypted; use https://",
-                k("address")
-            );
+        for a in &addresses {
+            if a.starts_with("http://") && !is_loopback_url(a) {
+                log::warn!(
+                    "{}: {a} is plain http to a non-loopback host: the Vault token and the \
+                     certificates travel unencrypted; use https://",
+                    k("address")
+                );
+            }
         }
         Ok(VaultConfig {
             address,
+            other_addresses,
             kv,
             mount,
             prefix,
@@ -795,6 +860,57 @@ mod tests {
             .expect_err("missing ca");
         assert!(
             e.starts_with("store.vault.ca_file: cannot read /nonexistent/ca.pem"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn addresses_list_the_nodes_of_a_cluster() {
+        let c = parse(
+            "addresses: [http://127.0.0.1:8200/, 'https://vault-1:8200', https://vault-2:8200]\n\
+             auth: {method: token, token_env: T}\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.all_addresses(),
+            vec![
+                "http://127.0.0.1:8200",
+                "https://vault-1:8200",
+                "https://vault-2:8200"
+            ]
+        );
+        assert_eq!(c.address, "http://127.0.0.1:8200");
+        assert!(c
+            .describe()
+            .ends_with("(http://127.0.0.1:8200, https://vault-1:8200, https://vault-2:8200)"));
+        let c = parse("address: https://v:8200\nauth: {method: token, token_env: T}\n")
+            .expect("one address");
+        assert!(c.other_addresses.is_empty());
+        assert_eq!(c.all_addresses(), vec!["https://v:8200"]);
+
+        let e = parse(
+            "address: https://v\naddresses: [https://w]\nauth: {method: token, token_env: T}\n",
+        )
+        .expect_err("both");
+        assert!(e.starts_with("store.vault.address: set either"), "{e}");
+        let e = parse("addresses: []\nauth: {method: token, token_env: T}\n").expect_err("empty");
+        assert!(e.starts_with("store.vault.addresses: is empty"), "{e}");
+        let e = parse("auth: {method: token, token_env: T}\n").expect_err("none");
+        assert!(e.starts_with("store.vault.address: missing"), "{e}");
+        let e =
+            parse("addresses: [https://v, 'vault:8200']\nauth: {method: token, token_env: T}\n")
+                .expect_err("bad url");
+        assert!(e.starts_with("store.vault.addresses[1]:"), "{e}");
+        let e =
+            parse("addresses: [https://v, 'https://v/']\nauth: {method: token, token_env: T}\n")
+                .expect_err("twice");
+        assert!(e.contains("listed twice"), "{e}");
+        let e = parse(
+            "addresses: [https://v, http://w]\nca_file: /x\nauth: {method: token, token_env: T}\n",
+        )
+        .expect_err("ca with http");
+        assert!(
+            e.starts_with("store.vault.ca_file: is set but http://w"),
             "{e}"
         );
     }

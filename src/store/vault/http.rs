@@ -13,6 +13,7 @@
 //! responses require every field of Vault's answer; a token whose lookup fails only loses renewal,
 //! it must not fail the store).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,8 +29,14 @@ use crate::store::StoreError;
 /// A request that did not produce a usable answer.
 #[derive(Debug)]
 pub(crate) enum Fail {
-    /// No HTTP answer: refused, reset, DNS, TLS, or timeout.
-    Transport { timeout: bool, detail: String },
+    /// No HTTP answer: refused, reset, DNS, TLS, or timeout. `connect`: the connection was
+    /// never established (refused, DNS, TLS handshake), so the request certainly did not reach
+    /// the server.
+    Transport {
+        timeout: bool,
+        connect: bool,
+        detail: String,
+    },
     /// Vault answered with a non-2xx status. `messages` are from `errors`/`error` in the body.
     Status { code: u16, messages: Vec<String> },
     /// A 2xx answer whose body is not what the API documents.
@@ -57,12 +64,30 @@ impl From<ClientError> for Fail {
                     let detail = error_chain(&e);
                     Fail::Transport {
                         timeout: detail.contains("timed out"),
+                        connect: rustify_connect_error(&e),
                         detail,
                     }
                 }
                 e => Fail::Parse(error_chain(&e)),
             },
             e => Fail::Parse(error_chain(&e)),
+        }
+    }
+}
+
+/// A short reason for the failover log line (the full story is in the store error).
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fail::Transport { timeout: true, .. } => f.write_str("no answer in time"),
+            // The innermost cause: "Connection refused (os error 111)", "connection closed...".
+            Fail::Transport { detail, .. } => {
+                f.write_str(detail.rsplit(": ").next().unwrap_or(detail))
+            }
+            Fail::Status { code, messages } if messages.is_empty() => write!(f, "{code}"),
+            Fail::Status { code, messages } => write!(f, "{code}: {}", messages.join("; ")),
+            Fail::Parse(r) => f.write_str(r),
+            Fail::Auth(e) => write!(f, "{e}"),
         }
     }
 }
@@ -75,84 +100,270 @@ impl Fail {
     pub(crate) fn is_denied(&self) -> bool {
         matches!(self, Fail::Status { code: 403, .. })
     }
+
+    /// What this failure says about trying the next address.
+    pub(crate) fn attempt(&self) -> Attempt {
+        match self {
+            Fail::Transport { connect: true, .. } => Attempt::NotSent,
+            Fail::Transport { .. } => Attempt::Unsure,
+            Fail::Status { code, .. } => attempt_of_status(*code),
+            Fail::Parse(_) | Fail::Auth(_) => Attempt::Final,
+        }
+    }
+}
+
+/// True when a rustify request error is a failed connect (refused, DNS, TCP connect timeout):
+/// the request certainly did not reach the server. rustify's reqwest is not ours (another
+/// major version), so the error chain is read instead of downcasting to its error type.
+fn rustify_connect_error(e: &rustify::errors::ClientError) -> bool {
+    match e {
+        rustify::errors::ClientError::RequestError { source, .. } => source.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+                || {
+                    let t = c.to_string();
+                    t.contains("tcp connect error") || t.contains("dns error")
+                }
+        }),
+        _ => false,
+    }
+}
+
+/// 5xx (unavailable, sealed, a standby without a leader), 429 and 412 (a standby that has not
+/// caught up, rate limits) and an unfollowed redirect (307/308: a standby pointing at the active
+/// node) are worth the next address; every other answer stands.
+fn attempt_of_status(code: u16) -> Attempt {
+    match code {
+        500..=599 | 429 | 412 | 307 | 308 => Attempt::Unsure,
+        _ => Attempt::Final,
+    }
+}
+
+/// [`Fail::attempt`] for an error of a vaultrs call (the auth-method logins).
+pub(crate) fn attempt_of_client_error(e: &ClientError) -> Attempt {
+    use rustify::errors::ClientError as R;
+    match e {
+        ClientError::APIError { code, .. } => attempt_of_status(*code),
+        ClientError::RestClientError { source } => match source {
+            R::ServerResponseError { code, .. } => attempt_of_status(*code),
+            e @ R::RequestError { .. } if rustify_connect_error(e) => Attempt::NotSent,
+            R::RequestError { .. } | R::ResponseError { .. } => Attempt::Unsure,
+            _ => Attempt::Final,
+        },
+        _ => Attempt::Final,
+    }
+}
+
+/// How a failed attempt bears on sending the request to the next address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// An answer that stands (2xx, most 4xx, an unparsable body): no other address is asked.
+    Final,
+    /// The request certainly did not reach the server (connection refused, DNS, TLS handshake).
+    NotSent,
+    /// The server may have acted on it: timeout, reset, 5xx, 429/412, a redirect not followed.
+    Unsure,
+}
+
+/// Which failed attempts a request may be sent again after, to the next address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Reads, and writes whose repetition is harmless or resolved by the caller (KV writes:
+    /// plain ones are idempotent in content, check-and-set ones are checked by
+    /// `Inner::kv_write`): after [`Attempt::NotSent`] and [`Attempt::Unsure`].
+    Any,
+    /// Writes that must not run twice (a PKI `issue`/`sign` creates a certificate each time):
+    /// only after [`Attempt::NotSent`].
+    NotSentOnly,
+}
+
+/// The result of a request sent with failover.
+pub(crate) struct Sent<'a, T, E> {
+    pub(crate) result: Result<T, E>,
+    /// An earlier attempt of this request failed in a way that may have reached a server
+    /// ([`Attempt::Unsure`]) before the attempt whose result this is.
+    pub(crate) unsure_before: bool,
+    /// The address of the attempt whose result this is (for error messages).
+    pub(crate) address: &'a str,
+}
+
+/// At most one `warn` line per address and this interval for switches away from it.
+const SWITCH_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// One configured Vault address and its client.
+struct Node {
+    base: String,
+    client: VaultClient,
+    /// When a switch away from this node was last logged at `warn`: further switches away from
+    /// it within [`SWITCH_LOG_INTERVAL`] go to `debug` (a leader election or a long outage must
+    /// not log every retried request).
+    switch_logged: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 pub(crate) struct Http {
-    client: VaultClient,
-    base: String,
+    nodes: Vec<Node>,
+    /// Index into `nodes` of the address requests go to first: the last one that answered.
+    current: AtomicUsize,
     namespace: Option<String>,
+    /// No further address is tried once a request has taken this long (the request timeout).
+    deadline: Duration,
 }
 
 impl Http {
     pub(crate) fn new(cfg: &VaultConfig) -> Result<Http, StoreError> {
-        // Every field is set explicitly: vaultrs otherwise fills defaults from VAULT_ADDR,
-        // VAULT_TOKEN, VAULT_CACERT, VAULT_SKIP_VERIFY..., and the config file must be the only
-        // source of truth.
-        let mut b = VaultClientSettingsBuilder::default();
-        // `address` panics on an invalid URL; VaultSettings::validate has parsed it already, and
-        // we parse again so a hand-built VaultConfig cannot panic here.
-        url::Url::parse(&cfg.address).map_err(|e| {
-            StoreError::Other(format!("vault address {:?} is not a URL: {e}", cfg.address))
-        })?;
-        b.address(&cfg.address)
-            .ca_certs(
-                cfg.ca_file
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>(),
-            )
-            .identity(None)
-            .timeout(Some(cfg.request_timeout))
-            .token("")
-            .verify(true)
-            .wrapping(false)
-            .namespace(cfg.namespace.clone());
-        let settings = b
-            .build()
-            .map_err(|e| StoreError::Other(format!("vault client settings: {e}")))?;
-        let client = VaultClient::new(settings).map_err(|e| {
-            StoreError::Other(format!(
-                "cannot build the vault client: {}{}",
-                error_chain(&e),
-                cfg.ca_file
-                    .as_ref()
-                    .map(|p| format!(" (check store.vault.ca_file {})", p.display()))
-                    .unwrap_or_default()
-            ))
-        })?;
+        let nodes = cfg
+            .all_addresses()
+            .iter()
+            .map(|a| {
+                Ok(Node {
+                    base: a.trim_end_matches('/').to_owned(),
+                    client: client_for(cfg, a)?,
+                    switch_logged: parking_lot::Mutex::new(None),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Http {
-            client,
-            base: cfg.address.trim_end_matches('/').to_owned(),
+            nodes,
+            current: AtomicUsize::new(0),
             namespace: cfg.namespace.clone(),
+            deadline: cfg.request_timeout,
         })
     }
 
-    /// The vaultrs client (no token set) for the auth-method logins.
-    pub(crate) fn vaultrs(&self) -> &VaultClient {
-        &self.client
+    /// The address requests go to first now.
+    pub(crate) fn current_address(&self) -> &str {
+        &self.nodes[self.current.load(Ordering::Relaxed) % self.nodes.len()].base
     }
 
-    /// The vaultrs client with `token` for one request (the shared client has none).
-    pub(crate) fn with_token(&self, token: &str) -> Scoped<'_> {
-        let mut middle = self.client.middle.clone();
+    /// Runs `f` against the current address and, after a failure that `classify` says is worth
+    /// it and `retry` allows, against the next ones in order: at most once per address, and no
+    /// new attempt once `request_timeout` has passed since the first. Every failure worth
+    /// another address moves the current address on (one log line when a node goes away, and
+    /// `mtls_gateway_vault_failovers_total`), so the next request starts where this one
+    /// succeeded. With one address this is one plain attempt.
+    pub(crate) async fn failover<'s, T, E, F, Fut>(
+        &'s self,
+        retry: Retry,
+        classify: impl Fn(&E) -> Attempt,
+        what: &str,
+        mut f: F,
+    ) -> Sent<'s, T, E>
+    where
+        E: std::fmt::Display,
+        F: FnMut(&'s VaultClient, &'s str) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let n = self.nodes.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        let began = std::time::Instant::now();
+        let mut unsure_before = false;
+        let mut k = 0;
+        loop {
+            let i = (start + k) % n;
+            let node = &self.nodes[i];
+            let result = f(&node.client, &node.base).await;
+            let class = match &result {
+                Ok(_) => {
+                    if k > 0 {
+                        self.current.store(i, Ordering::Relaxed);
+                    }
+                    Attempt::Final
+                }
+                Err(e) => classify(e),
+            };
+            if class == Attempt::Final || n == 1 {
+                return Sent {
+                    result,
+                    unsure_before,
+                    address: &node.base,
+                };
+            }
+            let next = (i + 1) % n;
+            if self
+                .current
+                .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                crate::metrics::VAULT_FAILOVERS.inc();
+                let reason = match &result {
+                    Err(e) => shorten(&e.to_string()),
+                    Ok(_) => String::new(),
+                };
+                let log_now = {
+                    let mut last = node.switch_logged.lock();
+                    let now = std::time::Instant::now();
+                    let due = last.is_none_or(|l| now.duration_since(l) >= SWITCH_LOG_INTERVAL);
+                    if due {
+                        *last = Some(now);
+                    }
+                    due
+                };
+                if log_now {
+                    log::warn!(
+                        "vault: {} did not serve {what} ({reason}); switching to {}",
+                        node.base,
+                        self.nodes[next].base
+                    );
+                } else {
+                    log::debug!(
+                        "vault: {} did not serve {what} ({reason}); switching to {}",
+                        node.base,
+                        self.nodes[next].base
+                    );
+                }
+            }
+            k += 1;
+            let allowed = retry == Retry::Any || class == Attempt::NotSent;
+            if k >= n || !allowed || began.elapsed() >= self.deadline {
+                return Sent {
+                    result,
+                    unsure_before,
+                    address: &node.base,
+                };
+            }
+            unsure_before |= class == Attempt::Unsure;
+        }
+    }
+
+    /// A vaultrs client view of `client` with `token` for one request (the shared clients have
+    /// none).
+    pub(crate) fn scoped<'a>(client: &'a VaultClient, token: &str) -> Scoped<'a> {
+        let mut middle = client.middle.clone();
         middle.token = token.to_owned();
         Scoped {
-            base: &self.client,
+            base: client,
             middle,
         }
     }
 
-    /// One request to `/v1/{path}`. A 2xx answer is `Ok` with its body.
+    /// One request to `/v1/{path}` (with failover as `retry` allows). A 2xx answer is `Ok`
+    /// with its body.
     pub(crate) async fn send(
         &self,
+        retry: Retry,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Sent<'_, Bytes, Fail> {
+        let what = format!("{method} {path}");
+        self.failover(retry, Fail::attempt, &what, |client, base| {
+            self.send_to(client, base, method.clone(), path, token, body)
+        })
+        .await
+    }
+
+    async fn send_to(
+        &self,
+        client: &VaultClient,
+        base: &str,
         method: Method,
         path: &str,
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Result<Bytes, Fail> {
-        let url = format!("{}/v1/{}", self.base, path);
-        let mut req = self
-            .client
+        let url = format!("{base}/v1/{path}");
+        let mut req = client
             .http
             .http
             .request(method, url.as_str())
@@ -170,11 +381,13 @@ impl Http {
         }
         let resp = req.send().await.map_err(|e| Fail::Transport {
             timeout: e.is_timeout(),
+            connect: e.is_connect(),
             detail: error_chain(&e.without_url()),
         })?;
         let code = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| Fail::Transport {
             timeout: e.is_timeout(),
+            connect: false,
             detail: error_chain(&e.without_url()),
         })?;
         if (200..300).contains(&code) {
@@ -186,6 +399,43 @@ impl Http {
             })
         }
     }
+}
+
+/// The vaultrs client for one address. Every field is set explicitly: vaultrs otherwise fills
+/// defaults from VAULT_ADDR, VAULT_TOKEN, VAULT_CACERT, VAULT_SKIP_VERIFY..., and the config file
+/// must be the only source of truth.
+fn client_for(cfg: &VaultConfig, address: &str) -> Result<VaultClient, StoreError> {
+    let mut b = VaultClientSettingsBuilder::default();
+    // `address` panics on an invalid URL; VaultSettings::validate has parsed it already, and
+    // we parse again so a hand-built VaultConfig cannot panic here.
+    url::Url::parse(address)
+        .map_err(|e| StoreError::Other(format!("vault address {address:?} is not a URL: {e}")))?;
+    b.address(address)
+        .ca_certs(
+            cfg.ca_file
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>(),
+        )
+        .identity(None)
+        .timeout(Some(cfg.request_timeout))
+        .token("")
+        .verify(true)
+        .wrapping(false)
+        .namespace(cfg.namespace.clone());
+    let settings = b
+        .build()
+        .map_err(|e| StoreError::Other(format!("vault client settings: {e}")))?;
+    VaultClient::new(settings).map_err(|e| {
+        StoreError::Other(format!(
+            "cannot build the vault client: {}{}",
+            error_chain(&e),
+            cfg.ca_file
+                .as_ref()
+                .map(|p| format!(" (check store.vault.ca_file {})", p.display()))
+                .unwrap_or_default()
+        ))
+    })
 }
 
 /// The shared vaultrs client (connection pool, settings, namespace) with the token of one request.
@@ -409,6 +659,7 @@ mod tests {
         let e = to_store_error(
             Fail::Transport {
                 timeout: true,
+                connect: false,
                 detail: String::new(),
             },
             &ctx(),

@@ -48,7 +48,7 @@ pub use self::config::{
     KvVersion, Secret, TokenSource, VaultAuth, VaultAuthSettings, VaultConfig, VaultSettings,
 };
 use self::doc::Index;
-use self::http::{to_store_error, Ctx, Fail, Http, Scoped};
+use self::http::{to_store_error, Ctx, Fail, Http, Retry, Scoped, Sent};
 use super::{
     check_account, check_mapping_document, valid_account_id, Inventory, MappingDocument, Store,
     StoreError, StoreResult, StoredCertificate, Versioned,
@@ -221,25 +221,55 @@ impl Inner {
         }
     }
 
-    /// One request with the current token; on a 403, one retry with a fresh token if one can
-    /// be had (new login, or a token file that changed).
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Bytes, Fail> {
-        let tok = self.auth.token(&self.http).await.map_err(Fail::Auth)?;
+    /// One request with the current token (failover across the addresses as `retry` allows); on
+    /// a 403, one retry with a fresh token if one can be had (new login, or a token file that
+    /// changed).
+    async fn call(
+        &self,
+        retry: Retry,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Sent<'_, Bytes, Fail> {
+        let tok = match self.auth.token(&self.http).await {
+            Ok(t) => t,
+            Err(e) => return self.no_token(e),
+        };
         let first = self
             .http
-            .send(method.clone(), path, Some(tok.secret.expose()), body)
+            .send(retry, method.clone(), path, Some(tok.secret.expose()), body)
             .await;
-        match first {
+        match first.result {
             Err(f) if f.is_denied() => match self.auth.after_denied(&self.http, &tok).await {
                 Ok(Some(fresh)) => {
-                    self.http
-                        .send(method, path, Some(fresh.secret.expose()), body)
-                        .await
+                    let second = self
+                        .http
+                        .send(retry, method, path, Some(fresh.secret.expose()), body)
+                        .await;
+                    Sent {
+                        unsure_before: first.unsure_before || second.unsure_before,
+                        ..second
+                    }
                 }
-                Ok(None) => Err(f),
-                Err(e) => Err(Fail::Auth(e)),
+                Ok(None) => Sent {
+                    result: Err(f),
+                    ..first
+                },
+                Err(e) => Sent {
+                    result: Err(Fail::Auth(e)),
+                    ..first
+                },
             },
-            other => other,
+            result => Sent { result, ..first },
+        }
+    }
+
+    /// A request that could not start because there is no token.
+    fn no_token<T>(&self, e: StoreError) -> Sent<'_, T, Fail> {
+        Sent {
+            result: Err(Fail::Auth(e)),
+            unsure_before: false,
+            address: self.http.current_address(),
         }
     }
 
@@ -247,7 +277,7 @@ impl Inner {
     /// names the policy the token needs, 400/404 and other refusals carry Vault's `errors` (never
     /// the request body), and what cannot be answered now (unreachable, timeout, 5xx, sealed,
     /// 429) is `Unavailable` as for KV requests.
-    fn pki_fail(&self, f: Fail, path: &str) -> StoreError {
+    fn pki_fail(&self, f: Fail, path: &str, address: &str) -> StoreError {
         let (code, messages) = match &f {
             Fail::Status { code, messages }
                 if (400..500).contains(code)
@@ -259,7 +289,7 @@ impl Inner {
             {
                 (*code, messages)
             }
-            _ => return self.fail(f, "write", path),
+            _ => return self.fail(f, "write", path, address),
         };
         let tok = self.auth.peek();
         let said = {
@@ -274,7 +304,6 @@ impl Inner {
                 format!(": {joined}")
             }
         };
-        let address = &self.cfg.address;
         // `{mount}/sign/{role}`: the mount is what precedes the last two segments (it may nest).
         let mount = path.rsplitn(3, '/').nth(2).unwrap_or(path);
         match code {
@@ -294,7 +323,8 @@ impl Inner {
         }
     }
 
-    fn fail(&self, f: Fail, op: &str, path: &str) -> StoreError {
+    /// `address`: the one the failed attempt went to.
+    fn fail(&self, f: Fail, op: &str, path: &str, address: &str) -> StoreError {
         let tok = self.auth.peek();
         let auth = self.auth.describe();
         to_store_error(
@@ -303,7 +333,7 @@ impl Inner {
                 op,
                 path,
                 mount: &self.cfg.mount,
-                address: &self.cfg.address,
+                address,
                 auth: &auth,
                 timeout: self.cfg.request_timeout,
             },
@@ -311,21 +341,50 @@ impl Inner {
         )
     }
 
-    /// One KV request through vaultrs with the current token; on a 403, one retry with a fresh
-    /// token if one can be had (as [`Inner::call`]).
-    async fn call_kv<'s, T, F, Fut>(&'s self, f: F) -> Result<T, Fail>
+    /// One KV request through vaultrs with the current token, with failover across the
+    /// addresses ([`Retry::Any`]: KV reads and writes may be repeated, see
+    /// [`Inner::kv_write`]); on a 403, one retry with a fresh token if one can be had (as
+    /// [`Inner::call`]). `what` names the request in the failover log line.
+    async fn call_kv<'s, T, F, Fut>(&'s self, what: &str, f: F) -> Sent<'s, T, Fail>
     where
+        T: std::fmt::Debug,
         F: Fn(Scoped<'s>) -> Fut,
         Fut: std::future::Future<Output = Result<T, Fail>>,
     {
-        let tok = self.auth.token(&self.http).await.map_err(Fail::Auth)?;
-        match f(self.http.with_token(tok.secret.expose())).await {
+        let tok = match self.auth.token(&self.http).await {
+            Ok(t) => t,
+            Err(e) => return self.no_token(e),
+        };
+        let first = self
+            .http
+            .failover(Retry::Any, Fail::attempt, what, |c, _| {
+                f(Http::scoped(c, tok.secret.expose()))
+            })
+            .await;
+        match first.result {
             Err(fl) if fl.is_denied() => match self.auth.after_denied(&self.http, &tok).await {
-                Ok(Some(fresh)) => f(self.http.with_token(fresh.secret.expose())).await,
-                Ok(None) => Err(fl),
-                Err(e) => Err(Fail::Auth(e)),
+                Ok(Some(fresh)) => {
+                    let second = self
+                        .http
+                        .failover(Retry::Any, Fail::attempt, what, |c, _| {
+                            f(Http::scoped(c, fresh.secret.expose()))
+                        })
+                        .await;
+                    Sent {
+                        unsure_before: first.unsure_before || second.unsure_before,
+                        ..second
+                    }
+                }
+                Ok(None) => Sent {
+                    result: Err(fl),
+                    ..first
+                },
+                Err(e) => Sent {
+                    result: Err(Fail::Auth(e)),
+                    ..first
+                },
             },
-            other => other,
+            result => Sent { result, ..first },
         }
     }
 
@@ -334,27 +393,32 @@ impl Inner {
     async fn kv_read(&self, rel: &str) -> StoreResult<Option<(Value, Option<u64>)>> {
         let path = self.api_path(Family::Data, rel);
         let mount = self.cfg.mount.as_str();
-        let answer = match self.cfg.kv {
-            KvVersion::V1 => self
-                .call_kv(|c| async move {
-                    let r = vaultrs::kv1::get_raw(&c, mount, rel).await?;
-                    Ok((r.data, None))
-                })
-                .await
-                .map(Some),
+        let what = format!("read {path}");
+        let (answer, at) = match self.cfg.kv {
+            KvVersion::V1 => {
+                let s = self
+                    .call_kv(&what, |c| async move {
+                        let r = vaultrs::kv1::get_raw(&c, mount, rel).await?;
+                        Ok((r.data, None))
+                    })
+                    .await;
+                (s.result.map(Some), s.address)
+            }
             KvVersion::V2 => {
-                self.call_kv(|c| async move {
-                    let ep = ReadSecretRequest::builder()
-                        .mount(mount)
-                        .path(rel)
-                        .build()
-                        .map_err(|e| Fail::Parse(format!("cannot build the request: {e}")))?;
-                    let r = vaultrs::api::exec_with_result(&c, ep).await?;
-                    let m = &r.metadata;
-                    let live = m.deletion_time.is_empty() && !m.destroyed;
-                    Ok(live.then_some((r.data, Some(m.version))))
-                })
-                .await
+                let s = self
+                    .call_kv(&what, |c| async move {
+                        let ep = ReadSecretRequest::builder()
+                            .mount(mount)
+                            .path(rel)
+                            .build()
+                            .map_err(|e| Fail::Parse(format!("cannot build the request: {e}")))?;
+                        let r = vaultrs::api::exec_with_result(&c, ep).await?;
+                        let m = &r.metadata;
+                        let live = m.deletion_time.is_empty() && !m.destroyed;
+                        Ok(live.then_some((r.data, Some(m.version))))
+                    })
+                    .await;
+                (s.result, s.address)
             }
         };
         match answer {
@@ -362,7 +426,7 @@ impl Inner {
             Ok(Some(found)) => Ok(Some(found)),
             // KV v2 answers a soft-deleted or destroyed latest version with a 404 too.
             Err(f) if f.is_not_found() => Ok(None),
-            Err(f) => Err(self.fail(f, "read", &path)),
+            Err(f) => Err(self.fail(f, "read", &path, at)),
         }
     }
 
@@ -370,6 +434,7 @@ impl Inner {
     /// check-and-set (0 = only if absent).
     async fn kv_write(&self, rel: &str, data: Value, cas: Option<u64>) -> StoreResult<Option<u64>> {
         let path = self.api_path(Family::Data, rel);
+        let what = format!("write {path}");
         let mount = self.cfg.mount.as_str();
         let data = &data;
         let answer = match self.cfg.kv {
@@ -383,7 +448,7 @@ impl Inner {
                 let fields: std::collections::HashMap<&str, &Value> =
                     fields.iter().map(|(k, v)| (k.as_str(), v)).collect();
                 let fields = &fields;
-                self.call_kv(|c| async move {
+                self.call_kv(&what, |c| async move {
                     vaultrs::kv1::set(&c, mount, rel, fields).await?;
                     Ok(None)
                 })
@@ -395,7 +460,7 @@ impl Inner {
                     Some(Ok(c)) => Some(c),
                     Some(Err(_)) => return Err(StoreError::Conflict(self.key(rel))),
                 };
-                self.call_kv(|c| async move {
+                self.call_kv(&what, |c| async move {
                     let meta = match cas {
                         Some(cas) => {
                             vaultrs::kv2::set_with_options(
@@ -414,56 +479,129 @@ impl Inner {
                 .await
             }
         };
-        answer.map_err(|f| match self.fail(f, "write", &path) {
-            StoreError::Conflict(_) => StoreError::Conflict(self.key(rel)),
-            e => e,
-        })
+        let Sent {
+            result,
+            unsure_before,
+            address,
+        } = answer;
+        let f = match result {
+            Ok(v) => return Ok(v),
+            Err(f) => f,
+        };
+        match self.fail(f, "write", &path, address) {
+            // The first attempt failed after it may have reached Vault (timeout, reset, 5xx
+            // from a node that was losing leadership), and the attempt on the next address
+            // found the entry no longer at version `cas`: either that first attempt landed, or
+            // someone else wrote. Which one is told by the version that followed `cas`.
+            StoreError::Conflict(_) if unsure_before => match cas {
+                Some(cas) if self.cfg.kv == KvVersion::V2 => {
+                    self.after_unsure_cas_write(rel, data, cas).await
+                }
+                _ => Err(StoreError::Conflict(self.key(rel))),
+            },
+            StoreError::Conflict(_) => Err(StoreError::Conflict(self.key(rel))),
+            e => Err(e),
+        }
+    }
+
+    /// KV v2: a check-and-set write at `cas` was sent to two addresses, the first attempt's
+    /// outcome unknown and the second refused with a cas conflict. Reads version `cas + 1`: if
+    /// it holds exactly `data`, the first attempt landed and the write succeeded (at that
+    /// version); any other content, or no such version, is a real conflict (someone else wrote,
+    /// or the node read from has not applied the write yet: the caller re-reads either way, and
+    /// never writes twice on the strength of this answer). When the check itself fails, the
+    /// outcome is unknown and said so (`Unavailable`): never a plain success.
+    async fn after_unsure_cas_write(
+        &self,
+        rel: &str,
+        data: &Value,
+        cas: u64,
+    ) -> StoreResult<Option<u64>> {
+        let key = self.key(rel);
+        let mount = self.cfg.mount.as_str();
+        let landed = cas + 1;
+        let path = format!("{}?version={landed}", self.api_path(Family::Data, rel));
+        let what = format!("read {path}");
+        let sent = self
+            .call_kv(&what, |c| async move {
+                let ep = ReadSecretRequest::builder()
+                    .mount(mount)
+                    .path(rel)
+                    .version(Some(landed))
+                    .build()
+                    .map_err(|e| Fail::Parse(format!("cannot build the request: {e}")))?;
+                Ok(vaultrs::api::exec_with_result(&c, ep).await?.data)
+            })
+            .await;
+        match sent.result {
+            Ok(found) if found == *data => {
+                log::info!(
+                    "vault: write {key}: the attempt interrupted by the failover had landed \
+                     (version {landed}); not writing again"
+                );
+                Ok(Some(landed))
+            }
+            Ok(_) => Err(StoreError::Conflict(key)),
+            Err(f) if f.is_not_found() => Err(StoreError::Conflict(key)),
+            Err(f) => Err(StoreError::Unavailable(format!(
+                "write {key} with check-and-set {cas}: Vault failed over during the write and \
+                 whether it was applied could not be checked ({}); re-read the entry before \
+                 writing it again",
+                self.fail(f, "read", &path, sent.address)
+            ))),
+        }
     }
 
     /// Keys under a directory (`name` for entries, `name/` for sub-directories). A directory
     /// that does not exist lists as empty.
     async fn kv_list(&self, rel_dir: &str) -> StoreResult<Vec<String>> {
         let path = format!("{}/", self.api_path(Family::Metadata, rel_dir));
+        let what = format!("list {path}");
         let mount = self.cfg.mount.as_str();
         let answer = match self.cfg.kv {
             KvVersion::V1 => {
-                self.call_kv(|c| async move {
+                self.call_kv(&what, |c| async move {
                     Ok(vaultrs::kv1::list(&c, mount, rel_dir).await?.data.keys)
                 })
                 .await
             }
             KvVersion::V2 => {
-                self.call_kv(|c| async move { Ok(vaultrs::kv2::list(&c, mount, rel_dir).await?) })
-                    .await
+                self.call_kv(&what, |c| async move {
+                    Ok(vaultrs::kv2::list(&c, mount, rel_dir).await?)
+                })
+                .await
             }
         };
-        match answer {
+        match answer.result {
             Ok(keys) => Ok(keys),
             Err(f) if f.is_not_found() => Ok(Vec::new()),
-            Err(f) => Err(self.fail(f, "list", &path)),
+            Err(f) => Err(self.fail(f, "list", &path, answer.address)),
         }
     }
 
     /// Deletes an entry (KV v2: all versions and the metadata).
     async fn kv_delete(&self, rel: &str) -> StoreResult<()> {
         let path = self.api_path(Family::Metadata, rel);
+        let what = format!("delete {path}");
         let mount = self.cfg.mount.as_str();
         let answer = match self.cfg.kv {
             KvVersion::V1 => {
-                self.call_kv(|c| async move { Ok(vaultrs::kv1::delete(&c, mount, rel).await?) })
-                    .await
+                self.call_kv(&what, |c| async move {
+                    Ok(vaultrs::kv1::delete(&c, mount, rel).await?)
+                })
+                .await
             }
             KvVersion::V2 => {
-                self.call_kv(
-                    |c| async move { Ok(vaultrs::kv2::delete_metadata(&c, mount, rel).await?) },
-                )
+                self.call_kv(&what, |c| async move {
+                    Ok(vaultrs::kv2::delete_metadata(&c, mount, rel).await?)
+                })
                 .await
             }
         };
-        match answer {
+        match answer.result {
             Ok(()) => Ok(()),
             Err(f) if f.is_not_found() => Ok(()),
-            Err(f) => Err(self.fail(f, "delete", &path)),
+            Err(f) => Err(self.fail(f, "delete", &path, answer.address)),
         }
     }
 
@@ -471,13 +609,16 @@ impl Inner {
     async fn kv2_meta(&self, rel: &str) -> StoreResult<Option<(u64, bool)>> {
         let path = self.api_path(Family::Metadata, rel);
         let mount = self.cfg.mount.as_str();
-        let meta = match self
-            .call_kv(|c| async move { Ok(vaultrs::kv2::read_metadata(&c, mount, rel).await?) })
-            .await
-        {
+        let what = format!("read {path}");
+        let sent = self
+            .call_kv(&what, |c| async move {
+                Ok(vaultrs::kv2::read_metadata(&c, mount, rel).await?)
+            })
+            .await;
+        let meta = match sent.result {
             Ok(m) => m,
             Err(f) if f.is_not_found() => return Ok(None),
-            Err(f) => return Err(self.fail(f, "read metadata of", &path)),
+            Err(f) => return Err(self.fail(f, "read metadata of", &path, sent.address)),
         };
         let current = meta.current_version;
         if current == 0 {
@@ -496,9 +637,11 @@ impl Inner {
         self.mount_checked
             .get_or_try_init(|| async {
                 let path = format!("sys/internal/ui/mounts/{}", self.cfg.mount);
-                let body = match self.call(Method::GET, &path, None).await {
+                let sent = self.call(Retry::Any, Method::GET, &path, None).await;
+                let at = sent.address;
+                let body = match sent.result {
                     Ok(b) => b,
-                    Err(f @ Fail::Transport { .. }) => return Err(self.fail(f, "read", &path)),
+                    Err(f @ Fail::Transport { .. }) => return Err(self.fail(f, "read", &path, at)),
                     Err(Fail::Status {
                         code: 503,
                         messages,
@@ -510,6 +653,7 @@ impl Inner {
                             },
                             "read",
                             &path,
+                            at,
                         ))
                     }
                     Err(f) => {
@@ -535,7 +679,7 @@ impl Inner {
                          set store.vault.kv_version: {actual}",
                         self.cfg.kv.number(),
                         self.cfg.mount,
-                        self.cfg.address
+                        at
                     )));
                 }
                 Ok(())
@@ -1004,9 +1148,10 @@ impl Store for VaultStore {
         check_pki_path(path)?;
         let inner = &self.inner;
         let bytes = inner
-            .call(Method::POST, path, Some(&body))
-            .await
-            .map_err(|f| inner.pki_fail(f, path))?;
+            .call(Retry::NotSentOnly, Method::POST, path, Some(&body))
+            .await;
+        let at = bytes.address;
+        let bytes = bytes.result.map_err(|f| inner.pki_fail(f, path, at))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             // 204: nothing to return (not what sign/issue do, but not an error of the call).
             return Ok(Value::Null);
@@ -1014,7 +1159,7 @@ impl Store for VaultStore {
         let mut v: Value = serde_json::from_slice(&bytes).map_err(|e| {
             StoreError::Other(format!(
                 "vault at {} answered write {path} with a body that is not JSON: {e}",
-                inner.cfg.address
+                at
             ))
         })?;
         if let Some(ws) = v.get("warnings").and_then(Value::as_array) {
