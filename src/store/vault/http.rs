@@ -12,6 +12,12 @@
 //! KV-version check), and `lookup-self`/`renew-self` read leniently (vaultrs' typed token
 //! responses require every field of Vault's answer; a token whose lookup fails only loses renewal,
 //! it must not fail the store).
+//!
+//! HA: one vaultrs client per configured address (`store.vault.addresses`), and
+//! [`Http::failover`] sends each request to the current one and, after a failure worth it
+//! ([`Attempt`]) and allowed by the request's [`Retry`], to the next, once per address within the
+//! request timeout. The current address is the last one that answered. docs/vault.md ("HA
+//! cluster") has the behaviour and what OpenBao's standbys answer.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

@@ -26,6 +26,12 @@
 //! (after one fresh login or token-file re-read and a retry), a missing mount -> `Other` naming
 //! `store.vault.mount`. Token handling is in `auth.rs`.
 //!
+//! With several addresses (`store.vault.addresses`, a Vault HA cluster) every request fails over
+//! from node to node (`http::Http::failover`). A KV v2 check-and-set write whose first attempt
+//! may have reached Vault and whose retry on the next node meets a cas conflict is settled by
+//! reading the version that followed (`Inner::after_unsure_cas_write`): its own data there is a
+//! success, anything else a `Conflict`, a failed check `Unavailable`; never a second write.
+//!
 //! [`Store::pki_write`] sends a PKI request (`{mount}/sign/{role}`, `{mount}/issue/{role}`) over the
 //! same client and token; its 403 names the policy needed and its 400/404 carry Vault's reasons.
 
