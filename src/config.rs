@@ -1248,6 +1248,7 @@ fn redis_config(r: RedisFile, base: &Path) -> Result<RedisConfig, ConfigError> {
             "is not accepted inline; put the password in a file named by redis.password_file or an environment variable named by redis.password_env",
         ));
     }
+    let single = r.url.is_some();
     let urls = match (r.url, r.urls.is_empty()) {
         (Some(_), false) => {
             return Err(err(
@@ -1270,11 +1271,7 @@ fn redis_config(r: RedisFile, base: &Path) -> Result<RedisConfig, ConfigError> {
             "lists several servers but redis.cluster is false; set cluster: true for a Redis Cluster, or use url for one server",
         ));
     }
-    let key = if urls.len() == 1 && !r.cluster {
-        "redis.url".to_string()
-    } else {
-        "redis.urls".to_string()
-    };
+    let key = if single { "redis.url" } else { "redis.urls" }.to_string();
     let mut tls = None;
     for (i, u) in urls.iter().enumerate() {
         let at = if key == "redis.url" {

@@ -204,6 +204,12 @@ impl Redis {
     /// material), which config validation already rules out.
     pub fn new(cfg: &RedisConfig, replica: impl Into<String>) -> Result<Arc<Redis>, String> {
         let fail = |e: redis::RedisError| format!("redis: cannot set up the client: {e}");
+        if cfg.tls() {
+            // redis' rustls connector uses the process-wide provider, which rustls cannot choose
+            // itself when both ring and aws-lc-rs are compiled in (this tree has both); an error
+            // means one is installed already, which is as good.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let clients = if cfg.cluster {
             let infos = cfg
                 .urls

@@ -45,7 +45,8 @@ impl RedisServer {
         RedisServer::start_with(&[])
     }
 
-    fn start_with(extra: &[&str]) -> RedisServer {
+    /// [`RedisServer::start`] with more `redis-server` arguments (e.g. `--requirepass`).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let mut r = RedisServer {
             port: 0,
             child: None,
@@ -94,7 +95,10 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if cli(self.port, &["ping"]).as_deref() == Some("PONG") {
+            // PONG, or NOAUTH from a server that wants a password: either way it answers.
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && cli(self.port, &["ping"]).is_some_and(|o| o == "PONG" || o.contains("NOAUTH"))
+            {
                 return true;
             }
             if let Some(c) = self.child.as_mut() {

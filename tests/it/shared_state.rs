@@ -388,3 +388,85 @@ async fn shared_redis_client_falls_back_within_bounds_and_recovers() {
     assert!(matches!(r.ping().await, Err(SharedError::Down)));
     assert!(t0.elapsed() < Duration::from_millis(20));
 }
+
+/// `username` and `password_file` reach Redis (ACL user); a wrong password is an outage, not an
+/// answer: fallback, and the password appears in no error.
+#[tokio::test]
+async fn shared_redis_client_authenticates_with_an_acl_user() {
+    use mtls_gateway::shared::{Redis, SharedError};
+    let redis = RedisServer::start_with(&["--user", "gw", "on", ">s3cret-pw", "~*", "&*", "+@all"]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = |pw: &str| {
+        std::fs::write(dir.path().join("pw"), format!("{pw}\n")).expect("pw file");
+        mtls_gateway::config::Config::from_yaml(
+            &format!(
+                "redis:\n  url: {}\n  username: gw\n  password_file: pw\n  retry_secs: 1\n",
+                redis.url()
+            ),
+            dir.path(),
+        )
+        .expect("config")
+        .redis
+        .expect("redis")
+    };
+    let good = cfg("s3cret-pw");
+    assert!(!format!("{good:?}").contains("s3cret-pw"));
+    let r = Redis::connect(&good, "t").await.expect("client");
+    assert!(r.is_up());
+    let who: String = r
+        .query(&::redis::cmd("ACL").arg("WHOAMI").clone())
+        .await
+        .expect("whoami");
+    assert_eq!(who, "gw");
+    let r = Redis::connect(&cfg("wrong-pw"), "t").await.expect("client");
+    assert!(!r.is_up());
+    assert!(matches!(r.ping().await, Err(SharedError::Down)));
+    assert!(!format!("{r:?}").contains("wrong-pw"));
+}
+
+/// `rediss://` with `tls_ca_file`: the server's certificate is verified against that CA (and a
+/// server whose CA is not given is refused: fallback).
+#[tokio::test]
+async fn shared_redis_client_over_tls_with_a_private_ca() {
+    use mtls_gateway::shared::Redis;
+    let pki = Pki::new();
+    let other = Pki::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::write(&cert, certgen::to_pem(&pki.server.cert)).expect("cert");
+    std::fs::write(&key, certgen::key_to_pem(&pki.server.key)).expect("key");
+    let tls_port = free_port();
+    let redis = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &cert.display().to_string(),
+        "--tls-key-file",
+        &key.display().to_string(),
+        "--tls-ca-cert-file",
+        &pki.ca_path.display().to_string(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let cfg = |ca: &std::path::Path| {
+        mtls_gateway::config::Config::from_yaml(
+            &format!(
+                "redis:\n  url: rediss://localhost:{tls_port}\n  tls_ca_file: \"{}\"\n  connect_timeout_ms: 2000\n  command_timeout_ms: 1000\n",
+                ca.display()
+            ),
+            dir.path(),
+        )
+        .expect("config")
+        .redis
+        .expect("redis")
+    };
+    let r = Redis::connect(&cfg(&pki.ca_path), "t")
+        .await
+        .expect("client");
+    assert!(r.is_up(), "TLS with the private CA ({})", redis.log());
+    r.ping().await.expect("ping over TLS");
+    let r = Redis::connect(&cfg(&other.ca_path), "t")
+        .await
+        .expect("client");
+    assert!(!r.is_up(), "a server signed by another CA must be refused");
+}
