@@ -13,7 +13,7 @@
 //!   [`SharedError::Down`] at once, without waiting, and callers use their local state. After
 //!   that time the next call (the health check below makes one every second) tries again. So a
 //!   slow or dead Redis costs at most one `command_timeout` per caller in flight per
-//!   `retry_secs`. An error *answer* (a script error, a wrong type) is returned as
+//!   `retry_secs` (one `connect_timeout` while no connection has been made yet). An error *answer* (a script error, a wrong type) is returned as
 //!   [`SharedError::Command`] and does not put the client in fallback.
 //! - Entering fallback logs one warning and recovering one info line; the gauge
 //!   `mtls_gateway_shared_state_up` is 1 while Redis answers and 0 otherwise (also before the
@@ -97,6 +97,8 @@ pub struct Redis {
     down_until_ms: AtomicU64,
     epoch: Instant,
     health: Mutex<Health>,
+    /// `health == Up`, readable without the lock (the fast path of every successful call).
+    up: AtomicBool,
     subscribed: AtomicBool,
 }
 
@@ -250,6 +252,7 @@ impl Redis {
             down_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             health: Mutex::new(Health::Unknown),
+            up: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
         }))
     }
@@ -286,7 +289,7 @@ impl Redis {
 
     /// Whether the last call reached Redis (false before the first one, and in fallback).
     pub fn is_up(&self) -> bool {
-        *self.health.lock() == Health::Up
+        self.up.load(Ordering::Acquire)
     }
 
     fn now_ms(&self) -> u64 {
@@ -304,8 +307,11 @@ impl Redis {
     }
 
     fn succeeded(&self) {
-        self.down_until_ms.store(0, Ordering::Relaxed);
+        if self.up.load(Ordering::Acquire) {
+            return;
+        }
         let mut h = self.health.lock();
+        self.down_until_ms.store(0, Ordering::Relaxed);
         if *h != Health::Up {
             match *h {
                 Health::Down => info!(
@@ -315,6 +321,7 @@ impl Redis {
                 _ => info!("shared state: connected to redis {}", self.cfg.describe()),
             }
             *h = Health::Up;
+            self.up.store(true, Ordering::Release);
             metrics::SHARED_STATE_UP.set(1);
         }
     }
@@ -322,11 +329,12 @@ impl Redis {
     fn failed(&self, op: &str, what: &str) {
         metrics::SHARED_STATE_ERRORS.with_label_values(&[op]).inc();
         let retry_ms = u64::try_from(self.cfg.retry.as_millis()).unwrap_or(u64::MAX);
+        let mut h = self.health.lock();
+        self.up.store(false, Ordering::Release);
         self.down_until_ms.store(
             self.now_ms().saturating_add(retry_ms).max(1),
             Ordering::Relaxed,
         );
-        let mut h = self.health.lock();
         if *h != Health::Down {
             warn!(
                 "shared state: redis {} failed ({op}: {what}); falling back to per-replica state (OAuth1 nonces, rate limit; change notices paused) and trying again every {}s",
