@@ -72,6 +72,9 @@ pub struct FileConfig {
     pub auth: Option<AuthSettings>,
     #[serde(default)]
     pub notifications: NotificationsFile,
+    /// Optional shared state (see [`crate::shared`]); absent, every replica keeps its own.
+    #[serde(default)]
+    pub redis: Option<RedisFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -420,6 +423,9 @@ pub struct Config {
     pub p12: P12Config,
     pub auth: std::sync::Arc<AuthConfig>,
     pub notifications: NotificationsConfig,
+    /// `redis:`: shared state across replicas (OAuth1 nonces, change notices, the fleet-wide
+    /// rate limit). `None`: everything per replica.
+    pub redis: Option<RedisConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -438,6 +444,7 @@ impl std::fmt::Debug for Config {
             .field("grace_period", &self.grace_period)
             .field("p12", &self.p12)
             .field("notifications", &self.notifications)
+            .field("redis", &self.redis)
             .finish_non_exhaustive()
     }
 }
@@ -927,6 +934,10 @@ impl FileConfig {
         };
 
         let notifications = notifications(self.notifications, base)?;
+        let redis = match self.redis {
+            Some(r) => Some(redis_config(r, base)?),
+            None => None,
+        };
 
         Ok(Config {
             proxy,
@@ -943,6 +954,7 @@ impl FileConfig {
             p12,
             auth: std::sync::Arc::new(auth),
             notifications,
+            redis,
         })
     }
 }
@@ -1157,6 +1169,302 @@ fn notifications(n: NotificationsFile, base: &Path) -> Result<NotificationsConfi
     })
 }
 
+// ---------------------------------------------------------------- redis (shared state)
+
+/// `redis:` as written in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    pub url: Option<String>,
+    #[serde(default)]
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub cluster: bool,
+    pub username: Option<String>,
+    /// Refused with a message naming the right keys (never inline).
+    pub password: Option<serde_yaml::Value>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub key_prefix: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub command_timeout_ms: Option<u64>,
+    pub retry_secs: Option<u64>,
+}
+
+/// A Redis password, read from a file or the environment at start; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisPassword(pub String);
+
+impl std::fmt::Debug for RedisPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Validated `redis:` section (see [`crate::shared`]).
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URLs without credentials: one server, or the cluster's seeds.
+    pub urls: Vec<String>,
+    pub cluster: bool,
+    pub username: Option<String>,
+    pub password: Option<RedisPassword>,
+    /// PEM bytes of `tls_ca_file` (only with `rediss://`); `None`: the system/webpki roots.
+    pub tls_ca: Option<Vec<u8>>,
+    pub key_prefix: String,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    /// How long the client stays in fallback after a failure before trying Redis again.
+    pub retry: Duration,
+}
+
+impl RedisConfig {
+    /// Whether the URLs are `rediss://`.
+    pub fn tls(&self) -> bool {
+        self.urls.iter().any(|u| u.starts_with("rediss://"))
+    }
+
+    /// The server(s), for logs: host and port only, never credentials.
+    pub fn describe(&self) -> String {
+        let hosts: Vec<&str> = self
+            .urls
+            .iter()
+            .map(|u| u.split_once("://").map_or(u.as_str(), |(_, r)| r))
+            .collect();
+        format!(
+            "{}{}{}",
+            if self.cluster { "cluster " } else { "" },
+            if self.tls() { "rediss://" } else { "redis://" },
+            hosts.join(",")
+        )
+    }
+}
+
+fn redis_config(r: RedisFile, base: &Path) -> Result<RedisConfig, ConfigError> {
+    if r.password.is_some() {
+        return Err(err(
+            "redis.password",
+            "is not accepted inline; put the password in a file named by redis.password_file or an environment variable named by redis.password_env",
+        ));
+    }
+    let single = r.url.is_some();
+    let urls = match (r.url, r.urls.is_empty()) {
+        (Some(_), false) => {
+            return Err(err(
+                "redis.url",
+                "and redis.urls are both set; use url for one server, urls (with cluster: true) for a cluster's seed nodes",
+            ))
+        }
+        (None, true) => {
+            return Err(err(
+                "redis.url",
+                "is required, e.g. redis://redis:6379 (or rediss:// for TLS); for a cluster set redis.urls and cluster: true; remove the redis section to keep state per replica",
+            ))
+        }
+        (Some(u), true) => vec![u],
+        (None, false) => r.urls,
+    };
+    if urls.len() > 1 && !r.cluster {
+        return Err(err(
+            "redis.urls",
+            "lists several servers but redis.cluster is false; set cluster: true for a Redis Cluster, or use url for one server",
+        ));
+    }
+    let key = if single { "redis.url" } else { "redis.urls" }.to_string();
+    let mut tls = None;
+    for (i, u) in urls.iter().enumerate() {
+        let at = if key == "redis.url" {
+            key.clone()
+        } else {
+            format!("{key}[{i}]")
+        };
+        let parsed = url::Url::parse(u).map_err(|e| {
+            err(
+                &at,
+                format!("{u:?} is not a URL ({e}); use redis://host:6379 or rediss://host:6379"),
+            )
+        })?;
+        let is_tls = match parsed.scheme() {
+            "redis" => false,
+            "rediss" => true,
+            other => {
+                return Err(err(
+                    &at,
+                    format!("scheme {other:?} is not supported; use redis:// or rediss:// (TLS)"),
+                ))
+            }
+        };
+        if *tls.get_or_insert(is_tls) != is_tls {
+            return Err(err(
+                &at,
+                "mixes redis:// and rediss://; use one scheme for every node",
+            ));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(err(
+                &at,
+                "holds credentials; never write them in the URL: set redis.username and redis.password_file or redis.password_env",
+            ));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(err(&at, "has no host; use redis://host:6379"));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(err(
+                &at,
+                "has a query or fragment; use the redis section's keys instead",
+            ));
+        }
+        if r.cluster && !matches!(parsed.path(), "" | "/" | "/0") {
+            return Err(err(
+                &at,
+                "names a database; a Redis Cluster only has database 0, remove the path",
+            ));
+        }
+    }
+    let tls = tls.unwrap_or(false);
+    let username = match r.username {
+        Some(u) if u.is_empty() || u.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            return Err(err(
+                "redis.username",
+                "must be a non-empty ACL user name without spaces",
+            ))
+        }
+        u => u,
+    };
+    let password = match (r.password_file, r.password_env) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "redis.password_file",
+                "and redis.password_env are both set; keep only one",
+            ))
+        }
+        (Some(f), None) => {
+            let f = resolve(base, f);
+            let mut s = std::fs::read_to_string(&f).map_err(|e| {
+                err(
+                    "redis.password_file",
+                    format!(
+                        "cannot read {}: {e}; check the path and its permissions",
+                        f.display()
+                    ),
+                )
+            })?;
+            if s.ends_with('\n') {
+                s.pop();
+                if s.ends_with('\r') {
+                    s.pop();
+                }
+            }
+            if s.is_empty() {
+                return Err(err(
+                    "redis.password_file",
+                    format!("{} is empty; write the password into it", f.display()),
+                ));
+            }
+            Some(RedisPassword(s))
+        }
+        (None, Some(var)) => match std::env::var(&var) {
+            Ok(v) if !v.is_empty() => Some(RedisPassword(v)),
+            Ok(_) | Err(std::env::VarError::NotPresent) => {
+                return Err(err(
+                    "redis.password_env",
+                    format!("environment variable {var} is not set or empty; export it or use password_file"),
+                ))
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(err(
+                    "redis.password_env",
+                    format!("environment variable {var} is not valid UTF-8"),
+                ))
+            }
+        },
+        (None, None) => None,
+    };
+    if username.is_some() && password.is_none() {
+        return Err(err(
+            "redis.username",
+            "is set without a password; set redis.password_file or redis.password_env",
+        ));
+    }
+    let tls_ca = match r.tls_ca_file {
+        None => None,
+        Some(_) if !tls => {
+            return Err(err(
+                "redis.tls_ca_file",
+                "is only used with TLS; write the URL(s) as rediss://",
+            ))
+        }
+        Some(f) => {
+            let f = resolve(base, f);
+            let pem = std::fs::read(&f).map_err(|e| {
+                err(
+                    "redis.tls_ca_file",
+                    format!("cannot read {}: {e}; check the path", f.display()),
+                )
+            })?;
+            if boring::x509::X509::stack_from_pem(&pem)
+                .map(|s| s.is_empty())
+                .unwrap_or(true)
+            {
+                return Err(err(
+                    "redis.tls_ca_file",
+                    format!("{} holds no PEM certificate", f.display()),
+                ));
+            }
+            Some(pem)
+        }
+    };
+    let key_prefix = r.key_prefix.unwrap_or_else(|| "mtls-gateway:".into());
+    if key_prefix.is_empty()
+        || key_prefix.len() > 64
+        || key_prefix
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
+    {
+        return Err(err(
+            "redis.key_prefix",
+            "must be 1-64 characters without spaces or braces (default mtls-gateway:)",
+        ));
+    }
+    let range = |key: &str, v: Option<u64>, default: u64, max: u64, unit: &str| match v
+        .unwrap_or(default)
+    {
+        n @ 1.. if n <= max => Ok(n),
+        n => Err(err(
+            key,
+            format!("{n} is out of range; use 1 to {max} {unit} (default {default})"),
+        )),
+    };
+    let connect = range(
+        "redis.connect_timeout_ms",
+        r.connect_timeout_ms,
+        500,
+        60_000,
+        "milliseconds",
+    )?;
+    let command = range(
+        "redis.command_timeout_ms",
+        r.command_timeout_ms,
+        100,
+        60_000,
+        "milliseconds",
+    )?;
+    let retry = range("redis.retry_secs", r.retry_secs, 5, 3600, "seconds")?;
+    Ok(RedisConfig {
+        urls,
+        cluster: r.cluster,
+        username,
+        password,
+        tls_ca,
+        key_prefix,
+        connect_timeout: Duration::from_millis(connect),
+        command_timeout: Duration::from_millis(command),
+        retry: Duration::from_secs(retry),
+    })
+}
+
 /// Every listener of the gateway with the config key that names it (the admin API only when
 /// enabled).
 fn named_listeners(
@@ -1209,6 +1517,87 @@ mod tests {
 
     fn load(yaml: &str) -> Result<Config, ConfigError> {
         Config::from_yaml(yaml, Path::new("."))
+    }
+
+    fn redis_err(yaml: &str) -> ConfigError {
+        match load(yaml) {
+            Ok(c) => panic!("accepted: {:?}", c.redis),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn redis_section_defaults_and_errors() {
+        assert!(load("").expect("empty").redis.is_none());
+        let c = load("redis:\n  url: redis://r:6379\n").expect("one server");
+        let r = c.redis.expect("redis");
+        assert_eq!(r.urls, ["redis://r:6379"]);
+        assert!(!r.cluster && !r.tls());
+        assert_eq!(r.key_prefix, "mtls-gateway:");
+        assert_eq!(r.connect_timeout, Duration::from_millis(500));
+        assert_eq!(r.command_timeout, Duration::from_millis(100));
+        assert_eq!(r.retry, Duration::from_secs(5));
+        assert_eq!(r.describe(), "redis://r:6379");
+
+        std::env::set_var("MTLS_TEST_REDIS_PW", "pw-123");
+        let c = load(
+            "redis:\n  urls: [\"rediss://a:6379\", \"rediss://b:6379\"]\n  cluster: true\n  username: gw\n  password_env: MTLS_TEST_REDIS_PW\n",
+        )
+        .expect("cluster");
+        let r = c.redis.expect("redis");
+        assert!(r.cluster && r.tls());
+        assert_eq!(r.password, Some(RedisPassword("pw-123".into())));
+        assert!(!format!("{r:?}").contains("pw-123"), "never printed");
+
+        let cases = [
+            ("redis: {}\n", "redis.url"),
+            ("redis:\n  url: http://r\n", "redis.url"),
+            ("redis:\n  url: redis://:pw@r:6379\n", "redis.url"),
+            (
+                "redis:\n  urls: [\"redis://a\", \"redis://b\"]\n",
+                "redis.urls",
+            ),
+            (
+                "redis:\n  url: redis://a\n  urls: [\"redis://b\"]\n",
+                "redis.url",
+            ),
+            (
+                "redis:\n  urls: [\"redis://a\", \"rediss://b\"]\n  cluster: true\n",
+                "redis.urls[1]",
+            ),
+            (
+                "redis:\n  url: redis://a\n  tls_ca_file: ca.pem\n",
+                "redis.tls_ca_file",
+            ),
+            (
+                "redis:\n  url: redis://a\n  username: u\n",
+                "redis.username",
+            ),
+            (
+                "redis:\n  url: redis://a\n  password_env: MTLS_TEST_REDIS_UNSET\n",
+                "redis.password_env",
+            ),
+            (
+                "redis:\n  url: redis://a\n  command_timeout_ms: 0\n",
+                "redis.command_timeout_ms",
+            ),
+            (
+                "redis:\n  url: redis://a\n  retry_secs: 99999\n",
+                "redis.retry_secs",
+            ),
+            (
+                "redis:\n  url: redis://a\n  key_prefix: \"a b\"\n",
+                "redis.key_prefix",
+            ),
+            (
+                "redis:\n  url: redis://a\n  password: x\n",
+                "redis.password",
+            ),
+        ];
+        for (yaml, key) in cases {
+            let e = redis_err(yaml);
+            assert!(e.key.starts_with(key), "{yaml}: {e:?}");
+        }
     }
 
     #[test]

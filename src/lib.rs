@@ -22,6 +22,7 @@ pub mod p12;
 pub mod proxy;
 pub mod ratelimit;
 pub mod refresh;
+pub mod shared;
 pub mod snapshot;
 pub mod store;
 pub mod upstream;
@@ -306,6 +307,9 @@ impl BackgroundService for LifecycleService {
 pub struct Assembled {
     pub server: Server,
     run_args: RunArgs,
+    /// The shared-state client when `redis:` is configured (the fleet-wide rate limit and any
+    /// other service that shares state take it from here).
+    pub shared: Option<Arc<shared::Redis>>,
 }
 
 impl Assembled {
@@ -380,6 +384,18 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
         cfg.p12.max_concurrent_decodes,
     ));
     let refresher = Refresher::with_decoder(store, cfg.refresh.clone(), decoder);
+    // Shared state (`redis:`): made here without I/O; the background service below connects.
+    let shared = match &cfg.redis {
+        Some(r) => {
+            metrics::init_shared();
+            let replica = format!("{}-{}", cfg.lifecycle.replica_id, store::new_id());
+            let redis = shared::Redis::new(r, replica).map_err(|e| anyhow::anyhow!(e))?;
+            cfg.auth.oauth1.share_nonces(redis.clone());
+            shared::install(redis.clone());
+            Some(redis)
+        }
+        None => None,
+    };
 
     let mut conf = ServerConf {
         threads: cfg.proxy.threads,
@@ -399,6 +415,16 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
         "snapshot refresher",
         RefreshService(refresher.clone()),
     ));
+
+    if let Some(redis) = &shared {
+        server.add_service(background_service(
+            "shared state (redis)",
+            shared::SharedService {
+                redis: redis.clone(),
+                refresher: refresher.clone(),
+            },
+        ));
+    }
 
     let inflight = Arc::new(InFlight::default());
     let draining = Arc::new(AtomicBool::new(false));
@@ -466,7 +492,8 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
             "admin api",
             AdminService {
                 state: admin::AdminState::new(cfg.clone(), refresher.clone(), tls, resolver)
-                    .with_engine(engine),
+                    .with_engine(engine)
+                    .with_shared(shared.clone()),
             },
         ));
     }
@@ -489,5 +516,9 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
             grace: cfg.grace_period,
         }),
     };
-    Ok(Assembled { server, run_args })
+    Ok(Assembled {
+        server,
+        run_args,
+        shared,
+    })
 }

@@ -6,8 +6,8 @@ use std::sync::LazyLock;
 
 use prometheus::{
     register_gauge, register_gauge_vec, register_histogram_vec, register_int_counter,
-    register_int_counter_vec, register_int_gauge_vec, Gauge, GaugeVec, HistogramVec, IntCounter,
-    IntCounterVec, IntGaugeVec,
+    register_int_counter_vec, register_int_gauge, register_int_gauge_vec, Gauge, GaugeVec,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 // The registrations below run once at start-up with constant, valid names: a failure is a
@@ -260,6 +260,41 @@ pub fn init() {
     LazyLock::force(&REFRESH_DURATION);
     LazyLock::force(&CERT_NOT_AFTER);
     LazyLock::force(&MAPPINGS);
+}
+
+pub static SHARED_STATE_UP: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "mtls_gateway_shared_state_up",
+        "1 while the shared state (redis:) answers, 0 while this replica falls back to per-replica state (or before the first connection); absent without a redis section"
+    )
+    .expect("metric mtls_gateway_shared_state_up registers once")
+});
+
+pub static SHARED_STATE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "mtls_gateway_shared_state_errors_total",
+        "Failed calls to the shared state (redis:), by operation (command name, pipeline, connect, subscribe)",
+        &["op"]
+    )
+    .expect("metric mtls_gateway_shared_state_errors_total registers once")
+});
+
+pub static SHARED_NOTICES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "mtls_gateway_shared_state_notices_total",
+        "Change notices received from other replicas (each wakes the refresher)"
+    )
+    .expect("metric mtls_gateway_shared_state_notices_total registers once")
+});
+
+/// Registers the shared-state metrics (only when `redis:` is configured: without it the gauge
+/// would say "down" for a replica that never meant to share).
+pub fn init_shared() {
+    LazyLock::force(&SHARED_STATE_UP);
+    for op in crate::shared::OPS {
+        SHARED_STATE_ERRORS.with_label_values(&[op]);
+    }
+    LazyLock::force(&SHARED_NOTICES);
 }
 
 /// `2xx`, `4xx`, ... for a status code.

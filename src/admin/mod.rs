@@ -34,7 +34,8 @@
 //! `oauth_body_hash` is signed as a header parameter, so such a caller is verified from the head
 //! and the hash checked once the body is in. [`serve`] is the listener: one deadline for a whole
 //! request head (`admin.header_timeout_secs`). Writes go
-//! to the store, then refresh this replica's snapshot at once; each change logs one JSON line on
+//! to the store, are announced to the other replicas (with `redis:`, [`crate::shared`]), then
+//! refresh this replica's snapshot at once; each change logs one JSON line on
 //! the `audit` target. Nothing returns or logs a PKCS#12 file or a password.
 
 mod certificates;
@@ -78,9 +79,17 @@ pub struct AdminState {
     bodies: Arc<tokio::sync::Semaphore>,
     /// The lifecycle engine (CSR completion's cut-over proof, "renew now", PKI issuance).
     pub engine: Arc<crate::lifecycle::engine::Engine>,
+    /// Shared state (`redis:`): change notices after writes. `None`: per replica.
+    pub shared: Option<Arc<crate::shared::Redis>>,
 }
 
 impl AdminState {
+    /// Announces this replica's writes to the others through `redis` ([`Call::refresh`]).
+    pub fn with_shared(mut self, redis: Option<Arc<crate::shared::Redis>>) -> AdminState {
+        self.shared = redis;
+        self
+    }
+
     /// Shares the gateway's lifecycle engine (one per process) instead of the admin's own.
     pub fn with_engine(mut self, engine: Arc<crate::lifecycle::engine::Engine>) -> AdminState {
         self.engine = engine;
@@ -111,6 +120,7 @@ impl AdminState {
             resolver,
             bodies,
             engine,
+            shared: None,
         }
     }
 }
@@ -401,9 +411,35 @@ impl Call {
         self.parts.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// Publishes the store's new state on this replica; a failure is logged, not returned (the
-    /// write itself succeeded, and the background refresh will retry).
+    /// After a write: announces it to the other replicas (with `redis:`, in the background,
+    /// so that they refresh at once) and publishes the store's new state on this replica; a
+    /// failure is logged, not returned (the write itself succeeded, and the background refresh
+    /// will retry).
     pub async fn refresh(&self) {
+        if let Some(redis) = &self.state.shared {
+            let (redis, account) = (redis.clone(), self.account.clone());
+            let (kind, id) = self.changed();
+            tokio::spawn(async move { redis.announce(&account, kind, id).await });
+        }
+        self.refresh_local().await;
+    }
+
+    /// What a write on this route changed, for the change notice: `mapping` for the mapping
+    /// routes, else `certificate`, with the path's id when it has one.
+    fn changed(&self) -> (&'static str, Option<u64>) {
+        let path = self.parts.uri.path();
+        let kind = if path.starts_with("/api/") || path.starts_with("/mtls/mapping") {
+            "mapping"
+        } else {
+            "certificate"
+        };
+        let id = ["certificateId", "mappingId"]
+            .iter()
+            .find_map(|p| self.params.get(*p).and_then(|v| v.parse().ok()));
+        (kind, id)
+    }
+
+    async fn refresh_local(&self) {
         if let Err(e) = self.state.refresher.refresh().await {
             log::warn!(
                 "admin: the write succeeded but refreshing the runtime snapshot failed ({e}); it will be visible after the next refresh"
@@ -415,7 +451,7 @@ impl Call {
     /// background refresher's first run).
     pub async fn ensure_snapshot(&self) {
         if !self.state.refresher.is_ready() {
-            self.refresh().await;
+            self.refresh_local().await;
         }
     }
 
@@ -542,15 +578,17 @@ async fn run(op: Op, state: AdminState, req: Request) -> Result<Response, ApiErr
             limit_key
         };
         let body = read_limited(&state, &parts, body, bound, key, false).await?;
-        let identity = authenticate(&state, &parts, op, &body, now)?;
+        let identity = authenticate(&state, &parts, op, &body, now).await?;
         check_account(&params, &identity)?;
         (identity, body)
     } else {
         let (identity, body_hash) =
-            match authenticate_head(&state, &parts, op, now).and_then(|(identity, hash)| {
-                check_account(&params, &identity)?;
-                Ok((identity, hash))
-            }) {
+            match authenticate_head(&state, &parts, op, now)
+                .await
+                .and_then(|(identity, hash)| {
+                    check_account(&params, &identity)?;
+                    Ok((identity, hash))
+                }) {
                 Ok(v) => v,
                 Err(e) => return Err(refuse_unread(&parts, body, e).await),
             };
@@ -630,7 +668,7 @@ fn host_of(parts: &Parts) -> String {
 }
 
 /// Verifies the caller from the head alone (see [`crate::auth::AuthConfig::authenticate_deferring_body_hash`]).
-fn authenticate_head(
+async fn authenticate_head(
     state: &AdminState,
     parts: &Parts,
     op: Op,
@@ -640,12 +678,17 @@ fn authenticate_head(
     state
         .cfg
         .auth
-        .authenticate_deferring_body_hash(&request_parts(parts, &host, b""), op.accepts(), now)
+        .authenticate_deferring_body_hash_shared(
+            &request_parts(parts, &host, b""),
+            op.accepts(),
+            now,
+        )
+        .await
         .map_err(|e| ApiError::unauthorized(&e))
 }
 
 /// Verifies the caller with the body read.
-fn authenticate(
+async fn authenticate(
     state: &AdminState,
     parts: &Parts,
     op: Op,
@@ -656,7 +699,8 @@ fn authenticate(
     state
         .cfg
         .auth
-        .authenticate(&request_parts(parts, &host, body), op.accepts(), now)
+        .authenticate_shared(&request_parts(parts, &host, body), op.accepts(), now)
+        .await
         .map_err(|e| ApiError::unauthorized(&e))
 }
 

@@ -132,6 +132,49 @@ impl AuthConfig {
         accepts: Accepts,
         now: i64,
     ) -> Result<(Identity, Option<oauth1::BodyHash>), AuthError> {
+        self.head(req, accepts, now).map(|(i, h, _)| (i, h))
+    }
+
+    /// [`AuthConfig::authenticate_deferring_body_hash`] with the OAuth1 nonce also checked
+    /// fleet-wide when `redis:` is configured ([`oauth1::OAuth1Verifier::check_shared_nonce`]);
+    /// the admin API's path.
+    pub async fn authenticate_deferring_body_hash_shared(
+        &self,
+        req: &RequestParts<'_>,
+        accepts: Accepts,
+        now: i64,
+    ) -> Result<(Identity, Option<oauth1::BodyHash>), AuthError> {
+        let (identity, hash, nonce) = self.head(req, accepts, now)?;
+        if let Some(n) = nonce {
+            self.oauth1.check_shared_nonce(&n, now).await?;
+        }
+        Ok((identity, hash))
+    }
+
+    /// [`AuthConfig::authenticate`] with the fleet-wide nonce check (see
+    /// [`AuthConfig::authenticate_deferring_body_hash_shared`]).
+    pub async fn authenticate_shared(
+        &self,
+        req: &RequestParts<'_>,
+        accepts: Accepts,
+        now: i64,
+    ) -> Result<Identity, AuthError> {
+        let (identity, body_hash) = self
+            .authenticate_deferring_body_hash_shared(req, accepts, now)
+            .await?;
+        if let Some(h) = body_hash {
+            h.check(req.body)?;
+        }
+        Ok(identity)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn head(
+        &self,
+        req: &RequestParts<'_>,
+        accepts: Accepts,
+        now: i64,
+    ) -> Result<(Identity, Option<oauth1::BodyHash>, Option<oauth1::NonceUse>), AuthError> {
         let header = req
             .authorization
             .map(str::trim)
@@ -142,13 +185,15 @@ impl AuthConfig {
             if !accepts.allows(Scheme::OAuth1) {
                 return Err(AuthError::WrongScheme { accepts });
             }
-            self.oauth1.verify_deferring_body_hash(req, rest, now)
+            self.oauth1
+                .verify_head(req, rest, now)
+                .map(|(i, h, n)| (i, h, Some(n)))
         } else if word.eq_ignore_ascii_case("Bearer") {
             if !accepts.allows(Scheme::Bearer) {
                 return Err(AuthError::WrongScheme { accepts });
             }
             match &self.jwt {
-                Some(jwt) => jwt.verify(rest.trim(), now).map(|i| (i, None)),
+                Some(jwt) => jwt.verify(rest.trim(), now).map(|i| (i, None, None)),
                 None => Err(AuthError::NotConfigured {
                     scheme: Scheme::Bearer,
                 }),

@@ -20,6 +20,15 @@
 //!
 //! Only requests whose signature has already verified reach the cache, so unauthenticated
 //! traffic cannot fill it.
+//!
+//! **Across replicas.** This cache is per process: without Redis, a nonce used on one replica
+//! can be replayed once on each *other* replica within the window (each refuses its own
+//! repeats). With `redis:` configured, the admin API also records every (key, timestamp, nonce)
+//! in Redis ([`check_shared`]: `SET {prefix}nonce:{key}:{timestamp}:{nonce} 1 NX PX ...`,
+//! expiring when the timestamp leaves the window), so a nonce seen by any replica is refused by
+//! all. The local cache stays as the cheap first check. While Redis is down
+//! ([`crate::shared`]'s fallback, logged once and shown by `mtls_gateway_shared_state_up`), the
+//! local cache alone decides, as without Redis.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -118,6 +127,34 @@ impl NonceCache {
             refused_below_floor: inner.refused_below_floor,
         }
     }
+}
+
+/// Records `(key, timestamp, nonce)` in Redis: `Ok(true)` when it was not there (fresh),
+/// `Ok(false)` for a replay seen by any replica, `Err` when Redis cannot say (fall back to the
+/// local cache). The key expires when the timestamp leaves the window (`timestamp + window`,
+/// at least one second from now). The timestamp is part of the key, as in the local cache.
+pub async fn check_shared(
+    redis: &crate::shared::Redis,
+    key: &str,
+    nonce: &str,
+    timestamp: i64,
+    now: i64,
+    window_secs: i64,
+) -> Result<bool, crate::shared::SharedError> {
+    let ttl_ms = timestamp
+        .saturating_add(window_secs)
+        .saturating_sub(now)
+        .saturating_add(1)
+        .clamp(1, i64::MAX / 1000)
+        * 1000;
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(redis.key(&format!("nonce:{key}:{timestamp}:{nonce}")))
+        .arg(1)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl_ms);
+    let set: Option<String> = redis.query(&cmd).await?;
+    Ok(set.is_some())
 }
 
 #[cfg(test)]

@@ -246,6 +246,8 @@ pub struct OAuth1Verifier {
     keys: HashMap<Arc<str>, AppKey>,
     window: i64,
     nonces: NonceCache,
+    /// The fleet-wide nonce record (`redis:`), set once at start ([`OAuth1Verifier::share_nonces`]).
+    shared: std::sync::OnceLock<Arc<crate::shared::Redis>>,
     /// `auth.oauth1.trust_forwarded_proto`.
     trust_forwarded_proto: bool,
 }
@@ -298,6 +300,7 @@ impl OAuth1Verifier {
             keys: keys.into_iter().map(|k| (k.key.clone(), k)).collect(),
             window: i64::try_from(window_secs).unwrap_or(i64::MAX),
             nonces: NonceCache::new(nonce_capacity, window_secs),
+            shared: std::sync::OnceLock::new(),
             trust_forwarded_proto: false,
         }
     }
@@ -321,6 +324,31 @@ impl OAuth1Verifier {
 
     pub fn nonce_stats(&self) -> NonceStats {
         self.nonces.stats()
+    }
+
+    /// Also records nonces in Redis, so that a nonce seen by any replica is refused by all
+    /// ([`OAuth1Verifier::check_shared_nonce`]; the admin API's path). First call wins.
+    pub fn share_nonces(&self, redis: Arc<crate::shared::Redis>) {
+        let _ = self.shared.set(redis);
+    }
+
+    /// The fleet-wide half of the nonce check, after the local one passed in
+    /// [`OAuth1Verifier::verify_head`]: `Err(Replay)` when another replica (or this one) saw the
+    /// nonce; `Ok` without Redis, or while it is down (the local cache decided).
+    pub async fn check_shared_nonce(&self, n: &NonceUse, now: i64) -> Result<(), AuthError> {
+        let Some(redis) = self.shared.get() else {
+            return Ok(());
+        };
+        match super::nonce::check_shared(redis, &n.key, &n.nonce, n.timestamp, now, self.window)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AuthError::Replay),
+            Err(e) => {
+                log::debug!("oauth1: nonce checked locally only: {e}");
+                Ok(())
+            }
+        }
     }
 
     /// Verifies a request whose `Authorization` header is `OAuth <params>`; `params` is the part
@@ -348,6 +376,18 @@ impl OAuth1Verifier {
         params: &str,
         now: i64,
     ) -> Result<(Identity, Option<BodyHash>), AuthError> {
+        self.verify_head(req, params, now)
+            .map(|(identity, hash, _)| (identity, hash))
+    }
+
+    /// [`OAuth1Verifier::verify_deferring_body_hash`], also returning the nonce it used (checked
+    /// in the local cache) for [`OAuth1Verifier::check_shared_nonce`].
+    pub fn verify_head(
+        &self,
+        req: &RequestParts<'_>,
+        params: &str,
+        now: i64,
+    ) -> Result<(Identity, Option<BodyHash>, NonceUse), AuthError> {
         let header = parse_authorization(params)?;
         let get = |name: &str| {
             header
@@ -447,8 +487,21 @@ impl OAuth1Verifier {
                 internal: key.internal,
             },
             body_hash,
+            NonceUse {
+                key: key.key.clone(),
+                nonce: nonce.to_string(),
+                timestamp: ts,
+            },
         ))
     }
+}
+
+/// The (key, nonce, timestamp) a verified request used, for the fleet-wide check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonceUse {
+    pub key: Arc<str>,
+    pub nonce: String,
+    pub timestamp: i64,
 }
 
 /// A signed `oauth_body_hash` (SHA-1 or SHA-256 of the raw body, by its length), to check once

@@ -488,7 +488,9 @@ impl Engine {
                     c.serial_hex,
                     rfc3339(c.not_after).unwrap_or_default()
                 );
-                // This replica serves it at once; the others at their next refresh.
+                // This replica serves it at once; the others when the notice reaches them (with
+                // `redis:`), else at their next refresh.
+                crate::shared::announce(account, "certificate", Some(id));
                 let _ = self.refresher.refresh().await;
                 self.notify(Event {
                     event: "certificate.renewed".into(),

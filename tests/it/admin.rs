@@ -100,7 +100,7 @@ static NONCE: AtomicU64 = AtomicU64::new(0);
 /// `Authorization: OAuth ...` for a request, signed with the auth module's own helpers. `host`
 /// is the Host header; as `https://host` it is a client that used https (in front of a TLS
 /// terminator), otherwise http.
-fn oauth_header(
+pub(crate) fn oauth_header(
     host: &str,
     key: &str,
     secret: &str,
