@@ -21,9 +21,9 @@ use crate::bao::Bao;
 use crate::common::*;
 use crate::redis::{RedisCluster, RedisServer};
 
-const JWT_SECRET: &str = "shared-state-test-jwt-secret-0123456789";
+pub(crate) const JWT_SECRET: &str = "shared-state-test-jwt-secret-0123456789";
 
-fn bearer() -> String {
+pub(crate) fn bearer() -> String {
     let exp = mtls_gateway::admin::unix_now() + 3600;
     let t = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -96,7 +96,7 @@ fn redis_yaml(urls: &[String], cluster: bool) -> String {
 }
 
 /// Waits until every gateway reports Redis up and listens for notices.
-fn wait_shared_up(gws: &[Gw]) {
+pub(crate) fn wait_shared_up(gws: &[Gw]) {
     for gw in gws {
         wait_for("shared state up", Duration::from_secs(10), || {
             (gw.metric("mtls_gateway_shared_state_up") == 1.0
@@ -107,7 +107,7 @@ fn wait_shared_up(gws: &[Gw]) {
 }
 
 /// Adds mapping `m-{tag}` (`https://localhost:PORT/{tag}/*` to certificate 1) through `gw`.
-async fn add_mapping(gw: &Gw, port: u16, tag: &str) {
+pub(crate) async fn add_mapping(gw: &Gw, port: u16, tag: &str) {
     let body = json!([{
         "certificationId": "1", "serviceName": "TEST_SERVICE",
         "url": format!("https://localhost:{port}/{tag}/*"), "name": format!("m-{tag}"),
@@ -129,7 +129,13 @@ async fn add_mapping(gw: &Gw, port: u16, tag: &str) {
 
 /// Time from the write's request (to `from`) until `to` serves the new mapping (200 through its
 /// proxy), polled every 5 ms for at most `limit`.
-async fn write_to_served(from: &Gw, to: &Gw, port: u16, tag: &str, limit: Duration) -> Duration {
+pub(crate) async fn write_to_served(
+    from: &Gw,
+    to: &Gw,
+    port: u16,
+    tag: &str,
+    limit: Duration,
+) -> Duration {
     let c = proxied_client(to);
     let url = format!("http://localhost:{port}/{tag}/x");
     let r = c.get(&url).send().await.expect("send");
@@ -173,7 +179,7 @@ async fn measure(f: &Fleet, label: &str, rounds: usize) -> Duration {
 
 /// An OAuth1-signed GET of account `acc`'s certificates, signed for `signed_for`'s Host and
 /// sent to `to` (with that Host): (status, WWW-Authenticate).
-fn signed_get(auth: &str, signed_for: &Gw, to: &Gw) -> (u16, String) {
+pub(crate) fn signed_get(auth: &str, signed_for: &Gw, to: &Gw) -> (u16, String) {
     let path = "/mtls/account/acc/certificates";
     let r = raw_request(
         to.admin,
@@ -189,7 +195,7 @@ fn signed_get(auth: &str, signed_for: &Gw, to: &Gw) -> (u16, String) {
     )
 }
 
-fn sign(gw: &Gw) -> String {
+pub(crate) fn sign(gw: &Gw) -> String {
     oauth_header(
         &gw.admin.to_string(),
         "key-a",
