@@ -98,6 +98,9 @@ pub struct Ctx {
     /// The matched mapping (for per-mapping metrics at the end of the request).
     pub(crate) mapping: Option<Arc<Target>>,
     pub(crate) authorization_override: Option<String>,
+    /// The OAuth1 nonce accepted locally, still to be checked fleet-wide (with Redis) before
+    /// the request is sent.
+    pub(crate) nonce: Option<crate::auth::oauth1::NonceUse>,
     pub(crate) _inflight: Option<InFlightGuard>,
     /// Captured only with `proxy.access_log` (no allocation per request otherwise).
     pub(crate) access: Option<Box<Access>>,
@@ -123,6 +126,7 @@ impl Ctx {
             cert: None,
             mapping: None,
             authorization_override: None,
+            nonce: None,
             _inflight: None,
             access: None,
         }
@@ -652,7 +656,7 @@ impl Gateway {
                 "proxy.default_service",
             )?;
             if self.cfg.proxy.auth == ProxyAuth::Required {
-                self.authenticate(req, account, "authorization")?;
+                ctx.nonce = self.authenticate(req, account, "authorization")?;
             }
             ctx.authorization_override =
                 header_str(req, "lp-authorization-override").map(String::from);
@@ -693,7 +697,7 @@ impl Gateway {
                 "proxy.default_service",
             )?;
             if self.cfg.proxy.auth == ProxyAuth::Required {
-                self.authenticate(req, &account, "proxy-authorization")?;
+                ctx.nonce = self.authenticate(req, &account, "proxy-authorization")?;
             }
             let stop = parse_bool_header(header_str(req, "lp-stop-if-certificate-not-found"));
             (Mode::Transparent, account, service, target, stop)
@@ -764,7 +768,14 @@ impl Gateway {
 
     /// `header` is `authorization` on the forward resource and `proxy-authorization` in
     /// transparent mode (where `Authorization` belongs to the target and is passed on).
-    fn authenticate(&self, req: &impl ReqView, account: &str, header: &str) -> Result<(), Refusal> {
+    /// The caller's credential, for `account`; an OAuth1 nonce (accepted by this replica's
+    /// cache) is returned for the fleet-wide check.
+    fn authenticate(
+        &self,
+        req: &impl ReqView,
+        account: &str,
+        header: &str,
+    ) -> Result<Option<crate::auth::oauth1::NonceUse>, Refusal> {
         let host = header_str(req, "host").unwrap_or("");
         let parts = RequestParts {
             method: req.method().as_str(),
@@ -799,8 +810,12 @@ impl Gateway {
                 .push(("www-authenticate", "Bearer realm=\"mtls-gateway\"".into()));
             return Err(r);
         }
-        match self.cfg.auth.authenticate(&parts, Accepts::Either, now) {
-            Ok(id) if id.may_access(account) => Ok(()),
+        match self
+            .cfg
+            .auth
+            .authenticate_keeping_nonce(&parts, Accepts::Either, now)
+        {
+            Ok((id, nonce)) if id.may_access(account) => Ok(nonce),
             Ok(_) => Err(Refusal::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",

@@ -151,6 +151,22 @@ impl AuthConfig {
         Ok((identity, hash))
     }
 
+    /// [`AuthConfig::authenticate`] that hands back the OAuth1 nonce it accepted locally, for
+    /// the fleet-wide check ([`OAuth1Verifier::check_shared_nonce`]) the caller makes once it
+    /// may await (the proxy listener decides synchronously, then checks before sending).
+    pub fn authenticate_keeping_nonce(
+        &self,
+        req: &RequestParts<'_>,
+        accepts: Accepts,
+        now: i64,
+    ) -> Result<(Identity, Option<oauth1::NonceUse>), AuthError> {
+        let (identity, body_hash, nonce) = self.head(req, accepts, now)?;
+        if let Some(h) = body_hash {
+            h.check(req.body)?;
+        }
+        Ok((identity, nonce))
+    }
+
     /// [`AuthConfig::authenticate`] with the fleet-wide nonce check (see
     /// [`AuthConfig::authenticate_deferring_body_hash_shared`]).
     pub async fn authenticate_shared(

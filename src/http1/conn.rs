@@ -626,6 +626,21 @@ impl Lean {
             }
             Prep::Partial | Prep::NeedBody(_) => return Next::Close,
         };
+        // 4b. An OAuth1 nonce this replica accepted is checked fleet-wide (Redis `SET NX`; a
+        //     no-op without Redis or while it is down): a replay on another replica is refused
+        //     here, before anything reaches the target.
+        if let Some(n) = ctx.nonce.take() {
+            let now = crate::admin::unix_now();
+            if let Err(e) = self.gw.cfg.auth.oauth1.check_shared_nonce(&n, now).await {
+                ctx.outcome = "unauthorized";
+                let body = serde_json::json!({"error": "unauthorized", "message": e.to_string()});
+                let extra = [("www-authenticate", e.www_authenticate())];
+                let _ =
+                    write_json(down, StatusCode::UNAUTHORIZED, &body, &extra, false, http10).await;
+                ctx.record(401);
+                return Next::Close;
+            }
+        }
         down.buf.advance(head_len);
 
         // 5. The body (at most 64 KiB) is read whole, so that the request can be sent again.

@@ -1551,3 +1551,63 @@ fn the_forward_resource_verifies_oauth1_over_the_body_and_forwards_it_unchanged(
         "a changed JSON body fails its body hash: {body}"
     );
 }
+
+/// With Redis, an OAuth1 nonce accepted on one replica's proxy listener is refused on another's
+/// (and on the same one again); the target sees the request once.
+#[test]
+fn proxy_listener_nonce_replayed_on_another_replica_is_refused_with_redis() {
+    let redis = crate::redis::RedisServer::start();
+    let m = crate::common::OneMapping::new("replay");
+    let dir2 = tempfile::tempdir().expect("tmp");
+    let seed2 = crate::common::Seed::new(dir2.path());
+    seed2.cert("acc", 1, &m.cert);
+    seed2.mappings(
+        "acc",
+        &[(
+            10,
+            "TEST_SERVICE",
+            &format!("https://localhost:{}/*", m.port),
+            1,
+        )],
+    );
+    let yaml = format!(
+        "proxy:\n  listen: [\"127.0.0.1:{{proxy}}\"]\n  auth: required\n  default_service: TEST_SERVICE\nauth:\n  oauth1:\n    keys:\n      - key: app-acc\n        secret: \"replay s3cret\"\n        accounts: [\"acc\"]\nredis:\n  url: \"{}\"\n  key_prefix: \"replay{}:\"\n",
+        redis.url(),
+        std::process::id()
+    );
+    let gws = vec![
+        crate::common::Gw::start(m.dir.path(), &m.pki.ca_path, &yaml),
+        crate::common::Gw::start(dir2.path(), &m.pki.ca_path, &yaml),
+    ];
+    crate::shared_state::wait_shared_up(&gws);
+    let (gw1, gw2) = (&gws[0], &gws[1]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let url = format!("http://{}/mtls/account/acc", gw1.proxy);
+    let target = format!("https://localhost:{}/once", m.port);
+    let body = "{\"payment\":1}";
+    let mut s = Sign::post(&url, "application/json", body, "app-acc", "replay s3cret");
+    s.timestamp = now;
+    let auth = s.send("unused").authorization.expect("oauthlib signed");
+    // Signed for replica 1's Host; the same bytes go to either listener.
+    let req = format!(
+        "POST /mtls/account/acc HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\nLP-forward-url: {target}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        gw1.proxy,
+        body.len()
+    );
+    let (status, _, got) = crate::common::raw_request(gw1.proxy, &req).expect("answer");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&got));
+    let before = m.echo.requests();
+    let (status, _, got) = crate::common::raw_request(gw2.proxy, &req).expect("answer");
+    assert_eq!(
+        status,
+        401,
+        "the replay on replica 2 is refused: {}",
+        String::from_utf8_lossy(&got)
+    );
+    let (status, _, _) = crate::common::raw_request(gw1.proxy, &req).expect("answer");
+    assert_eq!(status, 401, "and on replica 1");
+    assert_eq!(m.echo.requests(), before, "the target saw the payment once");
+}
