@@ -11,6 +11,7 @@ mod csr;
 mod echo;
 mod fast;
 mod file_store;
+mod fleet_limit;
 mod framing;
 mod lifecycle;
 mod notify;
