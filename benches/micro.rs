@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use mtls_gateway::config::{RateLimitConfig, RefreshConfig};
+use mtls_gateway::config::{RateLimitConfig, RateLimitFleetConfig, RefreshConfig};
 use mtls_gateway::dev::certgen::{self, Leaf};
+use mtls_gateway::ratelimit::fleet::MemoryCounter;
 use mtls_gateway::ratelimit::RateLimiter;
 use mtls_gateway::refresh::Refresher;
 use mtls_gateway::snapshot::{normalize_url, CertEntry, MappingIndex};
@@ -148,6 +149,7 @@ fn bench_ratelimit(c: &mut Criterion) {
         trusted_proxies: vec![],
         forwarded_header: "x-forwarded-for".into(),
         expected_clients: 100_000,
+        fleet: RateLimitFleetConfig::defaults(1_000_000_000, 3),
     });
     let ips: Vec<IpAddr> = (0..1024u32)
         .map(|i| IpAddr::from((0x0a00_0000u32 + i).to_be_bytes()))
@@ -158,6 +160,36 @@ fn bench_ratelimit(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) & 1023;
             rl.allow(black_box(&ips[i]))
+        })
+    });
+    // The fleet tier (rate_limit.fleet, over an in-process counter): a cold client (below the
+    // local allowance: sketch only, no lock) and a hot one (past it: its lease under a shard lock;
+    // claims are rare with a large chunk, and sent by the background thread anyway).
+    let fleet_cfg = |allowance: u32, chunk: u32| RateLimitConfig {
+        enabled: true,
+        requests_per_second: 1_000_000_000,
+        trusted_proxies: vec![],
+        forwarded_header: "x-forwarded-for".into(),
+        expected_clients: 100_000,
+        fleet: RateLimitFleetConfig {
+            local_allowance: allowance,
+            chunk,
+            ..RateLimitFleetConfig::defaults(1_000_000_000, 3)
+        },
+    };
+    let counter = Arc::new(MemoryCounter::new());
+    let cold = RateLimiter::with_fleet(&fleet_cfg(1_000_000_000, 1), counter.clone());
+    g.bench_function("observe_fleet_cold", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            cold.allow(black_box(&ips[i]))
+        })
+    });
+    let hot = RateLimiter::with_fleet(&fleet_cfg(1, 1_000_000), counter);
+    g.bench_function("observe_fleet_hot", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            hot.allow(black_box(&ips[i]))
         })
     });
     // Once per second the request that crosses into a new window clears the previous window's

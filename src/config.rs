@@ -154,6 +154,26 @@ pub struct RateLimitFile {
     pub trusted_proxies: Vec<String>,
     pub forwarded_header: Option<String>,
     pub expected_clients: Option<usize>,
+    #[serde(default)]
+    pub fleet: RateLimitFleetFile,
+}
+
+/// `rate_limit.fleet`: the fleet-wide tier over the shared counter (see `crate::ratelimit::fleet`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFleetFile {
+    /// Default: on when shared state (Redis) is configured.
+    pub enabled: Option<bool>,
+    /// Replicas expected behind one Service: only sizes the defaults below.
+    pub replicas: Option<u32>,
+    /// Requests per client and window a replica admits before consulting the fleet.
+    pub local_allowance: Option<u32>,
+    /// Tokens a replica claims ahead from the fleet counter at once.
+    pub chunk: Option<u32>,
+    /// Budget of one counter round trip; past it the replica falls back to its local limit.
+    pub timeout_ms: Option<u64>,
+    /// While in fallback, how often the counter is probed.
+    pub retry_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -299,6 +319,39 @@ pub struct RateLimitConfig {
     pub trusted_proxies: Vec<IpNet>,
     pub forwarded_header: String,
     pub expected_clients: usize,
+    pub fleet: RateLimitFleetConfig,
+}
+
+/// The fleet tier's settings, resolved (defaults from `requests_per_second` and `replicas`).
+#[derive(Debug, Clone)]
+pub struct RateLimitFleetConfig {
+    /// `None`: not set in the file, on when shared state is configured ([`Self::active`]).
+    pub enabled: Option<bool>,
+    pub local_allowance: u32,
+    pub chunk: u32,
+    pub timeout: Duration,
+    pub retry: Duration,
+}
+
+impl RateLimitFleetConfig {
+    /// The defaults for a limit of `rps` with `replicas` replicas: a local allowance of
+    /// `max(1, floor(rps / (2 x replicas)))` and a chunk of the same size, a 50 ms budget, a 1 s
+    /// probe interval.
+    pub fn defaults(rps: u32, replicas: u32) -> RateLimitFleetConfig {
+        let share = (rps / (2 * replicas.max(1))).max(1);
+        RateLimitFleetConfig {
+            enabled: None,
+            local_allowance: share,
+            chunk: share,
+            timeout: Duration::from_millis(50),
+            retry: Duration::from_secs(1),
+        }
+    }
+
+    /// Whether the fleet tier runs, given whether shared state (Redis) is configured.
+    pub fn active(&self, shared_state_configured: bool) -> bool {
+        self.enabled.unwrap_or(true) && shared_state_configured
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -829,6 +882,25 @@ impl FileConfig {
                 "x-forwarded-for",
             )?,
             expected_clients: rl.expected_clients.unwrap_or(100_000).max(16),
+            fleet: {
+                let f = rl.fleet;
+                let d = RateLimitFleetConfig::defaults(rps, f.replicas.unwrap_or(3));
+                let positive = |key: &str, v: Option<u32>, default: u32| match v {
+                    Some(0) => Err(err(key, "must be at least 1")),
+                    v => Ok(v.unwrap_or(default)),
+                };
+                RateLimitFleetConfig {
+                    enabled: f.enabled,
+                    local_allowance: positive(
+                        "rate_limit.fleet.local_allowance",
+                        f.local_allowance,
+                        d.local_allowance,
+                    )?,
+                    chunk: positive("rate_limit.fleet.chunk", f.chunk, d.chunk)?,
+                    timeout: ms("rate_limit.fleet.timeout_ms", f.timeout_ms, 50)?,
+                    retry: ms("rate_limit.fleet.retry_ms", f.retry_ms, 1000)?,
+                }
+            },
         };
 
         let u = self.upstream;

@@ -98,6 +98,31 @@ pub static RATE_LIMITED: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric mtls_gateway_rate_limited_total registers once")
 });
 
+pub static RATE_LIMIT_FLEET_MODE: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "mtls_gateway_rate_limit_fleet_mode",
+        "1 when the per-client-IP rate limit is fleet-wide (shared counter reachable), 0 when each replica applies it alone (no fleet tier configured, or fallback)"
+    )
+    .expect("metric mtls_gateway_rate_limit_fleet_mode registers once")
+});
+
+pub static RATE_LIMIT_FLEET_SYNCS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "mtls_gateway_rate_limit_fleet_syncs_total",
+        "Round trips of the rate limit's fleet tier to the shared counter (one batch of claims or a probe), by result (ok, error, timeout)",
+        &["result"]
+    )
+    .expect("metric mtls_gateway_rate_limit_fleet_syncs_total registers once")
+});
+
+pub static RATE_LIMIT_FLEET_CLAIMS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "mtls_gateway_rate_limit_fleet_claims_total",
+        "Per-client claims sent to the shared counter by the rate limit's fleet tier (clients below the local allowance send none)"
+    )
+    .expect("metric mtls_gateway_rate_limit_fleet_claims_total registers once")
+});
+
 pub static SNAPSHOT_AGE: LazyLock<Gauge> = LazyLock::new(|| {
     register_gauge!(
         "mtls_gateway_snapshot_age_seconds",
@@ -254,6 +279,11 @@ pub fn init() {
     LazyLock::force(&UPSTREAM_RETRIES);
     LazyLock::force(&RATE_LIMITED);
     LazyLock::force(&VAULT_FAILOVERS);
+    LazyLock::force(&RATE_LIMIT_FLEET_MODE);
+    LazyLock::force(&RATE_LIMIT_FLEET_CLAIMS);
+    for r in ["ok", "error", "timeout"] {
+        RATE_LIMIT_FLEET_SYNCS.with_label_values(&[r]);
+    }
     LazyLock::force(&ACCESS_LOG_DROPPED);
     LazyLock::force(&SNAPSHOT_AGE);
     LazyLock::force(&LAST_REFRESH_SUCCESS);

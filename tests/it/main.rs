@@ -12,6 +12,7 @@ mod echo;
 mod fast;
 mod file_store;
 mod fleet;
+mod fleet_limit;
 mod framing;
 mod lifecycle;
 mod notify;

@@ -13,34 +13,76 @@
 //!   at most `limit`.
 //! - `Retry-After` is 1 second: the window length, the longest a refused client has to wait.
 //!
+//! ## Fleet-wide (several replicas)
+//! With `rate_limit.fleet` active (shared state configured), the limit holds across the replicas
+//! over a shared counter: [`fleet`] documents the algorithm (a local allowance, then leases from
+//! the counter), its error bounds and the local fallback when the counter fails. Windows are then
+//! whole seconds of Unix time, the same on every replica.
+//!
 //! ## Which IP
 //! The TCP peer address, unless that peer is in `rate_limit.trusted_proxies`: then the
 //! `forwarded_header` (default `X-Forwarded-For`) is read from right to left and the first address
 //! that is not itself a trusted proxy is the client. A header from an untrusted peer is ignored,
 //! so a client cannot pick its own key.
 
+pub mod fleet;
+
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use pingora_limits::rate::Rate;
 
 use crate::config::RateLimitConfig;
+use fleet::{FleetCounter, FleetLimiter};
 
 const HASHES: usize = 4;
 
 pub struct RateLimiter {
-    rate: Rate,
+    counting: Counting,
     limit: isize,
     trusted: Vec<IpNet>,
     header: String,
 }
 
+enum Counting {
+    /// This replica alone.
+    Local(Rate),
+    /// Across the fleet, with the local limit as fallback.
+    Fleet(FleetLimiter),
+}
+
 impl RateLimiter {
+    /// The limit of this replica alone.
     pub fn new(cfg: &RateLimitConfig) -> RateLimiter {
         let slots = (cfg.expected_clients * 2).next_power_of_two();
+        crate::metrics::RATE_LIMIT_FLEET_MODE.set(0);
+        RateLimiter::with_counting(
+            cfg,
+            Counting::Local(Rate::new_with_estimator_config(
+                Duration::from_secs(1),
+                HASHES,
+                slots,
+            )),
+        )
+    }
+
+    /// The fleet-wide limit over `counter` (the shared counter, see [`fleet`]), falling back to
+    /// the local limit while the counter fails. Starts a background thread.
+    pub fn with_fleet(cfg: &RateLimitConfig, counter: Arc<dyn FleetCounter>) -> RateLimiter {
+        let fleet = FleetLimiter::new(
+            cfg.requests_per_second,
+            cfg.expected_clients,
+            &cfg.fleet,
+            counter,
+        );
+        RateLimiter::with_counting(cfg, Counting::Fleet(fleet))
+    }
+
+    fn with_counting(cfg: &RateLimitConfig, counting: Counting) -> RateLimiter {
         RateLimiter {
-            rate: Rate::new_with_estimator_config(Duration::from_secs(1), HASHES, slots),
+            counting,
             limit: cfg.requests_per_second as isize,
             trusted: cfg.trusted_proxies.clone(),
             header: cfg.forwarded_header.clone(),
@@ -51,9 +93,21 @@ impl RateLimiter {
         &self.header
     }
 
-    /// Count one request for `client`; `true` when it is within the limit.
+    /// Count one request for `client`; `true` when it is within the limit. Never waits.
     pub fn allow(&self, client: &IpAddr) -> bool {
-        self.rate.observe(client, 1) <= self.limit
+        match &self.counting {
+            Counting::Local(rate) => rate.observe(client, 1) <= self.limit,
+            Counting::Fleet(fleet) => fleet.allow(client),
+        }
+    }
+
+    /// `None` without a fleet tier; `Some(true)` while the limit is fleet-wide, `Some(false)` in
+    /// local fallback.
+    pub fn fleet_mode(&self) -> Option<bool> {
+        match &self.counting {
+            Counting::Local(_) => None,
+            Counting::Fleet(fleet) => Some(fleet.is_fleet()),
+        }
     }
 
     fn is_trusted(&self, ip: &IpAddr) -> bool {
@@ -102,6 +156,7 @@ mod tests {
             trusted_proxies: trusted.iter().filter_map(|s| s.parse().ok()).collect(),
             forwarded_header: "x-forwarded-for".into(),
             expected_clients: 1024,
+            fleet: crate::config::RateLimitFleetConfig::defaults(3, 3),
         }
     }
 
