@@ -428,7 +428,16 @@ pub fn build(cfg: Config) -> anyhow::Result<Assembled> {
 
     let inflight = Arc::new(InFlight::default());
     let draining = Arc::new(AtomicBool::new(false));
-    let gateway = Gateway::new(cfg.clone(), refresher.snapshot().clone(), inflight.clone());
+    let mut gateway = Gateway::new(cfg.clone(), refresher.snapshot().clone(), inflight.clone());
+    // With Redis, the per-IP limit holds across the fleet (`rate_limit.fleet`, on by default).
+    if let Some(redis) = &shared {
+        if cfg.rate_limit.enabled && cfg.rate_limit.fleet.active(true) {
+            gateway.limiter = Some(Arc::new(ratelimit::RateLimiter::with_fleet(
+                &cfg.rate_limit,
+                Arc::new(ratelimit::fleet::SharedCounter(redis.clone())),
+            )));
+        }
+    }
     // One upstream connector and one resolver for the lean loop and the admin's calls
     // (activation, the P12 tester): the same trust, versions and DNS cache as production traffic.
     let tls = upstream_tls(&cfg, bundle.as_deref())?;

@@ -640,6 +640,28 @@ async fn run(weak: Weak<Inner>, wake: Arc<Notify>) {
     }
 }
 
+/// The fleet counter on the gateway's shared Redis client (`redis:`): its key prefix (which
+/// config validation keeps free of braces, so the window's hash tag decides the Cluster slot),
+/// its command timeout and its fallback state (while Redis is down every claim fails at once and
+/// the limiter counts locally).
+pub struct SharedCounter(pub Arc<crate::shared::Redis>);
+
+#[async_trait]
+impl FleetCounter for SharedCounter {
+    async fn add(&self, adds: &[(String, u64)], ttl_ms: u64) -> Result<Vec<u64>, String> {
+        let mut pipe = redis::pipe();
+        for (key, n) in adds {
+            let key = self.0.key(key);
+            pipe.cmd("INCRBY").arg(&key).arg(*n);
+            pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms).ignore();
+        }
+        self.0
+            .pipe::<Vec<u64>>(&pipe)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
