@@ -12,6 +12,9 @@ checked without it is checked:
   - every .Values.x.y path that templates/*.yaml, NOTES.txt and _helpers.tpl read exists in
     values.yaml; template blocks are balanced; every included helper is defined;
   - hardening defaults, probes, grace period, config file paths and the Containerfile agree;
+  - each pod keeps its own lifecycle replica id (the config never sets one, nothing overrides
+    the pod's host name), and with autoscaling the HorizontalPodAutoscaler, not the Deployment,
+    sets the replica count;
   - files/prometheus-rules.yaml names only metrics registered in src/, and its certificate
     lifecycle alerts pass `promtool check rules` and unit tests (when promtool is installed).
 
@@ -479,6 +482,48 @@ def check_config_paths_mounted(c: Checks) -> list[str]:
     return problems
 
 
+def check_replica_id_per_pod(c: Checks) -> list[str]:
+    """The gateway's default lifecycle.replica_id is $HOSTNAME plus the process id, and the process
+    id is 1 in every container: the pod name is what makes the ids differ (leases need that). So
+    the config the chart renders must never set replica_id (one ConfigMap serves every pod), and
+    neither the container nor the pod may replace the pod's host name."""
+    defs = defines(c.chart)
+    problems = []
+    config = defs.get("mtls-gateway.config", "")
+    if not config:
+        return ["no mtls-gateway.config helper"]
+    if "replica_id" in config:
+        problems.append("the config helper renders lifecycle.replica_id: every pod would share it")
+    container = defs.get("mtls-gateway.container", "")
+    if re.search(r"name:\s*\"?HOSTNAME\b", container):
+        problems.append("the container helper sets HOSTNAME, which names the pod in leases")
+    deployment = strip_template_comments((c.chart / "templates/deployment.yaml").read_text(encoding="utf-8"))
+    for bad in ("hostNetwork:", "hostname:", "setHostnameAsFQDN:"):
+        if bad in deployment:
+            problems.append(f"deployment.yaml sets {bad} the pod's host name would no longer be its own name")
+    return problems
+
+
+def check_autoscaling_owns_replicas(c: Checks) -> list[str]:
+    """With autoscaling.enabled the Deployment must not carry replicas (every upgrade would reset
+    the HPA's count), and the HPA must target this chart's Deployment."""
+    deployment = strip_template_comments((c.chart / "templates/deployment.yaml").read_text(encoding="utf-8"))
+    problems = []
+    if not re.search(r"\{\{-?\s*if not \.Values\.autoscaling\.enabled\s*-?\}\}\s*\n\s*replicas:", deployment):
+        problems.append("deployment.yaml renders replicas without `if not .Values.autoscaling.enabled` around it")
+    hpa_path = c.chart / "templates/hpa.yaml"
+    if not hpa_path.exists():
+        return problems + ["templates/hpa.yaml is missing"]
+    hpa = strip_template_comments(hpa_path.read_text(encoding="utf-8"))
+    if "kind: HorizontalPodAutoscaler" not in hpa or "apiVersion: autoscaling/v2" not in hpa:
+        problems.append("hpa.yaml is not an autoscaling/v2 HorizontalPodAutoscaler")
+    if not re.search(r"scaleTargetRef:\s*\n\s*apiVersion: apps/v1\s*\n\s*kind: Deployment\s*\n\s*name: \{\{ include \"mtls-gateway.fullname\" \. \| quote \}\}", hpa):
+        problems.append("the HPA does not target the chart's Deployment (mtls-gateway.fullname)")
+    if ".Values.autoscaling.enabled" not in hpa:
+        problems.append("hpa.yaml is not conditional on autoscaling.enabled")
+    return problems
+
+
 def check_image_tag(c: Checks, values: dict) -> list[str]:
     app_version = str(load_yaml(c.chart / "Chart.yaml").get("appVersion"))
     tag = str(((values.get("image") or {}).get("tag")) or "")
@@ -670,6 +715,27 @@ NEGATIVE_CASES: list[tuple[str, Callable[[dict], None]]] = [
     ("notifications webhook URL without a scheme",
      _set("notifications.webhooks", [{"url": "h.example/x", "secretRef": {"name": "s", "key": "k"}}])),
     ("notifications.expiryDays with 0", _set("notifications.expiryDays", [30, 0])),
+    ("redis URL with credentials", _set("redis.url", "redis://gw:s3cr3t@redis:6379")),
+    ("redis URL with another scheme", _set("redis.url", "http://redis:6379")),
+    ("redis URL with a query", _set("redis.url", "redis://redis:6379/?password=x")),
+    ("redis.urls item with credentials", _set("redis.urls", ["redis://:pw@a:6379"])),
+    ("redis inline password", _set("redis.password", "s3cr3t")),
+    ("redis.passwordSecret with an inline value", _set("redis.passwordSecret.value", "s3cr3t")),
+    ("redis.caSecret with an inline PEM", _set("redis.caSecret.pem", "-----BEGIN CERTIFICATE-----")),
+    ("redis.keyPrefix with braces (cluster hash tags)", _set("redis.keyPrefix", "{gw}:")),
+    ("redis.keyPrefix empty", _set("redis.keyPrefix", "")),
+    ("redis.commandTimeoutMs 0", _set("redis.commandTimeoutMs", 0)),
+    ("redis.connectTimeoutMs above 60000", _set("redis.connectTimeoutMs", 60001)),
+    ("redis.retrySecs 0", _set("redis.retrySecs", 0)),
+    ("redis.enabled as a string", _set("redis.enabled", "true")),
+    ("store.vault.addresses item without scheme", _set("store.vault.addresses", ["vault-0:8200"])),
+    ("store.vault.addresses with a node twice", _set("store.vault.addresses", ["https://v0:8200", "https://v0:8200"])),
+    ("autoscaling.minReplicas 0", _set("autoscaling.minReplicas", 0)),
+    ("autoscaling.targetCPUUtilizationPercentage 0", _set("autoscaling.targetCPUUtilizationPercentage", 0)),
+    ("unknown autoscaling key targetMemoryUtilizationPercentage", _set("autoscaling.targetMemoryUtilizationPercentage", 80)),
+    ("podDisruptionBudget.maxUnavailable 'one'", _set("podDisruptionBudget.maxUnavailable", "one")),
+    ("podDisruptionBudget.minAvailable -1", _set("podDisruptionBudget.minAvailable", -1)),
+    ("podSpread.topologyKeys with a space", _set("podSpread.topologyKeys", ["kubernetes.io/host name"])),
 ]
 
 
@@ -719,6 +785,8 @@ def run_all(repo: Path) -> Checks:
     c.run("probes, metrics port, scrape annotations, PodMonitor", lambda: check_probes_and_ports(c))
     c.run("terminationGracePeriodSeconds = shutdown grace + 5", lambda: check_grace_period(c))
     c.run("config file paths are mounted", lambda: check_config_paths_mounted(c))
+    c.run("each pod keeps its own lifecycle replica id", lambda: check_replica_id_per_pod(c))
+    c.run("with autoscaling the HPA, not the Deployment, sets replicas", lambda: check_autoscaling_owns_replicas(c))
     c.run("image.tag equals appVersion", lambda: check_image_tag(c, values))
     c.run("Containerfile", lambda: check_containerfile(c))
     c.run("alert rules name only metrics the gateway's source registers", lambda: check_rule_metrics(c))
@@ -782,6 +850,13 @@ BREAKS: list[tuple[str, str, Callable[[Path], None]]] = [
      _edit(f"{C}/templates/_helpers.tpl", _replace_once('default "mtls-gateway" .Values.nameOverride', 'default .Chart.Name .Values.nameOverride'))),
     ("image tag drifts from appVersion", "image.tag equals appVersion",
      _edit(f"{C}/Chart.yaml", _replace_once('appVersion: "', 'appVersion: "9'))),
+    ("config renders one replica_id for every pod", "each pod keeps its own lifecycle replica id",
+     _edit(f"{C}/templates/_helpers.tpl", _replace_once('"cutover_check" $lc.cutoverCheck) -}}',
+                                                        '"cutover_check" $lc.cutoverCheck "replica_id" "gw") -}}'))),
+    ("Deployment keeps replicas under the HPA", "with autoscaling the HPA, not the Deployment, sets replicas",
+     _edit(f"{C}/templates/deployment.yaml", _replace_once("{{- if not .Values.autoscaling.enabled }}\n  replicas:", "{{- if true }}\n  replicas:"))),
+    ("config points at an unmounted Redis file", "config file paths are mounted",
+     _edit(f"{C}/templates/_helpers.tpl", _replace_once('"/etc/mtls-gateway/redis/password"', '"/etc/mtls-gateway/redis-auth/password"'))),
     ("Containerfile runs as root", "Containerfile",
      _edit("Containerfile", lambda t: re.sub(r"(?m)^USER .*$", "USER root", t))),
 ]

@@ -69,6 +69,7 @@ _RESOURCES = {
                        ("namespaces", "Namespace", False), ("pods", "Pod", True)]),
     "/apis/apps/v1": ("apps/v1", [("deployments", "Deployment", True)]),
     "/apis/policy/v1": ("policy/v1", [("poddisruptionbudgets", "PodDisruptionBudget", True)]),
+    "/apis/autoscaling/v2": ("autoscaling/v2", [("horizontalpodautoscalers", "HorizontalPodAutoscaler", True)]),
     "/apis/monitoring.coreos.com/v1": ("monitoring.coreos.com/v1", [("podmonitors", "PodMonitor", True),
                                                                     ("prometheusrules", "PrometheusRule", True)]),
 }
@@ -275,6 +276,11 @@ def common_pod_checks(pod_spec: dict, cfg: dict, grace: int, problems: list[str]
     for probe, path in (("livenessProbe", "/live"), ("readinessProbe", "/ready")):
         got = c.get(probe, {}).get("httpGet", {})
         expect(got == {"path": path, "port": "mtls-metrics"}, f"{probe} is {got}", problems)
+    # Each pod's lifecycle replica id is $HOSTNAME (its pod name) plus the process id, which is 1
+    # in every container: nothing may replace the pod name (hostNetwork would give the node's).
+    expect("replica_id" not in (cfg.get("lifecycle") or {}), f"the config sets lifecycle.replica_id: {cfg.get('lifecycle')}", problems)
+    expect(not pod_spec.get("hostNetwork") and not pod_spec.get("hostname"), "the pod's hostname is not its own name", problems)
+    expect("HOSTNAME" not in [e.get("name") for e in c.get("env", [])], "the container sets HOSTNAME", problems)
     expect(pod_spec.get("terminationGracePeriodSeconds") == grace,
            f"terminationGracePeriodSeconds {pod_spec.get('terminationGracePeriodSeconds')} != {grace}", problems)
     # Every volumeMount has a volume; every file the config names lies under a mount.
@@ -295,6 +301,7 @@ def common_pod_checks(pod_spec: dict, cfg: dict, grace: int, problems: list[str]
             items = [i["path"] for i in vol.get("secret", {}).get("items", [])]
             for src in vol.get("projected", {}).get("sources", []):
                 items += [i["path"] for i in (src.get("secret") or {}).get("items", [])]
+                items += [i["path"] for i in (src.get("configMap") or {}).get("items", [])]
                 if "serviceAccountToken" in src:
                     items.append(src["serviceAccountToken"]["path"])
             if ("secret" in vol or "projected" in vol) and rel:
@@ -318,6 +325,7 @@ CONFIG_STRUCTS = {
     "auth.oauth1.keys[]": "AppKeySettings", "auth.jwt": "JwtSettings", "store.vault": "VaultSettings",
     "store.vault.auth": "enum:VaultAuthSettings:method",
     "lifecycle": "LifecycleFile", "notifications": "NotificationsFile", "notifications.webhooks[]": "WebhookFile",
+    "redis": "RedisFile",
 }
 
 
@@ -377,7 +385,7 @@ def case_defaults(helm: Helm) -> list[str]:
     if err:
         return [err]
     docs, p = docs_of(rel), []
-    expect(kinds(docs) == ["ConfigMap", "Deployment", "Service", "ServiceAccount"], f"kinds {kinds(docs)}", p)
+    expect(kinds(docs) == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"], f"kinds {kinds(docs)}", p)
     cfg = gateway_config(docs)
     want = {
         "proxy": {"listen": ["0.0.0.0:8080"], "allow_remote": True, "threads": 2, "account_header": "x-mtls-account",
@@ -417,8 +425,18 @@ def case_defaults(helm: Helm) -> list[str]:
     expect(svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"], "Service selector != Deployment selector", p)
     expect([x["name"] for x in svc["spec"]["ports"]] == ["mtls-proxy", "mtls-metrics"], f"Service ports {svc['spec']['ports']}", p)
     expect(dep["spec"]["replicas"] == 2, "replicas != 2", p)
-    expect("every proxy request is refused with 401" in rel.get("info", {}).get("notes", ""),
-           "NOTES do not warn that no caller credential is configured", p)
+    notes = rel.get("info", {}).get("notes", "")
+    expect("every proxy request is refused with 401" in notes, "NOTES do not warn that no caller credential is configured", p)
+    # Two pods: a PodDisruptionBudget letting one go at a time, a soft spread over nodes, and the
+    # NOTES say what is per pod without Redis.
+    pdb = one(docs, "PodDisruptionBudget")["spec"]
+    expect(pdb == {"maxUnavailable": 1, "selector": dep["spec"]["selector"]}, f"PDB {pdb}", p)
+    expect(pod.get("topologySpreadConstraints") == [
+        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": {"matchLabels": dep["spec"]["selector"]["matchLabels"]}}],
+        f"topologySpreadConstraints {pod.get('topologySpreadConstraints')}", p)
+    expect("up to 2 pods without redis.enabled" in notes and "up to 2 x 10" in notes,
+           f"NOTES do not warn about per-pod state: {notes}", p)
     return p
 
 
@@ -522,6 +540,165 @@ def case_file_store(helm: Helm) -> list[str]:
     common_pod_checks(pod, cfg, 35, p)
     vol = {v["name"]: v for v in pod["volumes"]}.get("mtls-gateway-data", {})
     expect(vol.get("persistentVolumeClaim", {}).get("claimName") == "mtls-gateway-data", f"data volume {vol}", p)
+    expect("PodDisruptionBudget" not in kinds(docs), "a PodDisruptionBudget on a single pod", p)
+    expect("without redis.enabled" not in rel.get("info", {}).get("notes", ""), "NOTES warn about replicas for one pod", p)
+    return p
+
+
+REDIS_ITEMS = {"password": "password", "ca": "ca.crt"}
+
+
+def redis_volume_sources(pod: dict) -> list[tuple[str, str, str, str]]:
+    """(kind, name, key, path) of each source of the pod's mtls-gateway-redis volume."""
+    vol = {v["name"]: v for v in pod.get("volumes", [])}.get("mtls-gateway-redis", {})
+    out = []
+    for s in vol.get("projected", {}).get("sources", []):
+        for kind in ("secret", "configMap"):
+            if kind in s:
+                for item in s[kind]["items"]:
+                    out.append((kind, s[kind]["name"], item["key"], item["path"]))
+    return out
+
+
+def case_redis_single(helm: Helm) -> list[str]:
+    rel, err = helm.install("rs", CHART, overlay("redis-values.yaml"))
+    if err:
+        return [err]
+    docs, p = docs_of(rel), []
+    expect(kinds(docs) == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"], f"kinds {kinds(docs)}", p)
+    cfg = gateway_config(docs)
+    expect(cfg.get("redis") == {"url": "rediss://redis.redis.svc:6380", "cluster": False, "username": "mtls-gateway",
+                                "password_file": "/etc/mtls-gateway/redis/password",
+                                "tls_ca_file": "/etc/mtls-gateway/redis/ca.crt", "key_prefix": "partners-gw:",
+                                "connect_timeout_ms": 500, "command_timeout_ms": 150, "retry_secs": 5},
+           f"redis {cfg.get('redis')}", p)
+    v = cfg["store"]["vault"]
+    expect("address" not in v and v.get("addresses") == ["https://vault-0.vault-internal:8200", "https://vault-1.vault-internal:8200",
+                                                         "https://vault-2.vault-internal:8200"], f"vault addresses {v}", p)
+    expect(v.get("ca_file") == "/etc/mtls-gateway/vault-ca/ca.crt", "vault ca_file", p)
+    dep = one(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    common_pod_checks(pod, cfg, 35, p)
+    expect(dep["spec"].get("replicas") == 3, f"replicas {dep['spec'].get('replicas')}", p)
+    expect(redis_volume_sources(pod) == [("secret", "redis-auth", "gateway-password", "password"),
+                                         ("configMap", "redis-ca", "ca.pem", "ca.crt")],
+           f"redis volume {redis_volume_sources(pod)}", p)
+    mounts = {m["name"]: m for m in gateway_container(pod)["volumeMounts"]}
+    expect(mounts.get("mtls-gateway-redis") == {"name": "mtls-gateway-redis", "mountPath": "/etc/mtls-gateway/redis", "readOnly": True},
+           f"redis mount {mounts.get('mtls-gateway-redis')}", p)
+    expect([c["topologyKey"] for c in pod.get("topologySpreadConstraints", [])] == ["kubernetes.io/hostname", "topology.kubernetes.io/zone"],
+           f"spread {pod.get('topologySpreadConstraints')}", p)
+    expect(all(c["whenUnsatisfiable"] == "ScheduleAnyway" for c in pod.get("topologySpreadConstraints", [])), "spread is not soft", p)
+    expect(one(docs, "PodDisruptionBudget")["spec"].get("maxUnavailable") == 1, "PDB maxUnavailable", p)
+    notes = rel.get("info", {}).get("notes", "")
+    expect("without redis.enabled" not in notes, "NOTES warn about per-pod state although Redis is enabled", p)
+    expect("the cluster https://vault-0.vault-internal:8200, " in notes and "(standalone mode, 3 pods, shared state on Redis)" in notes, f"NOTES {notes}", p)
+    cm_text = one(docs, "ConfigMap")["data"]["config.yaml"]
+    expect("gateway-password" not in cm_text and "redis-auth" not in cm_text, "a Secret's name or key reached the ConfigMap", p)
+    return p
+
+
+def case_redis_cluster_hpa(helm: Helm) -> list[str]:
+    rel, err = helm.install("rc", CHART, overlay("redis-cluster-hpa-values.yaml"))
+    if err:
+        return [err]
+    docs, p = docs_of(rel), []
+    expect(kinds(docs) == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "ServiceAccount"],
+           f"kinds {kinds(docs)}", p)
+    cfg = gateway_config(docs)
+    expect(cfg.get("redis") == {"urls": ["rediss://redis-cluster-0.redis-cluster-headless:6379",
+                                         "rediss://redis-cluster-1.redis-cluster-headless:6379",
+                                         "rediss://redis-cluster-2.redis-cluster-headless:6379"],
+                                "cluster": True, "password_file": "/etc/mtls-gateway/redis/password",
+                                "tls_ca_file": "/etc/mtls-gateway/redis/ca.crt", "key_prefix": "mtls-gateway:",
+                                "connect_timeout_ms": 500, "command_timeout_ms": 100, "retry_secs": 10},
+           f"redis {cfg.get('redis')}", p)
+    dep = one(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    common_pod_checks(pod, cfg, 35, p)
+    expect("replicas" not in dep["spec"], "the Deployment sets replicas although the HPA owns them", p)
+    expect(redis_volume_sources(pod) == [("secret", "redis-cluster", "redis-password", "password"),
+                                         ("secret", "redis-cluster-tls", "ca.crt", "ca.crt")],
+           f"redis volume {redis_volume_sources(pod)}", p)
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    expect(hpa["apiVersion"] == "autoscaling/v2", f"HPA apiVersion {hpa['apiVersion']}", p)
+    expect(hpa["spec"] == {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": dep["metadata"]["name"]},
+                           "minReplicas": 3, "maxReplicas": 10,
+                           "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}],
+                           "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}}, f"HPA {hpa['spec']}", p)
+    expect(gateway_container(pod)["resources"]["requests"]["cpu"] == "500m", "CPU request", p)
+    pdb = one(docs, "PodDisruptionBudget")["spec"]
+    expect(pdb.get("minAvailable") == 2 and "maxUnavailable" not in pdb, f"PDB {pdb}", p)
+    notes = rel.get("info", {}).get("notes", "")
+    expect("(standalone mode, 3-10 pods autoscaled on CPU, shared state on Redis)" in notes and "without redis.enabled" not in notes, f"NOTES {notes}", p)
+    return p
+
+
+def case_replicas_without_redis(helm: Helm) -> list[str]:
+    """replicaCount 3 without Redis, then the HPA without Redis, then one pod: what the NOTES say,
+    the PDB (only with more than one pod), and no redis section."""
+    p: list[str] = []
+    rel, err = helm.install("r3", CHART, {"replicaCount": 3})
+    if err:
+        return [err]
+    docs = docs_of(rel)
+    cfg = gateway_config(docs)
+    expect("redis" not in cfg, "redis rendered while disabled", p)
+    dep = one(docs, "Deployment")
+    expect(dep["spec"]["replicas"] == 3 and "HorizontalPodAutoscaler" not in kinds(docs), "replicas 3 without an HPA", p)
+    expect("mtls-gateway-redis" not in [v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]], "a redis volume while disabled", p)
+    notes = rel.get("info", {}).get("notes", "")
+    for needle in ("up to 3 pods without redis.enabled", "up to 3 x 10", "replayed once on each other pod", "up to 300 s"):
+        expect(needle in notes, f"NOTES lack {needle!r}: {notes}", p)
+    rel, err = helm.install("h6", CHART, {"autoscaling": {"enabled": True, "maxReplicas": 6}})
+    if err:
+        return p + [err]
+    docs = docs_of(rel)
+    gateway_config(docs)
+    expect("replicas" not in one(docs, "Deployment")["spec"], "replicas with the HPA", p)
+    expect(one(docs, "HorizontalPodAutoscaler")["spec"]["minReplicas"] == 2, "HPA minReplicas default", p)
+    expect("up to 6 pods without redis.enabled" in rel.get("info", {}).get("notes", ""), "NOTES: HPA max without Redis", p)
+    rel, err = helm.install("one", CHART, {"replicaCount": 1, "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 1}})
+    if err:
+        return p + [err]
+    docs = docs_of(rel)
+    gateway_config(docs)
+    expect("PodDisruptionBudget" not in kinds(docs), "a PodDisruptionBudget for at most one pod", p)
+    expect("without redis.enabled" not in rel.get("info", {}).get("notes", ""), "NOTES warn for one pod", p)
+    rel, err = helm.install("nospread", CHART, {"podSpread": {"enabled": False}, "podDisruptionBudget": {"enabled": False}})
+    if err:
+        return p + [err]
+    docs = docs_of(rel)
+    gateway_config(docs)
+    expect("topologySpreadConstraints" not in one(docs, "Deployment")["spec"]["template"]["spec"], "spread while disabled", p)
+    expect("PodDisruptionBudget" not in kinds(docs), "PDB while disabled", p)
+    own = [{"maxSkew": 2, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "x"}}}]
+    rel, err = helm.install("ownspread", CHART, {"topologySpreadConstraints": own})
+    if err:
+        return p + [err]
+    docs = docs_of(rel)
+    gateway_config(docs)
+    expect(one(docs, "Deployment")["spec"]["template"]["spec"].get("topologySpreadConstraints") == own,
+           "topologySpreadConstraints does not replace podSpread", p)
+    return p
+
+
+def case_redis_sidecar(helm: Helm) -> list[str]:
+    """Sidecars of many application pods can share Redis too (change notices): the section and the
+    helpers' volume work in sidecar mode; no HPA, PDB or replica warning there."""
+    values = overlay("sidecar-values.yaml")
+    values["redis"] = {"enabled": True, "url": "redis://redis.redis.svc:6379/2", "passwordSecret": {"name": "redis-auth"}}
+    rel, err = helm.install("scr", CHART, values)
+    if err:
+        return [err]
+    docs, p = docs_of(rel), []
+    expect(kinds(docs) == ["ConfigMap", "PodMonitor"], f"sidecar mode renders {kinds(docs)}", p)
+    cfg = gateway_config(docs)
+    expect(cfg.get("redis") == {"url": "redis://redis.redis.svc:6379/2", "cluster": False,
+                                "password_file": "/etc/mtls-gateway/redis/password", "key_prefix": "mtls-gateway:",
+                                "connect_timeout_ms": 500, "command_timeout_ms": 100, "retry_secs": 5}, f"redis {cfg.get('redis')}", p)
+    expect("without redis.enabled" not in rel.get("info", {}).get("notes", ""), "NOTES warn in sidecar mode", p)
     return p
 
 
@@ -550,7 +727,8 @@ def case_prometheus_rule(helm: Helm) -> list[str]:
     if err:
         return [err]
     docs, p = docs_of(rel), []
-    expect(kinds(docs) == ["ConfigMap", "Deployment", "PrometheusRule", "Service", "ServiceAccount"], f"kinds {kinds(docs)}", p)
+    expect(kinds(docs) == ["ConfigMap", "Deployment", "PodDisruptionBudget", "PrometheusRule", "Service", "ServiceAccount"],
+           f"kinds {kinds(docs)}", p)
     rule = one(docs, "PrometheusRule")
     shipped = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
     expect(rule["spec"] == shipped, "the PrometheusRule's spec differs from files/prometheus-rules.yaml", p)
@@ -599,7 +777,7 @@ def case_sidecar_in_app_chart(helm: Helm, work: Path) -> list[str]:
     shutil.copytree(CHART, app / "charts" / "mtls-gateway")
     (app / "Chart.yaml").write_text(yaml.safe_dump({
         "apiVersion": "v2", "name": "my-app", "version": "1.0.0",
-        "dependencies": [{"name": "mtls-gateway", "version": "0.1.0", "repository": "file://../mtls-gateway"}]}))
+        "dependencies": [{"name": "mtls-gateway", "version": "0.2.0", "repository": "file://../mtls-gateway"}]}))
     (app / "values.yaml").write_text(doc_block("sidecar-values"))
     (app / "templates" / "deployment.yaml").write_text(doc_block("sidecar-snippet"))
     rel, err = helm.install("shop", app, {})
@@ -666,6 +844,46 @@ FAILURES: list[tuple[str, dict, bool, str]] = [
      "lifecycle.retryMaxSecs is below"),
     ("template: JWT without an audience", {"auth": {"jwt": {"enabled": True, "keySecretRef": {"name": "k"},
                                                             "issuer": "https://i"}}}, True, "set auth.jwt.issuer"),
+    ("template: redis enabled without a server", {"redis": {"enabled": True}}, False, "set redis.url"),
+    ("template: redis url and urls", {"redis": {"enabled": True, "url": "redis://a:6379", "urls": ["redis://b:6379"],
+                                                "cluster": True}}, False, "redis.url and redis.urls are both set"),
+    ("template: redis urls without cluster", {"redis": {"enabled": True, "urls": ["redis://a:6379", "redis://b:6379"]}}, False,
+     "set redis.cluster: true"),
+    ("template: redis username without a password Secret", {"redis": {"enabled": True, "url": "redis://a:6379",
+                                                                      "username": "gw"}}, False, "set redis.passwordSecret.name"),
+    ("template: redis CA from a Secret and a ConfigMap", {"redis": {"enabled": True, "url": "rediss://a:6379",
+                                                                    "caSecret": {"name": "s"}, "caConfigMap": {"name": "c"}}}, False,
+     "keep one"),
+    ("template: redis CA without TLS", {"redis": {"enabled": True, "url": "redis://a:6379", "caSecret": {"name": "s"}}}, False,
+     "write redis.url or redis.urls as rediss://"),
+    ("template: redis cluster mixing schemes", {"redis": {"enabled": True, "cluster": True,
+                                                          "urls": ["rediss://a:6379", "redis://b:6379"]}}, False,
+     "mixes redis:// and rediss://"),
+    ("template: redis cluster with a database", {"redis": {"enabled": True, "cluster": True, "url": "redis://a:6379/3"}}, False,
+     "has only database 0"),
+    ("schema: redis URL with a password", {"redis": {"enabled": True, "url": "redis://:secret@a:6379"}}, False, "/redis/url"),
+    ("schema: redis inline password", {"redis": {"enabled": True, "url": "redis://a:6379", "password": "s3cr3t"}}, False,
+     "additional properties 'password' not allowed"),
+    ("schema: redis keyPrefix with a space", {"redis": {"keyPrefix": "my gw:"}}, False, "/redis/keyPrefix"),
+    ("template: autoscaling min above max", {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 3}}, False,
+     "is above autoscaling.maxReplicas"),
+    ("template: autoscaling without a CPU request", {"autoscaling": {"enabled": True}, "resources": {"requests": {"cpu": None}}},
+     False, "set resources.requests.cpu"),
+    ("template: autoscaling in sidecar mode", {"mode": "sidecar", "autoscaling": {"enabled": True}}, False,
+     "in sidecar mode the application's chart owns the pods"),
+    ("template: file store with autoscaling", {"replicaCount": 1, "store": {"kind": "file"}, "autoscaling": {"enabled": True}},
+     False, "autoscaling.enabled: false, or use store.kind: vault"),
+    ("template: one replica_id for every pod", {"extraConfig": {"lifecycle": {"replica_id": "gw"}}}, False,
+     "extraConfig.lifecycle.replica_id"),
+    ("template: extraEnv HOSTNAME", {"extraEnv": [{"name": "HOSTNAME", "value": "gw"}]}, False, "extraEnv sets HOSTNAME"),
+    ("template: Vault CA with plain-http addresses", {"store": {"vault": {"addresses": ["http://v0:8200", "http://v1:8200"],
+                                                                          "caSecret": {"name": "vault-ca"}}}}, False,
+     "http://v0:8200 is plain http://"),
+    ("schema: Vault addresses listed twice", {"store": {"vault": {"addresses": ["https://v0:8200", "https://v0:8200"]}}}, False,
+     "/store/vault/addresses"),
+    ("schema: PDB maxUnavailable 'one'", {"podDisruptionBudget": {"maxUnavailable": "one"}}, False,
+     "/podDisruptionBudget/maxUnavailable"),
+    ("schema: autoscaling.minReplicas 0", {"autoscaling": {"minReplicas": 0}}, False, "/autoscaling/minReplicas"),
 ]
 
 
@@ -729,7 +947,7 @@ def with_standins(cfg: dict, root: Path, material: dict[str, bytes]) -> dict:
             target.chmod(0o700)
             return str(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        content = {"ca_files": material["ca"], "ca_file": material["ca"],
+        content = {"ca_files": material["ca"], "ca_file": material["ca"], "tls_ca_file": material["ca"],
                    "public_key_file": material.get(f"{algorithm}.pem", b""),
                    "jwks_file": material.get(f"{algorithm}.jwks", b"")}.get(key, material["secret"])
         target.write_bytes(content)
@@ -1015,6 +1233,13 @@ def main() -> int:
         run("prometheusRule.enabled: a PrometheusRule with files/prometheus-rules.yaml unchanged", lambda: case_prometheus_rule(helm))
         run("docs/helm.md sidecar snippet in a parent chart", lambda: case_sidecar_in_app_chart(helm, work))
         run("release and Secret names on/yes/no/off/y stay strings", lambda: case_yaml11_words(helm))
+        run("ci/redis-values.yaml: 3 pods, one Redis over TLS (user, password Secret, CA ConfigMap), Vault HA addresses, PDB, spread",
+            lambda: case_redis_single(helm))
+        run("ci/redis-cluster-hpa-values.yaml: HPA 3-10 (no replicas in the Deployment), Redis Cluster, CA Secret, PDB minAvailable",
+            lambda: case_redis_cluster_hpa(helm))
+        run("replicas 3 / HPA / one pod without Redis: NOTES warning, PDB only above one pod, spread values",
+            lambda: case_replicas_without_redis(helm))
+        run("sidecar mode with redis: the section renders, no standalone objects", lambda: case_redis_sidecar(helm))
         if args.podman:
             run(f"ci/file-store-values.yaml pod under podman ({args.podman}): probes, proxy, SIGTERM within the grace",
                 lambda: run_pod_under_podman(helm, args.podman, work))

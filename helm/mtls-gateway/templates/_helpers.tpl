@@ -19,6 +19,7 @@ Paths inside the container (one place each: the config below and the mounts furt
   /etc/mtls-gateway/upstream-ca/ca-N.crt         upstream.caSecrets[N]
   /etc/mtls-gateway/auth/{oauth1-N,jwt-key}      auth.oauth1.keys[N].secretRef, auth.jwt.keySecretRef
   /etc/mtls-gateway/notifications/webhook-N-{secret,ca.crt}  notifications.webhooks[N].secretRef, .caSecretRef
+  /etc/mtls-gateway/redis/{password,ca.crt}      redis.passwordSecret, redis.caSecret or redis.caConfigMap
   /tmp                                           emptyDir
 */}}
 
@@ -110,6 +111,30 @@ app.kubernetes.io/component: gateway
 {{- if or .Values.auth.oauth1.keys .Values.auth.jwt.enabled -}}true{{- end -}}
 {{- end -}}
 
+{{/* Fewest and most pods of the standalone Deployment: the HPA's bounds, else replicaCount. */}}
+{{- define "mtls-gateway.minReplicas" -}}
+{{- ternary .Values.autoscaling.minReplicas .Values.replicaCount .Values.autoscaling.enabled | int -}}
+{{- end -}}
+
+{{- define "mtls-gateway.maxReplicas" -}}
+{{- ternary .Values.autoscaling.maxReplicas .Values.replicaCount .Values.autoscaling.enabled | int -}}
+{{- end -}}
+
+{{/* The Redis URLs as a list (url, or urls); empty when neither is set. */}}
+{{- define "mtls-gateway.redisUrls" -}}
+{{- if .Values.redis.url -}}
+{{- list .Values.redis.url | toJson -}}
+{{- else -}}
+{{- .Values.redis.urls | default list | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when redis is enabled and the pod mounts a password or CA file for it, else "". */}}
+{{- define "mtls-gateway.redisFiles" -}}
+{{- $r := .Values.redis -}}
+{{- if and $r.enabled (or $r.passwordSecret.name $r.caSecret.name $r.caConfigMap.name) -}}true{{- end -}}
+{{- end -}}
+
 {{/*
 Fails the render with a message that names the key and the fix. The schema catches most mistakes;
 these are the cross-field rules.
@@ -120,6 +145,13 @@ these are the cross-field rules.
 {{- end -}}
 {{- if eq .Values.store.kind "vault" -}}
 {{- $method := .Values.store.vault.auth.method -}}
+{{- if .Values.store.vault.caSecret.name -}}
+{{- range (.Values.store.vault.addresses | default (list .Values.store.vault.address)) -}}
+{{- if hasPrefix "http://" . -}}
+{{- fail (printf "store.vault.caSecret is set but the Vault address %s is plain http:// (the gateway refuses that): use https:// or remove caSecret" .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if and (eq $method "token") (not .Values.store.vault.auth.token.secretRef.name) -}}
 {{- fail "store.vault.auth.method is token: set store.vault.auth.token.secretRef.name to an existing Secret holding the Vault token" -}}
 {{- end -}}
@@ -151,8 +183,58 @@ these are the cross-field rules.
 {{- if and (not .Values.upstream.useSystemRoots) (not .Values.upstream.caSecrets) -}}
 {{- fail "upstream.useSystemRoots is false and upstream.caSecrets is empty: no partner server could be verified" -}}
 {{- end -}}
-{{- if and (eq .Values.store.kind "file") (eq .Values.mode "standalone") (gt (int .Values.replicaCount) 1) -}}
-{{- fail "store.kind is file: the file store lives in one pod's volume; set replicaCount: 1 or use store.kind: vault" -}}
+{{- if and (eq .Values.store.kind "file") (eq .Values.mode "standalone") (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) -}}
+{{- fail "store.kind is file: the file store lives in one pod's volume; set replicaCount: 1 and autoscaling.enabled: false, or use store.kind: vault" -}}
+{{- end -}}
+{{- if .Values.autoscaling.enabled -}}
+{{- if eq .Values.mode "sidecar" -}}
+{{- fail "autoscaling.enabled scales the standalone Deployment; in sidecar mode the application's chart owns the pods and their autoscaler: set autoscaling.enabled: false" -}}
+{{- end -}}
+{{- if gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas) -}}
+{{- fail (printf "autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d): raise maxReplicas" (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- end -}}
+{{- if not (dig "requests" "cpu" "" (.Values.resources | default dict)) -}}
+{{- fail "autoscaling.enabled scales on CPU utilization, a share of the CPU request: set resources.requests.cpu" -}}
+{{- end -}}
+{{- end -}}
+{{- if dig "lifecycle" "replica_id" "" (.Values.extraConfig | default dict) -}}
+{{- fail "extraConfig.lifecycle.replica_id: every pod of the release reads the one ConfigMap, so all would share this id and take each other's renewal leases; remove it (each pod uses its own pod name and process id)" -}}
+{{- end -}}
+{{- range .Values.extraEnv -}}
+{{- if eq .name "HOSTNAME" -}}
+{{- fail "extraEnv sets HOSTNAME: the gateway names each pod in renewal leases and notifications by it (the pod name by default), and pods sharing one name take each other's leases; remove it" -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.redis.enabled -}}
+{{- $r := .Values.redis -}}
+{{- if and $r.url $r.urls -}}
+{{- fail "redis.url and redis.urls are both set: use url for one server, urls (with redis.cluster: true) for a Redis Cluster's seed nodes" -}}
+{{- end -}}
+{{- if not (or $r.url $r.urls) -}}
+{{- fail "redis.enabled is true but no server is named: set redis.url (one server, e.g. redis://redis:6379, or rediss:// for TLS) or redis.urls with redis.cluster: true (a Redis Cluster's seed nodes)" -}}
+{{- end -}}
+{{- if and $r.urls (not $r.cluster) -}}
+{{- fail "redis.urls lists a Redis Cluster's seed nodes but redis.cluster is false: set redis.cluster: true, or use redis.url for one server" -}}
+{{- end -}}
+{{- $urls := include "mtls-gateway.redisUrls" . | fromJsonArray -}}
+{{- $tls := hasPrefix "rediss://" (first $urls) -}}
+{{- range $urls -}}
+{{- if ne (hasPrefix "rediss://" .) $tls -}}
+{{- fail "redis.urls mixes redis:// and rediss://: use one scheme for every node" -}}
+{{- end -}}
+{{- if and $r.cluster (regexMatch "^rediss?://[^/]+/0*[1-9]" .) -}}
+{{- fail (printf "redis: %s names a database, but a Redis Cluster has only database 0: remove the path" .) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $r.username (not $r.passwordSecret.name) -}}
+{{- fail "redis.username is set without a password: set redis.passwordSecret.name (and key) to an existing Secret holding the password" -}}
+{{- end -}}
+{{- if and $r.caSecret.name $r.caConfigMap.name -}}
+{{- fail "redis.caSecret.name and redis.caConfigMap.name are both set: the server CA comes from one of them, keep one" -}}
+{{- end -}}
+{{- if and (or $r.caSecret.name $r.caConfigMap.name) (not $tls) -}}
+{{- fail "redis.caSecret / redis.caConfigMap (the Redis server's CA) is only used with TLS: write redis.url or redis.urls as rediss://, or remove the CA" -}}
+{{- end -}}
 {{- end -}}
 {{- range $i, $w := .Values.notifications.webhooks -}}
 {{- if not (and $w.secretRef $w.secretRef.name) -}}
@@ -223,11 +305,15 @@ snake_case names; optional keys are left out when their value is empty.
 {{- end -}}
 {{- end -}}
 {{- $vault := dict
-      "address" .Values.store.vault.address
       "kv_version" (int .Values.store.vault.kvVersion)
       "mount" .Values.store.vault.mount
       "prefix" .Values.store.vault.prefix
       "auth" $auth -}}
+{{- if .Values.store.vault.addresses -}}
+{{- $_ := set $vault "addresses" .Values.store.vault.addresses -}}
+{{- else -}}
+{{- $_ := set $vault "address" .Values.store.vault.address -}}
+{{- end -}}
 {{- if .Values.store.vault.namespace -}}
 {{- $_ := set $vault "namespace" .Values.store.vault.namespace -}}
 {{- end -}}
@@ -328,6 +414,30 @@ snake_case names; optional keys are left out when their value is empty.
 {{- $_ := set $authCfg "jwt" $jwt -}}
 {{- end -}}
 {{- $_ := set $cfg "auth" $authCfg -}}
+{{- end -}}
+{{- if .Values.redis.enabled -}}
+{{- $r := .Values.redis -}}
+{{- $redis := dict
+      "cluster" $r.cluster
+      "key_prefix" $r.keyPrefix
+      "connect_timeout_ms" (int $r.connectTimeoutMs)
+      "command_timeout_ms" (int $r.commandTimeoutMs)
+      "retry_secs" (int $r.retrySecs) -}}
+{{- if $r.url -}}
+{{- $_ := set $redis "url" $r.url -}}
+{{- else -}}
+{{- $_ := set $redis "urls" $r.urls -}}
+{{- end -}}
+{{- if $r.username -}}
+{{- $_ := set $redis "username" $r.username -}}
+{{- end -}}
+{{- if $r.passwordSecret.name -}}
+{{- $_ := set $redis "password_file" "/etc/mtls-gateway/redis/password" -}}
+{{- end -}}
+{{- if or $r.caSecret.name $r.caConfigMap.name -}}
+{{- $_ := set $redis "tls_ca_file" "/etc/mtls-gateway/redis/ca.crt" -}}
+{{- end -}}
+{{- $_ := set $cfg "redis" $redis -}}
 {{- end -}}
 {{- $cfg = mustMergeOverwrite $cfg (deepCopy .Values.extraConfig) -}}
 {{- toYaml $cfg -}}
@@ -440,6 +550,11 @@ prometheus.io/path: /metrics
       mountPath: /etc/mtls-gateway/notifications
       readOnly: true
     {{- end }}
+    {{- if include "mtls-gateway.redisFiles" . }}
+    - name: mtls-gateway-redis
+      mountPath: /etc/mtls-gateway/redis
+      readOnly: true
+    {{- end }}
 {{- end -}}
 
 {{/* The volumes the container mounts, as list items (names prefixed to avoid clashes in a shared pod). */}}
@@ -547,6 +662,33 @@ prometheus.io/path: /metrics
             - key: {{ $w.caSecretRef.key | quote }}
               path: {{ printf "webhook-%d-ca.crt" $i | quote }}
       {{- end }}
+      {{- end }}
+{{- end }}
+{{- if include "mtls-gateway.redisFiles" . }}
+- name: mtls-gateway-redis
+  projected:
+    sources:
+      {{- with .Values.redis.passwordSecret }}
+      {{- if .name }}
+      - secret:
+          name: {{ .name | quote }}
+          items:
+            - key: {{ .key | quote }}
+              path: password
+      {{- end }}
+      {{- end }}
+      {{- if .Values.redis.caSecret.name }}
+      - secret:
+          name: {{ .Values.redis.caSecret.name | quote }}
+          items:
+            - key: {{ .Values.redis.caSecret.key | quote }}
+              path: ca.crt
+      {{- else if .Values.redis.caConfigMap.name }}
+      - configMap:
+          name: {{ .Values.redis.caConfigMap.name | quote }}
+          items:
+            - key: {{ .Values.redis.caConfigMap.key | quote }}
+              path: ca.crt
       {{- end }}
 {{- end }}
 {{- end -}}
