@@ -13,7 +13,8 @@
 //!   and its count, `mtls_gateway_certificates_skipped_total{reason="iterations"}`), so one
 //!   expensive file neither delays the first snapshot nor the other entries.
 //! - Writes through the admin API call [`Refresher::refresh`] directly, so they are visible on
-//!   this replica at once; other replicas see them on their next interval.
+//!   this replica at once; other replicas see them at once when `redis:` carries change
+//!   notices (they call [`Refresher::trigger`]), else on their next interval.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
