@@ -298,3 +298,98 @@ async fn fleet_three_replicas_redis_and_a_vault_cluster_share_limits_nonces_chan
         "failed mapped requests during the leader change: {failed:?}"
     );
 }
+
+/// The same sharing on a three-master Redis Cluster (OpenBao single node as the store): changes
+/// served by the other replicas within a second, a replayed nonce refused, and the fleet-wide
+/// limit (its counters hash-tagged by window, so each claim's keys share one slot).
+#[tokio::test]
+async fn fleet_three_replicas_on_a_redis_cluster_share_changes_nonces_and_the_limit() {
+    let bao = crate::bao::Bao::dev().await;
+    let redis = crate::redis::RedisCluster::start(3);
+    let pki = Pki::new();
+    let echo = pki.echo();
+    let port = echo.addr.port();
+    let issued = pki.client("fleet-c");
+    let p12 = certgen::to_p12(&issued.cert, &issued.key, &[], "s3cret").expect("p12");
+    let doc = json!({
+        "id": 1, "accountId": "acc", "name": "cert-1", "displayName": "cert-1", "deleted": false,
+        "p12": base64::engine::general_purpose::STANDARD.encode(p12), "password": "s3cret",
+    });
+    let (s, v) = bao
+        .api(
+            "POST",
+            "secret/data/mtls-gateway/accounts/acc/certificates/1",
+            Some(&json!({ "data": doc })),
+        )
+        .await;
+    assert!((200..300).contains(&s), "seed: {s} {v}");
+    let urls = redis
+        .urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let gws: Vec<Gw> = dirs
+        .iter()
+        .map(|d| {
+            std::fs::write(d.path().join("token"), &bao.root_token).expect("token");
+            let yaml = format!(
+                "store:\n  kind: vault\n  vault:\n    address: \"{}\"\n    kv_version: 2\n    mount: secret\n    prefix: mtls-gateway\n    request_timeout_ms: 5000\n    auth:\n      method: token\n      token_file: \"{}\"\nrefresh:\n  interval_secs: 300\nauth:\n  oauth1:\n    keys:\n      - key: key-a\n        secret: secret-a\n        accounts: [\"acc\"]\n  jwt:\n    algorithm: HS256\n    secret: \"{JWT_SECRET}\"\n    issuer: test\n    audience: mtls\nredis:\n  urls: [{urls}]\n  cluster: true\n  key_prefix: \"fleetc{}:\"\n  retry_secs: 1\n",
+                bao.addr,
+                d.path().join("token").display(),
+                std::process::id()
+            );
+            Gw::start(d.path(), &pki.ca_path, &yaml)
+        })
+        .collect();
+    wait_shared_up(&gws);
+    let mut times = Vec::new();
+    for (i, to) in [&gws[1], &gws[2]].into_iter().enumerate() {
+        times.push(
+            write_to_served(&gws[0], to, port, &format!("c{i}"), Duration::from_secs(10)).await,
+        );
+    }
+    eprintln!("fleet (cluster): write-to-served on replicas 2 and 3: {times:?}");
+    assert!(
+        times.iter().all(|t| *t < Duration::from_secs(1)),
+        "{times:?}"
+    );
+    let auth = sign(&gws[0]);
+    assert_eq!(signed_get(&auth, &gws[0], &gws[0]).0, 200);
+    assert_eq!(signed_get(&auth, &gws[0], &gws[2]).0, 401, "replay refused");
+
+    let url = format!("http://localhost:{port}/c0/x");
+    let clients: Vec<reqwest::Client> = gws.iter().map(proxied_client).collect();
+    let mut admitted: std::collections::BTreeMap<i64, u32> = Default::default();
+    let start = Instant::now();
+    let mut i = 0usize;
+    while start.elapsed() < Duration::from_secs(4) {
+        let window = mtls_gateway::admin::unix_now();
+        let r = clients[i % 3].get(&url).send().await.expect("send");
+        match r.status().as_u16() {
+            200 => *admitted.entry(window).or_default() += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(33)).await;
+    }
+    eprintln!("fleet (cluster): admitted per window {admitted:?}");
+    let full: Vec<u32> = admitted
+        .values()
+        .copied()
+        .skip(1)
+        .take(admitted.len().saturating_sub(2))
+        .collect();
+    assert!(!full.is_empty(), "{admitted:?}");
+    assert!(full.iter().all(|n| *n <= 11), "{admitted:?}");
+    for gw in &gws {
+        assert_eq!(
+            gw.metric("mtls_gateway_rate_limit_fleet_mode"),
+            1.0,
+            "{}",
+            gw.logs()
+        );
+    }
+}
