@@ -112,6 +112,77 @@ enum Job {
 }
 
 impl VaultStore {
+    /// Writes a certificate document; with `expected`, only over that version (`""`: only when
+    /// absent): KV v2's check-and-set, or on KV v1 a compare under this process's write lock.
+    async fn write_certificate(
+        &self,
+        cert: &StoredCertificate,
+        expected: Option<&str>,
+    ) -> StoreResult<String> {
+        let account = cert.meta.account_id.as_str();
+        check_account(account)?;
+        let inner = &self.inner;
+        let id = cert.meta.id;
+        let rel = inner.cert_rel(account, id);
+        let data = serde_json::to_value(cert)
+            .map_err(|e| StoreError::Other(format!("cannot encode certificate {id}: {e}")))?;
+        match inner.cfg.kv {
+            KvVersion::V2 => {
+                // KV v2's check-and-set: Vault itself refuses a write that did not follow the
+                // version read, so two replicas cannot both win.
+                let cas = match expected {
+                    None => None,
+                    Some("") => match inner.kv2_meta(&rel).await? {
+                        None => Some(0),
+                        Some((n, false)) => Some(n),
+                        Some((_, true)) => return Err(StoreError::Conflict(inner.key(&rel))),
+                    },
+                    Some(v) => Some(
+                        v.parse::<u64>()
+                            .map_err(|_| StoreError::Conflict(inner.key(&rel)))?,
+                    ),
+                };
+                let v = inner.kv_write(&rel, data, cas).await?;
+                Ok(v.map(|n| n.to_string()).unwrap_or_default())
+            }
+            KvVersion::V1 => {
+                // KV v1 has no server-side CAS: atomic for this process only.
+                let digest = doc::certificate_digest(cert).map_err(StoreError::Other)?;
+                let _w = inner.v1_write.lock().await;
+                if let Some(expected) = expected {
+                    let current = match inner.kv_read(&rel).await? {
+                        None => String::new(),
+                        Some((d, _)) => match doc::decode_certificate(d.clone(), account, id) {
+                            Ok(c) => doc::certificate_digest(&c).map_err(StoreError::Other)?,
+                            Err(_) => doc::corrupt_digest(&d),
+                        },
+                    };
+                    if current != expected {
+                        return Err(StoreError::Conflict(inner.key(&rel)));
+                    }
+                }
+                inner.kv_write(&rel, data, None).await?;
+                let d = digest.clone();
+                inner
+                    .update_index(account, move |i| {
+                        i.certificates.insert(id, d);
+                    })
+                    .await
+                    .map_err(|e| {
+                        with_context(
+                            e,
+                            &format!(
+                                "certificate {id} was written but the index of account \
+                                 {account} was not updated (other replicas may see the change \
+                                 late); retry the write"
+                            ),
+                        )
+                    })?;
+                Ok(digest)
+            }
+        }
+    }
+
     /// Builds the client and starts the token maintenance task on the current runtime. Does not
     /// fail because Vault is down or a token file is not there yet: the first request reports
     /// that. Fails for a client that cannot be built (bad CA file) or a missing `token_env`.
@@ -1044,41 +1115,7 @@ impl Store for VaultStore {
     }
 
     async fn put_certificate(&self, cert: &StoredCertificate) -> StoreResult<String> {
-        let account = cert.meta.account_id.as_str();
-        check_account(account)?;
-        let inner = &self.inner;
-        let id = cert.meta.id;
-        let rel = inner.cert_rel(account, id);
-        let data = serde_json::to_value(cert)
-            .map_err(|e| StoreError::Other(format!("cannot encode certificate {id}: {e}")))?;
-        match inner.cfg.kv {
-            KvVersion::V2 => {
-                let v = inner.kv_write(&rel, data, None).await?;
-                Ok(v.map(|n| n.to_string()).unwrap_or_default())
-            }
-            KvVersion::V1 => {
-                let digest = doc::certificate_digest(cert).map_err(StoreError::Other)?;
-                let _w = inner.v1_write.lock().await;
-                inner.kv_write(&rel, data, None).await?;
-                let d = digest.clone();
-                inner
-                    .update_index(account, move |i| {
-                        i.certificates.insert(id, d);
-                    })
-                    .await
-                    .map_err(|e| {
-                        with_context(
-                            e,
-                            &format!(
-                                "certificate {id} was written but the index of account \
-                                 {account} was not updated (other replicas may see the change \
-                                 late); retry the write"
-                            ),
-                        )
-                    })?;
-                Ok(digest)
-            }
-        }
+        self.write_certificate(cert, None).await
     }
 
     async fn put_certificate_if(
@@ -1086,64 +1123,7 @@ impl Store for VaultStore {
         cert: &StoredCertificate,
         expected: &str,
     ) -> StoreResult<String> {
-        let account = cert.meta.account_id.as_str();
-        check_account(account)?;
-        let inner = &self.inner;
-        let id = cert.meta.id;
-        let rel = inner.cert_rel(account, id);
-        let data = serde_json::to_value(cert)
-            .map_err(|e| StoreError::Other(format!("cannot encode certificate {id}: {e}")))?;
-        match inner.cfg.kv {
-            KvVersion::V2 => {
-                // KV v2's check-and-set: Vault itself refuses a write that did not follow the
-                // version read, so two replicas cannot both win.
-                let cas = match expected {
-                    "" => match inner.kv2_meta(&rel).await? {
-                        None => 0,
-                        Some((n, false)) => n,
-                        Some((_, true)) => return Err(StoreError::Conflict(inner.key(&rel))),
-                    },
-                    v => v
-                        .parse::<u64>()
-                        .map_err(|_| StoreError::Conflict(inner.key(&rel)))?,
-                };
-                let v = inner.kv_write(&rel, data, Some(cas)).await?;
-                Ok(v.map(|n| n.to_string()).unwrap_or_default())
-            }
-            KvVersion::V1 => {
-                // KV v1 has no server-side CAS: atomic for this process only.
-                let digest = doc::certificate_digest(cert).map_err(StoreError::Other)?;
-                let _w = inner.v1_write.lock().await;
-                let current = match inner.kv_read(&rel).await? {
-                    None => String::new(),
-                    Some((d, _)) => match doc::decode_certificate(d.clone(), account, id) {
-                        Ok(c) => doc::certificate_digest(&c).map_err(StoreError::Other)?,
-                        Err(_) => doc::corrupt_digest(&d),
-                    },
-                };
-                if current != expected {
-                    return Err(StoreError::Conflict(inner.key(&rel)));
-                }
-                inner.kv_write(&rel, data, None).await?;
-                let d = digest.clone();
-                inner
-                    .update_index(account, move |i| {
-                        i.certificates.insert(id, d);
-                    })
-                    .await
-                    .map_err(|e| {
-                        with_context(
-                            e,
-                            &format!(
-                                "certificate {id} was written but the index of account \
-                                 {account} was not updated (other replicas may see the change \
-                                 late); retry the write"
-                            ),
-                        )
-                    })?;
-                Ok(digest)
-            }
-        }
+        self.write_certificate(cert, Some(expected)).await
     }
 
     /// `POST /v1/{path}` with the store's token and namespace over its own client (CA file,
