@@ -474,8 +474,17 @@ async fn lifecycle_a_csr_is_verified_signed_elsewhere_completed_presented_and_a_
     let new_ca = Pki::new();
     // The target trusts only the old CA.
     let echo = echo_trusting(&old_ca, vec![old_ca.ca.cert.clone()]);
+    let hooks = Hooks::start().await;
     let dir = tempfile::tempdir().expect("tmp");
-    let gw = Gw::start(dir.path(), &old_ca.ca_path, &yaml(&bao, dir.path(), QUICK));
+    let gw = Gw::start(
+        dir.path(),
+        &old_ca.ca_path,
+        &yaml(
+            &bao,
+            dir.path(),
+            &format!("{QUICK}{}", hooks.yaml(dir.path())),
+        ),
+    );
     let admin = Admin::new(&gw);
 
     let (s, v) = admin
@@ -618,6 +627,17 @@ async fn lifecycle_a_csr_is_verified_signed_elsewhere_completed_presented_and_a_
         "the pending version is kept: {g}"
     );
     assert!(gw.metric("mtls_gateway_certificate_cutover_refused_total") >= 1.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hooks.events("certificate.cutover_refused").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no cutover_refused notification\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ev = &hooks.events("certificate.cutover_refused")[0];
+    assert_eq!(ev["certificateId"], json!(id), "{ev}");
 
     // Signed by the CA the target trusts: accepted, served.
     let leaf3 = sign_with(&old_ca, dir.path(), "v3", &csr2);
