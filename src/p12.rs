@@ -418,7 +418,7 @@ fn unix_time(t: &boring::asn1::Asn1TimeRef) -> Result<i64, P12Error> {
 }
 
 /// RFC 4514 one-line form: last RDN first, `,` between attributes, special characters escaped.
-fn one_line_name(name: &X509NameRef) -> String {
+pub(crate) fn one_line_name(name: &X509NameRef) -> String {
     let mut parts: Vec<String> = name
         .entries()
         .map(|e| {
@@ -453,7 +453,8 @@ fn escape_dn_value(v: &str) -> String {
     out
 }
 
-fn iso8601(t: i64) -> String {
+/// RFC 3339 (UTC) of a unix time, or `unix time N` outside the representable range.
+pub(crate) fn iso8601(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
         .and_then(|d| {

@@ -46,12 +46,7 @@ pub fn status(meta: &CertificateMeta, snap: &Snapshot, now: i64) -> &'static str
 
 /// ISO 8601 / RFC 3339 in UTC, e.g. `2027-11-28T00:00:00Z`.
 pub fn iso8601(t: i64) -> Option<String> {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+    crate::lifecycle::notify::rfc3339(t)
 }
 
 /// Why a certificate may not work, for the entity and the mapping checks.

@@ -125,15 +125,7 @@ pub fn install(doc: &mut StoredCertificate, c: &Completed, now: i64) {
     lc.renewal.last_renewed_at = now;
 }
 
-/// RFC 3339 in UTC, e.g. `2027-11-28T00:00:00Z`.
-pub fn rfc3339(t: i64) -> Option<String> {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-}
+pub use super::notify::rfc3339;
 
 impl Engine {
     pub fn new(

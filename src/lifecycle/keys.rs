@@ -712,20 +712,20 @@ fn complete_at(
     let not_after = unix_time(leaf.not_after())?;
     if not_after < now {
         return Err(KeyError::Expired {
-            not_after: iso8601(not_after),
+            not_after: crate::p12::iso8601(not_after),
         });
     }
     let mut warnings = Vec::new();
     if not_before > now {
         warnings.push(format!(
             "the certificate is not valid before {}; targets refuse it until then",
-            iso8601(not_before)
+            crate::p12::iso8601(not_before)
         ));
     }
     if not_after - now < DAY {
         warnings.push(format!(
             "the certificate expires at {}, less than a day from now; renew it soon",
-            iso8601(not_after)
+            crate::p12::iso8601(not_after)
         ));
     }
     if chain.is_empty() {
@@ -775,7 +775,7 @@ fn complete_at(
     Ok(Completed {
         serial_hex: decoded.serial_hex,
         subject: decoded.subject,
-        issuer: one_line_name(leaf.issuer_name()),
+        issuer: crate::p12::one_line_name(leaf.issuer_name()),
         not_before: decoded.not_before,
         not_after: decoded.not_after,
         leaf_sha256,
@@ -846,9 +846,9 @@ fn issuing_path(leaf: &X509, mut others: Vec<X509>) -> Result<Vec<X509>, KeyErro
         });
         let Some(i) = signer else {
             return Err(KeyError::ChainSignature {
-                subject: one_line_name(current.subject_name()),
-                issuer: one_line_name(current.issuer_name()),
-                candidate: one_line_name(others[first].subject_name()),
+                subject: crate::p12::one_line_name(current.subject_name()),
+                issuer: crate::p12::one_line_name(current.issuer_name()),
+                candidate: crate::p12::one_line_name(others[first].subject_name()),
             });
         };
         let next = others.remove(i);
@@ -856,7 +856,9 @@ fn issuing_path(leaf: &X509, mut others: Vec<X509>) -> Result<Vec<X509>, KeyErro
         current = next;
     }
     if let Some(stray) = others.first() {
-        return Err(KeyError::NotInChain(one_line_name(stray.subject_name())));
+        return Err(KeyError::NotInChain(crate::p12::one_line_name(
+            stray.subject_name(),
+        )));
     }
     Ok(path)
 }
@@ -908,53 +910,6 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-fn iso8601(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("unix time {t}"))
-}
-
-/// RFC 4514 one-line form, as [`crate::p12::Decoded::subject`]: last RDN first, `,` between
-/// attributes, special characters escaped.
-fn one_line_name(name: &X509NameRef) -> String {
-    let mut parts: Vec<String> = name
-        .entries()
-        .map(|e| {
-            let obj = e.object();
-            let key = match obj.nid().short_name() {
-                Ok(sn) if obj.nid() != Nid::UNDEF => sn.to_owned(),
-                _ => obj.to_string(),
-            };
-            let value = match e.data().as_utf8() {
-                Ok(s) => escape_dn_value(&s),
-                Err(_) => format!("#{}", hex::encode(e.data().as_slice())),
-            };
-            format!("{key}={value}")
-        })
-        .collect();
-    parts.reverse();
-    parts.join(",")
-}
-
-fn escape_dn_value(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    let last = v.chars().count().saturating_sub(1);
-    for (i, c) in v.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && (c == '#' || c == ' '))
-            || (i == last && c == ' ');
-        if special {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -1071,7 +1026,7 @@ mod tests {
         let k = generate(KeyType::EcP256, &subject()).unwrap();
         let req = X509Req::from_pem(k.csr_pem.as_bytes()).unwrap();
         assert_eq!(
-            one_line_name(req.subject_name()),
+            crate::p12::one_line_name(req.subject_name()),
             "CN=client-a,OU=Payments,O=Example Org,L=Berlin,ST=Berlin,C=DE"
         );
         let ca = certgen::new_ca("Unit CA").unwrap();
@@ -1098,7 +1053,7 @@ mod tests {
         let k = generate(KeyType::EcP256, &s).unwrap();
         let req = X509Req::from_pem(k.csr_pem.as_bytes()).unwrap();
         assert!(req.extensions().map(|e| e.len()).unwrap_or(0) == 0);
-        assert_eq!(one_line_name(req.subject_name()), "CN=plain");
+        assert_eq!(crate::p12::one_line_name(req.subject_name()), "CN=plain");
     }
 
     #[test]
@@ -1115,7 +1070,9 @@ mod tests {
         assert!(a.public_key().unwrap().public_eq(&b.public_key().unwrap()));
         assert!(a.verify(&a.public_key().unwrap()).unwrap());
         assert_eq!(
-            one_line_name(a.subject_name()).split(',').next(),
+            crate::p12::one_line_name(a.subject_name())
+                .split(',')
+                .next(),
             Some("CN=client-b")
         );
     }

@@ -130,18 +130,7 @@ impl VaultStore {
             KvVersion::V2 => {
                 // KV v2's check-and-set: Vault itself refuses a write that did not follow the
                 // version read, so two replicas cannot both win.
-                let cas = match expected {
-                    None => None,
-                    Some("") => match inner.kv2_meta(&rel).await? {
-                        None => Some(0),
-                        Some((n, false)) => Some(n),
-                        Some((_, true)) => return Err(StoreError::Conflict(inner.key(&rel))),
-                    },
-                    Some(v) => Some(
-                        v.parse::<u64>()
-                            .map_err(|_| StoreError::Conflict(inner.key(&rel)))?,
-                    ),
-                };
+                let cas = inner.cas_for(&rel, expected).await?;
                 let v = inner.kv_write(&rel, data, cas).await?;
                 Ok(v.map(|n| n.to_string()).unwrap_or_default())
             }
@@ -255,6 +244,24 @@ impl VaultStore {
 }
 
 impl Inner {
+    /// KV v2's `cas` for a write expected over version `expected` of `rel`: `None` writes
+    /// unconditionally; `""` means "only if absent" (0, or the latest version when only deleted
+    /// versions exist); a version that is not a number cannot match.
+    async fn cas_for(&self, rel: &str, expected: Option<&str>) -> StoreResult<Option<u64>> {
+        match expected {
+            None => Ok(None),
+            Some("") => match self.kv2_meta(rel).await? {
+                None => Ok(Some(0)),
+                Some((n, false)) => Ok(Some(n)),
+                Some((_, true)) => Err(StoreError::Conflict(self.key(rel))),
+            },
+            Some(v) => v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| StoreError::Conflict(self.key(rel))),
+        }
+    }
+
     /// `{prefix}/a/b/...` relative to the mount.
     fn rel(&self, parts: &[&str]) -> String {
         let mut s = self.cfg.prefix.clone();
@@ -1221,19 +1228,7 @@ impl Store for VaultStore {
             .map_err(|e| StoreError::Other(format!("cannot encode mappings: {e}")))?;
         match inner.cfg.kv {
             KvVersion::V2 => {
-                let cas = match expected_version {
-                    None => None,
-                    Some("") => match inner.kv2_meta(&rel).await? {
-                        None => Some(0),
-                        // Only deleted versions exist: the next write must follow the latest.
-                        Some((n, false)) => Some(n),
-                        Some((_, true)) => return Err(StoreError::Conflict(inner.key(&rel))),
-                    },
-                    Some(v) => Some(
-                        v.parse::<u64>()
-                            .map_err(|_| StoreError::Conflict(inner.key(&rel)))?,
-                    ),
-                };
+                let cas = inner.cas_for(&rel, expected_version).await?;
                 let v = inner.kv_write(&rel, data, cas).await?;
                 Ok(v.map(|n| n.to_string()).unwrap_or_default())
             }
