@@ -120,6 +120,20 @@ pub struct AdminFile {
     pub header_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
     pub max_concurrent_bodies: Option<usize>,
+    #[serde(default)]
+    pub console: ConsoleFile,
+}
+
+/// `admin.console`: the self-service web console (see [`crate::console`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleFile {
+    pub enabled: Option<bool>,
+    /// `auto` (Secure when the request came over https: `X-Forwarded-Proto: https`), `always`,
+    /// `never`.
+    pub cookie_secure: Option<String>,
+    /// The longest a session lasts, whatever the token's `exp` (default 8 hours).
+    pub session_max_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -288,6 +302,36 @@ pub struct AdminConfig {
     pub body_timeout: Duration,
     /// Request bodies read at once; one more is refused with 503 and `Retry-After`.
     pub max_concurrent_bodies: usize,
+    /// The web console on this listener (`admin.console`).
+    pub console: ConsoleConfig,
+}
+
+/// When the console's session cookie carries `Secure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieSecure {
+    /// When the request came over https (`X-Forwarded-Proto: https` from the TLS terminator).
+    Auto,
+    Always,
+    Never,
+}
+
+/// `admin.console`, validated.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// Off by default; needs `auth.jwt` (sessions are Bearer tokens).
+    pub enabled: bool,
+    pub cookie_secure: CookieSecure,
+    pub session_max: Duration,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: false,
+            cookie_secure: CookieSecure::Auto,
+            session_max: Duration::from_secs(8 * 3600),
+        }
+    }
 }
 
 /// Bounds on PKCS#12 decoding (see [`crate::p12::Decoder`]).
@@ -786,6 +830,29 @@ impl FileConfig {
                     ))
                 }
             },
+            console: ConsoleConfig {
+                enabled: a.console.enabled.unwrap_or(false),
+                cookie_secure: match a.console.cookie_secure.as_deref().unwrap_or("auto") {
+                    "auto" => CookieSecure::Auto,
+                    "always" => CookieSecure::Always,
+                    "never" => CookieSecure::Never,
+                    other => {
+                        return Err(err(
+                            "admin.console.cookie_secure",
+                            format!("{other:?} is not one of auto, always, never (default auto: Secure when the request came over https)"),
+                        ))
+                    }
+                },
+                session_max: match a.console.session_max_secs.unwrap_or(8 * 3600) {
+                    n @ 60..=604_800 => Duration::from_secs(n),
+                    n => {
+                        return Err(err(
+                            "admin.console.session_max_secs",
+                            format!("{n} is out of range; use 60 to 604800 seconds (default 28800, 8 hours)"),
+                        ))
+                    }
+                },
+            },
         };
 
         let ops_listen = parse_listen(
@@ -1004,6 +1071,12 @@ impl FileConfig {
                 .map_err(|m| named("auth", m))?,
             None => AuthConfig::default(),
         };
+        if admin.console.enabled && auth.jwt.is_none() {
+            return Err(err(
+                "admin.console.enabled",
+                "the console signs in with a Bearer JWT the admin API accepts: configure auth.jwt, or set admin.console.enabled: false",
+            ));
+        }
 
         let notifications = notifications(self.notifications, base)?;
         let redis = match self.redis {

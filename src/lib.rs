@@ -11,6 +11,7 @@ pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod dev;
 mod file_stamp;
 pub mod gateway;

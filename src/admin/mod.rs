@@ -41,7 +41,7 @@
 mod certificates;
 mod checks;
 pub mod error;
-mod input;
+pub(crate) mod input;
 mod lifecycle;
 mod mappings;
 mod tester;
@@ -513,6 +513,9 @@ pub fn router(state: AdminState) -> axum::Router {
     for (path, mr) in by_path {
         r = r.route(path, mr.fallback(method_not_allowed));
     }
+    if state.cfg.admin.console.enabled {
+        r = r.merge(crate::console::router());
+    }
     r.fallback(not_found)
         // The handlers enforce admin.max_upload_bytes themselves (and answer 413 in JSON).
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -613,31 +616,78 @@ async fn run(op: Op, state: AdminState, req: Request) -> Result<Response, ApiErr
         body,
         now,
     };
+    dispatch(op, &call).await
+}
+
+/// The console's way into the API ([`crate::console`]): runs `op` for an identity the console
+/// verified from its session (the same Bearer verification as [`authenticate_head`]), with the
+/// same account check ([`check_account`], 400/403), the route's body limit (413) and the same
+/// handler as a request on the socket. `request` carries the route's real path (the change
+/// notice and the audit line read it), any query, the content type and the body; `params` the
+/// path's parameters. Only the per-resource scheme rule ([`Op::accepts`], LivePerson's choice of
+/// OAuth1 or Bearer per route) is not applied: the console's session is a Bearer token, and the
+/// OAuth1-only account checks are open to it within its account scope.
+pub(crate) async fn invoke(
+    state: &AdminState,
+    identity: Identity,
+    op: Op,
+    params: HashMap<String, String>,
+    request: http::Request<Bytes>,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let (limit, limit_key) = op.body_limit(&state.cfg.admin);
+    let checked = check_account(&params, &identity).and_then(|()| {
+        if body.len() > limit {
+            Err(body_too_large(limit, limit_key))
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = checked {
+        return e.into_response();
+    }
+    let call = Call {
+        state: state.clone(),
+        identity,
+        account: params.get("accountId").cloned().unwrap_or_default(),
+        params,
+        parts,
+        body,
+        now: unix_now(),
+    };
+    match dispatch(op, &call).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The handler of `op`, for an authenticated, account-checked call with its body read.
+async fn dispatch(op: Op, call: &Call) -> Result<Response, ApiError> {
     match op {
-        Op::ListCertificates => certificates::list(&call).await,
-        Op::GetCertificate => certificates::get(&call).await,
-        Op::CreateCertificates => certificates::create_json(&call).await,
-        Op::UpdateCertificates => certificates::update_json(&call).await,
-        Op::UpdateCertificateById => certificates::update_one_json(&call).await,
-        Op::DeleteCertificate => certificates::delete(&call).await,
-        Op::CreateCertificateByFile => certificates::create_file(&call).await,
-        Op::UpdateCertificateByFile => certificates::update_file(&call).await,
-        Op::Activate => mappings::activate(&call).await,
-        Op::P12Test => tester::run(&call).await,
-        Op::CreateCsr => lifecycle::create(&call).await,
-        Op::GetCsr => lifecycle::get_csr(&call).await,
-        Op::CompleteCsr => lifecycle::complete(&call).await,
-        Op::Renew => lifecycle::renew(&call).await,
-        Op::DiscardPending => lifecycle::discard(&call).await,
-        Op::ListMappings => mappings::list(&call).await,
-        Op::CreateMappings => mappings::create(&call).await,
-        Op::GetMapping => mappings::get(&call).await,
-        Op::UpdateMapping => mappings::update(&call).await,
-        Op::DeleteMapping => mappings::delete(&call).await,
-        Op::CheckMappings => checks::global(&call).await,
-        Op::CheckAccountMappings => checks::account(&call).await,
-        Op::LegacyCheckGet => checks::legacy_get(&call).await,
-        Op::LegacyCheckPost => checks::legacy_post(&call).await,
+        Op::ListCertificates => certificates::list(call).await,
+        Op::GetCertificate => certificates::get(call).await,
+        Op::CreateCertificates => certificates::create_json(call).await,
+        Op::UpdateCertificates => certificates::update_json(call).await,
+        Op::UpdateCertificateById => certificates::update_one_json(call).await,
+        Op::DeleteCertificate => certificates::delete(call).await,
+        Op::CreateCertificateByFile => certificates::create_file(call).await,
+        Op::UpdateCertificateByFile => certificates::update_file(call).await,
+        Op::Activate => mappings::activate(call).await,
+        Op::P12Test => tester::run(call).await,
+        Op::CreateCsr => lifecycle::create(call).await,
+        Op::GetCsr => lifecycle::get_csr(call).await,
+        Op::CompleteCsr => lifecycle::complete(call).await,
+        Op::Renew => lifecycle::renew(call).await,
+        Op::DiscardPending => lifecycle::discard(call).await,
+        Op::ListMappings => mappings::list(call).await,
+        Op::CreateMappings => mappings::create(call).await,
+        Op::GetMapping => mappings::get(call).await,
+        Op::UpdateMapping => mappings::update(call).await,
+        Op::DeleteMapping => mappings::delete(call).await,
+        Op::CheckMappings => checks::global(call).await,
+        Op::CheckAccountMappings => checks::account(call).await,
+        Op::LegacyCheckGet => checks::legacy_get(call).await,
+        Op::LegacyCheckPost => checks::legacy_post(call).await,
     }
 }
 

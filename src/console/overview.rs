@@ -1,0 +1,7 @@
+//! Console pages: overview (to be written).
+
+use crate::admin::AdminState;
+
+pub fn routes() -> axum::Router<AdminState> {
+    axum::Router::new()
+}
