@@ -325,7 +325,7 @@ CONFIG_STRUCTS = {
     "auth.oauth1.keys[]": "AppKeySettings", "auth.jwt": "JwtSettings", "store.vault": "VaultSettings",
     "store.vault.auth": "enum:VaultAuthSettings:method",
     "lifecycle": "LifecycleFile", "notifications": "NotificationsFile", "notifications.webhooks[]": "WebhookFile",
-    "redis": "RedisFile",
+    "redis": "RedisFile", "admin.console": "ConsoleFile",
 }
 
 
@@ -535,6 +535,7 @@ def case_file_store(helm: Helm) -> list[str]:
     docs, p = docs_of(rel), []
     cfg = gateway_config(docs)
     expect(cfg["store"] == {"kind": "file", "path": "/var/lib/mtls-gateway/store"}, f"store {cfg['store']}", p)
+    expect("console" not in cfg["admin"], "admin.console rendered though not enabled", p)
     expect(cfg["auth"]["jwt"].get("jwks_file") == "/etc/mtls-gateway/auth/jwt-key", f"jwt {cfg['auth']['jwt']}", p)
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     common_pod_checks(pod, cfg, 35, p)
@@ -542,6 +543,24 @@ def case_file_store(helm: Helm) -> list[str]:
     expect(vol.get("persistentVolumeClaim", {}).get("claimName") == "mtls-gateway-data", f"data volume {vol}", p)
     expect("PodDisruptionBudget" not in kinds(docs), "a PodDisruptionBudget on a single pod", p)
     expect("without redis.enabled" not in rel.get("info", {}).get("notes", ""), "NOTES warn about replicas for one pod", p)
+    return p
+
+
+def case_console(helm: Helm) -> list[str]:
+    values = overlay("file-store-values.yaml")
+    values.setdefault("admin", {})["console"] = {"enabled": True, "cookieSecure": "always"}
+    rel, err = helm.install("console", CHART, values)
+    if err:
+        return [err]
+    p: list[str] = []
+    cfg = gateway_config(docs_of(rel))
+    want = {"enabled": True, "cookie_secure": "always", "session_max_secs": 28800}
+    expect(cfg["admin"].get("console") == want, f"admin.console {cfg['admin'].get('console')}", p)
+    off = overlay("file-store-values.yaml")
+    off["auth"] = {"jwt": {"enabled": False}}
+    off.setdefault("admin", {})["console"] = {"enabled": True}
+    rel2, err2 = helm.install("console-nojwt", CHART, off)
+    expect(rel2 is None and "admin.console.enabled" in (err2 or ""), f"console without auth.jwt rendered: {err2!r}", p)
     return p
 
 
@@ -1229,6 +1248,7 @@ def main() -> int:
         run("ci/approle-values.yaml: AppRole, KV v1, upstream CAs, admin exposed, PDB", lambda: case_approle(helm))
         run("ci/aws-values.yaml: AWS IAM auth, IRSA role-arn annotation on the ServiceAccount", lambda: case_aws(helm))
         run("ci/file-store-values.yaml: file store on a PVC", lambda: case_file_store(helm))
+        run("admin.console: rendered when enabled, refused without auth.jwt", lambda: case_console(helm))
         run("ci/sidecar-values.yaml: sidecar mode renders ConfigMap and PodMonitor only", lambda: case_sidecar_mode_alone(helm))
         run("prometheusRule.enabled: a PrometheusRule with files/prometheus-rules.yaml unchanged", lambda: case_prometheus_rule(helm))
         run("docs/helm.md sidecar snippet in a parent chart", lambda: case_sidecar_in_app_chart(helm, work))

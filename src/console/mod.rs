@@ -203,7 +203,9 @@ impl IntoResponse for Refusal {
 
 /// The session of this request, or a redirect to the sign-in page.
 pub(crate) fn session(state: &AdminState, headers: &HeaderMap) -> Result<Session, Refusal> {
-    let Some(token) = cookie(headers, COOKIE) else {
+    // The cookie, or a Bearer token a single sign-on proxy in front adds to every request
+    // (docs/console.md): the same token, verified the same way.
+    let Some(token) = cookie(headers, COOKIE).or_else(|| bearer(headers)) else {
         return Err(Refusal::SignIn(None));
     };
     let Some(jwt) = state.cfg.auth.jwt.as_ref() else {
@@ -248,6 +250,15 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim().to_string())
         .filter(|v| !v.is_empty())
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (word, rest) = v.split_once(' ')?;
+    word.eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim().to_string())
+        .filter(|t| !t.is_empty())
 }
 
 fn is_https(headers: &HeaderMap) -> bool {

@@ -103,6 +103,44 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// The demo's token issuer and audience (its `auth.jwt`).
+const DEMO_ISSUER: &str = "mtls-gateway-demo";
+const DEMO_AUDIENCE: &str = "mtls-gateway";
+
+/// A token for account `demo`, valid 8 hours, signed with the demo's HS256 secret.
+fn demo_token(secret: &str) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = serde_json::json!({
+        "sub": "demo-user",
+        "iss": DEMO_ISSUER,
+        "aud": DEMO_AUDIENCE,
+        "iat": now,
+        "exp": now + 8 * 3600,
+        "accountId": "demo",
+    });
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+/// Writes a file only its owner may read (0600).
+fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(data)?;
+    Ok(())
+}
+
 pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
     // Without `--dir` the files (a client key among them) go to a temporary directory that is
     // removed when the demo stops, by Ctrl-C or after `--once`.
@@ -192,6 +230,16 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
         Ok::<_, crate::store::StoreError>(())
     })?;
 
+    // The console: a random HS256 secret (0600) the admin API and the console accept, and one
+    // token for the demo account, written to a 0600 file (never printed).
+    let mut secret = [0u8; 32];
+    boring::rand::rand_bytes(&mut secret)?;
+    let secret_path = dir.join("console-jwt-secret");
+    write_private(&secret_path, hex::encode(secret).as_bytes())?;
+    let token = demo_token(&hex::encode(secret))?;
+    let token_path = dir.join("console-token.txt");
+    write_private(&token_path, format!("{token}\n").as_bytes())?;
+
     // Config.
     let port = if port == 0 { free_port()? } else { port };
     let (ops, admin) = (free_port()?, free_port()?);
@@ -201,7 +249,8 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
         format!(
             "# Written by `mtls-gateway demo`.\n\
              proxy:\n  listen: [\"127.0.0.1:{port}\"]\n  default_account: demo\n  default_service: TEST_SERVICE\n\
-             admin:\n  listen: \"127.0.0.1:{admin}\"\n\
+             admin:\n  listen: \"127.0.0.1:{admin}\"\n  console:\n    enabled: true\n\
+             auth:\n  jwt:\n    algorithm: HS256\n    secret_file: console-jwt-secret\n    issuer: {DEMO_ISSUER}\n    audience: {DEMO_AUDIENCE}\n\
              ops:\n  listen: \"127.0.0.1:{ops}\"\n\
              store:\n  kind: file\n  path: store\n\
              upstream:\n  ca_files: [demo-ca.pem]\n\
@@ -260,7 +309,12 @@ pub fn run(dir: Option<PathBuf>, port: u16, once: bool) -> anyhow::Result<()> {
                 }
                 println!("metrics:          curl http://127.0.0.1:{ops}/metrics");
                 println!(
-                    "admin API:        http://127.0.0.1:{admin}/mtls/account/demo/certificates (answers 401 until an auth: section is configured; see docs/admin-api.md)"
+                    "console:          http://127.0.0.1:{admin}/console/ (sign in with the token in {})",
+                    token_path.display()
+                );
+                println!(
+                    "admin API:        curl -H \"Authorization: Bearer $(cat {})\" http://127.0.0.1:{admin}/mtls/account/demo/certificates",
+                    token_path.display()
                 );
                 status == 200 && matched
             }

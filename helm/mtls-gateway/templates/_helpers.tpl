@@ -165,6 +165,9 @@ these are the cross-field rules.
 {{- if and (eq (include "mtls-gateway.proxyAuth" .) "none") (ne (include "mtls-gateway.proxyLocal" .) "true") -}}
 {{- fail (printf "proxy.auth is none but the proxy listens on %s, not loopback (the gateway refuses that): set proxy.auth: required (or \"\") and configure auth.oauth1.keys or auth.jwt" (include "mtls-gateway.proxyBind" .)) -}}
 {{- end -}}
+{{- if and .Values.admin.console.enabled (not .Values.auth.jwt.enabled) -}}
+{{- fail "admin.console.enabled: the console signs in with a Bearer JWT the admin API accepts; set auth.jwt.enabled (and auth.jwt.keySecretRef) or admin.console.enabled: false" -}}
+{{- end -}}
 {{- if and .Values.auth.jwt.enabled (not .Values.auth.jwt.keySecretRef.name) -}}
 {{- fail "auth.jwt.enabled: set auth.jwt.keySecretRef.name to an existing Secret holding the key" -}}
 {{- end -}}
@@ -275,6 +278,11 @@ snake_case names; optional keys are left out when their value is empty.
 {{- $admin := dict
       "listen" (include "mtls-gateway.hostPort" (list (ternary "0.0.0.0" "127.0.0.1" .Values.admin.expose) .Values.admin.port))
       "allow_remote" .Values.admin.expose -}}
+{{- with .Values.admin.console -}}
+{{- if .enabled -}}
+{{- $_ := set $admin "console" (dict "enabled" true "cookie_secure" (.cookieSecure | default "auto") "session_max_secs" (.sessionMaxSecs | default 28800 | int)) -}}
+{{- end -}}
+{{- end -}}
 {{- $ops := dict
       "listen" (include "mtls-gateway.hostPort" (list "0.0.0.0" .Values.ops.port))
       "allow_remote" true -}}
