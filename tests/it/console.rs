@@ -427,6 +427,14 @@ fn assert_console_rules(p: &Page) {
     assert!(!csp.contains("unsafe-inline"), "{}: CSP {csp}", p.path);
     assert!(!csp.contains("unsafe-eval"), "{}: CSP {csp}", p.path);
     assert_eq!(p.header("x-frame-options"), Some("DENY"), "{}", p.path);
+    // Under `no-referrer` a browser sends `Origin: null` with the console's own form POSTs,
+    // which the origin check refuses (the sign-in failed in Chromium so).
+    let rp = p.header("referrer-policy").unwrap_or("");
+    assert!(
+        rp == "same-origin" || rp == "strict-origin" || rp == "strict-origin-when-cross-origin",
+        "{}: Referrer-Policy {rp:?}",
+        p.path
+    );
     assert!(
         p.header("cache-control")
             .is_some_and(|c| c.contains("no-store")),
@@ -1358,6 +1366,12 @@ fn console_in_chromium_every_page_flow() {
         certgen::to_p12(&good.cert, &good.key, &[], "another-password").expect("p12"),
     )
     .expect("write");
+    let serial = good
+        .cert
+        .serial_number()
+        .to_bn()
+        .and_then(|b| b.to_hex_str().map(|h| h.to_string()))
+        .expect("serial");
     let ca_cert = files.join("ca.pem");
     let ca_key = files.join("ca-key.pem");
     std::fs::write(&ca_cert, certgen::to_pem(&pki.ca.cert)).expect("write");
@@ -1380,6 +1394,7 @@ fn console_in_chromium_every_page_flow() {
         .env("CONSOLE_OTHER_ACCOUNT", "other")
         .env("CONSOLE_OTHER_CERT", OTHER_CERT)
         .env("CONSOLE_GOOD_P12", &good_p12)
+        .env("CONSOLE_GOOD_SERIAL", &serial)
         .env("CONSOLE_BAD_P12", &bad_p12)
         .env("CONSOLE_P12_PASSWORD", PW)
         .env("CONSOLE_CA_CERT", &ca_cert)
