@@ -243,12 +243,11 @@ impl Form {
         let form = all
             .iter()
             .filter(|t| t.name == "form" && t.start < target.start)
-            .filter(|t| {
+            .rfind(|t| {
                 html[t.end..]
                     .find("</form>")
                     .is_some_and(|e| t.end + e > target.start)
             })
-            .last()
             .unwrap_or_else(|| panic!("#{id} is in no form:\n{html}"));
         let close = form.end + html[form.end..].find("</form>").unwrap_or(0);
         let mut f = Form {
