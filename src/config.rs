@@ -134,6 +134,29 @@ pub struct ConsoleFile {
     pub cookie_secure: Option<String>,
     /// The longest a session lasts, whatever the token's `exp` (default 8 hours).
     pub session_max_secs: Option<u64>,
+    /// Sign-in through an OpenID Connect provider (authorization code with PKCE).
+    pub oidc: Option<OidcFile>,
+}
+
+/// `admin.console.oidc`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFile {
+    /// The provider's issuer URL; its discovery document is `{issuer}/.well-known/openid-configuration`.
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub client_secret_env: Option<String>,
+    /// This console's callback as registered at the provider: `https://<host>/console/oidc/callback`.
+    pub redirect_url: Option<String>,
+    /// Default `[openid]`.
+    pub scopes: Option<Vec<String>>,
+    /// Which token becomes the session: `id_token` (default) or `access_token` (a JWT).
+    pub token: Option<String>,
+    /// Extra CA certificates (PEM) for https to the provider.
+    pub ca_file: Option<PathBuf>,
+    /// The sign-in button's words (default "Sign in with single sign-on").
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -322,6 +345,28 @@ pub struct ConsoleConfig {
     pub enabled: bool,
     pub cookie_secure: CookieSecure,
     pub session_max: Duration,
+    /// Sign-in through an OpenID Connect provider, when configured.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// Which token of the provider's answer becomes the console session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OidcToken {
+    IdToken,
+    AccessToken,
+}
+
+/// `admin.console.oidc`, validated (the secret read).
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub issuer: url::Url,
+    pub client_id: String,
+    pub client_secret: Option<crate::auth::Secret>,
+    pub redirect_url: url::Url,
+    pub scopes: Vec<String>,
+    pub token: OidcToken,
+    pub ca_file: Option<PathBuf>,
+    pub label: String,
 }
 
 impl Default for ConsoleConfig {
@@ -330,6 +375,7 @@ impl Default for ConsoleConfig {
             enabled: false,
             cookie_secure: CookieSecure::Auto,
             session_max: Duration::from_secs(8 * 3600),
+            oidc: None,
         }
     }
 }
@@ -770,7 +816,8 @@ impl FileConfig {
         };
 
         // admin
-        let a = self.admin;
+        let mut a = self.admin;
+        let oidc_file = a.console.oidc.take();
         let admin = AdminConfig {
             enabled: a.enabled.unwrap_or(true),
             listen: parse_listen(
@@ -852,6 +899,7 @@ impl FileConfig {
                         ))
                     }
                 },
+                oidc: None,
             },
         };
 
@@ -1071,6 +1119,11 @@ impl FileConfig {
                 .map_err(|m| named("auth", m))?,
             None => AuthConfig::default(),
         };
+        let mut admin = admin;
+        admin.console.oidc = match oidc_file {
+            Some(o) => Some(console_oidc(o, base)?),
+            None => None,
+        };
         if admin.console.enabled && auth.jwt.is_none() {
             return Err(err(
                 "admin.console.enabled",
@@ -1102,6 +1155,133 @@ impl FileConfig {
             redis,
         })
     }
+}
+
+/// Whether `url`'s host is loopback (`localhost`, 127.0.0.0/8, ::1).
+fn is_loopback_url(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(h)) => h.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    }
+}
+
+/// `admin.console.oidc`: URLs checked (https, or http to loopback only), the client secret read.
+fn console_oidc(o: OidcFile, base: &Path) -> Result<OidcConfig, ConfigError> {
+    const AT: &str = "admin.console.oidc";
+    let url_of = |key: &str, v: Option<String>, example: &str| -> Result<url::Url, ConfigError> {
+        let at = format!("{AT}.{key}");
+        let raw = v.ok_or_else(|| err(&at, format!("is required, e.g. {example}")))?;
+        let u = url::Url::parse(raw.trim()).map_err(|e| {
+            err(
+                &at,
+                format!("is not a valid URL ({e}); write e.g. {example}"),
+            )
+        })?;
+        match u.scheme() {
+            "https" => Ok(u),
+            "http" if is_loopback_url(&u) => Ok(u),
+            _ => Err(err(
+                &at,
+                format!(
+                    "must be https:// (http:// only to a loopback address); write e.g. {example}"
+                ),
+            )),
+        }
+    };
+    let issuer = url_of("issuer", o.issuer, "https://login.example.com/realms/staff")?;
+    let redirect_url = url_of(
+        "redirect_url",
+        o.redirect_url,
+        "https://mtls-gateway.example.com/console/oidc/callback",
+    )?;
+    if redirect_url.path() != "/console/oidc/callback" {
+        return Err(err(
+            &format!("{AT}.redirect_url"),
+            "must end in /console/oidc/callback (the console's callback; register the same URL at the provider)",
+        ));
+    }
+    let client_id = o
+        .client_id
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            err(
+                &format!("{AT}.client_id"),
+                "is required: the client id registered at the provider",
+            )
+        })?;
+    let client_secret = match (&o.client_secret_file, &o.client_secret_env) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(err(
+                AT,
+                "both client_secret_file and client_secret_env are set; keep only one",
+            ))
+        }
+        (file, env) => Some(
+            crate::auth::load_secret(AT, None, env.as_deref(), file.as_deref(), Some(base))
+                .map_err(|m| named(AT, m))?,
+        ),
+    };
+    let scopes = o.scopes.unwrap_or_else(|| vec!["openid".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err(err(
+            &format!("{AT}.scopes"),
+            "must include openid (e.g. [openid, profile])",
+        ));
+    }
+    if let Some(bad) = scopes.iter().find(|s| {
+        s.is_empty()
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    }) {
+        return Err(err(
+            &format!("{AT}.scopes"),
+            format!("{bad:?} is not a valid scope (printable ASCII, no spaces)"),
+        ));
+    }
+    let token = match o.token.as_deref().unwrap_or("id_token") {
+        "id_token" => OidcToken::IdToken,
+        "access_token" => OidcToken::AccessToken,
+        other => {
+            return Err(err(
+                &format!("{AT}.token"),
+                format!("{other:?} is not id_token or access_token (default id_token)"),
+            ))
+        }
+    };
+    let ca_file = o
+        .ca_file
+        .map(|p| if p.is_relative() { base.join(p) } else { p });
+    if let Some(p) = &ca_file {
+        let pem = std::fs::read(p).map_err(|e| {
+            err(
+                &format!("{AT}.ca_file"),
+                format!("cannot read {} ({e})", p.display()),
+            )
+        })?;
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            err(
+                &format!("{AT}.ca_file"),
+                format!("{} holds no usable PEM certificate ({e})", p.display()),
+            )
+        })?;
+    }
+    Ok(OidcConfig {
+        issuer,
+        client_id,
+        client_secret,
+        redirect_url,
+        scopes,
+        token,
+        ca_file,
+        label: o
+            .label
+            .unwrap_or_else(|| "Sign in with single sign-on".into()),
+    })
 }
 
 /// `notifications:`: webhooks (URL, secret read now, optional CA), thresholds, retry bounds.

@@ -33,6 +33,7 @@
 mod certificates;
 mod layout;
 mod mappings;
+mod oidc;
 mod overview;
 
 use std::collections::HashMap;
@@ -68,6 +69,8 @@ pub fn router() -> axum::Router<AdminState> {
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
         .route("/console/switch", get(switch))
+        .route("/console/oidc/start", get(oidc::start))
+        .route("/console/oidc/callback", get(oidc::callback))
         .route("/console/assets/console.css", get(assets::css))
         .route("/console/assets/console.js", get(assets::js))
         .merge(overview::routes())
@@ -450,6 +453,7 @@ impl Answer {
 /// One admin API call for this session: `op` at `path` (the API's real path, with any query),
 /// with the route's `params` (`accountId`, `certificateId`, `mappingId`), a content type and a
 /// body. The API's handler answers, after its own account check.
+#[allow(clippy::too_many_arguments)] // the parts of one API request, named at the call
 pub(crate) async fn api(
     state: &AdminState,
     session: &Session,
@@ -575,13 +579,17 @@ async fn login_page(State(state): State<AdminState>, uri: axum::http::Uri) -> Re
     login_form(&state, StatusCode::OK, message)
 }
 
-fn login_form(_state: &AdminState, status: StatusCode, message: Option<&str>) -> Response {
+fn login_form(state: &AdminState, status: StatusCode, message: Option<&str>) -> Response {
     let body = layout::bare(
         "Sign in",
         html! {
             h1 { "Sign in to the mtls-gateway console" }
             @if let Some(m) = message {
                 p.notice role="status" id="login-message" { (m) }
+            }
+            @if let Some(o) = &state.cfg.admin.console.oidc {
+                p { a.button href="/console/oidc/start" id="sign-in-sso" { (o.label) } }
+                p.hint { "Or paste a token:" }
             }
             form method="post" action="/console/login" {
                 label for="token" { "Access token (a Bearer JWT the admin API accepts)" }
@@ -635,25 +643,14 @@ async fn login(State(state): State<AdminState>, req: Request) -> Response {
             );
         }
     };
-    let exp = token_exp(&token).unwrap_or(now + 3600);
-    let max_age = (exp - now).clamp(0, state.cfg.admin.console.session_max.as_secs() as i64);
-    let secure = match state.cfg.admin.console.cookie_secure {
-        CookieSecure::Always => true,
-        CookieSecure::Never => false,
-        CookieSecure::Auto => is_https(&headers),
-    };
-    let cookie = format!(
-        "{COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
-        if secure { "; Secure" } else { "" }
-    );
-    log::info!(target: "audit", "{}", serde_json::json!({"action": "console_sign_in", "subject": identity.subject}));
-    let mut r = see_other("/console/");
-    match HeaderValue::from_str(&cookie) {
-        Ok(v) => {
-            r.headers_mut().insert(header::SET_COOKIE, v);
+    log::info!(target: "audit", "{}", serde_json::json!({"action": "console_sign_in", "subject": identity.subject, "method": "token"}));
+    match session_cookie(&state, &headers, &token) {
+        Some(c) => {
+            let mut r = see_other("/console/");
+            r.headers_mut().insert(header::SET_COOKIE, c);
             r
         }
-        Err(_) => login_form(
+        None => login_form(
             &state,
             StatusCode::BAD_REQUEST,
             Some("The token has characters a cookie cannot carry."),
@@ -661,15 +658,35 @@ async fn login(State(state): State<AdminState>, req: Request) -> Response {
     }
 }
 
-/// The token's `exp` claim (already verified), for the cookie's lifetime.
-fn token_exp(token: &str) -> Option<i64> {
+/// The session cookie for a verified `token`: HttpOnly, SameSite=Strict, `Path=/console`,
+/// `Secure` per `admin.console.cookie_secure`, expiring with the token (at most
+/// `admin.console.session_max_secs`).
+fn session_cookie(state: &AdminState, headers: &HeaderMap, token: &str) -> Option<HeaderValue> {
+    let now = crate::admin::unix_now();
+    let exp = token_claims(token)
+        .and_then(|c| c["exp"].as_i64())
+        .unwrap_or(now + 3600);
+    let max_age = (exp - now).clamp(0, state.cfg.admin.console.session_max.as_secs() as i64);
+    let secure = match state.cfg.admin.console.cookie_secure {
+        CookieSecure::Always => true,
+        CookieSecure::Never => false,
+        CookieSecure::Auto => is_https(headers),
+    };
+    let cookie = format!(
+        "{COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        if secure { "; Secure" } else { "" }
+    );
+    HeaderValue::from_str(&cookie).ok()
+}
+
+/// The claims of a token already verified (its payload, decoded without checking again).
+fn token_claims(token: &str) -> Option<Value> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v["exp"].as_i64()
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// `POST /console/logout`: drops the cookie (CSRF-checked, so no other site signs you out).

@@ -1377,8 +1377,11 @@ fn console_in_chromium_every_page_flow() {
     std::fs::write(&ca_key, certgen::key_to_pem(&pki.ca.key)).expect("write");
 
     let shots = screenshot_dir();
-    let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).expect("screenshot dir");
+    // Only this test's files: the directory is shared with the single sign-on test.
+    for name in SCREENSHOTS {
+        let _ = std::fs::remove_file(shots.join(format!("{name}.png")));
+    }
     eprintln!("console screenshots: {}", shots.display());
 
     let token = token_for("acc", 3600);
