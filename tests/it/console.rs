@@ -239,14 +239,14 @@ impl Form {
             .iter()
             .find(|t| t.attr("id") == Some(id))
             .unwrap_or_else(|| panic!("no element #{id} on the page:\n{html}"));
-        // The last <form> that starts before the element and ends after it.
+        // The element itself, or the last <form> that starts before it and ends after it.
         let form = all
             .iter()
-            .filter(|t| t.name == "form" && t.start < target.start)
+            .filter(|t| t.name == "form" && t.start <= target.start)
             .rfind(|t| {
                 html[t.end..]
                     .find("</form>")
-                    .is_some_and(|e| t.end + e > target.start)
+                    .is_some_and(|e| t.end + e > target.start || t.start == target.start)
             })
             .unwrap_or_else(|| panic!("#{id} is in no form:\n{html}"));
         let close = form.end + html[form.end..].find("</form>").unwrap_or(0);
