@@ -204,6 +204,7 @@ def make_driver():
               "--disable-background-networking", "--disable-component-update", "--no-first-run",
               "--disable-sync", "--window-size=1280,1000", "--lang=en-US"]:
         o.add_argument(a)
+    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = webdriver.ChromeService(executable_path="/usr/bin/chromedriver")
     d = webdriver.Chrome(service=service, options=o)
     d.set_page_load_timeout(30)
@@ -498,6 +499,9 @@ def main():
             c.driver.save_screenshot(os.path.join(c.shots, f"failure-{current}.png"))
             print(f"flow {current} failed at {c.driver.current_url}\n--- page source\n"
                   f"{c.driver.page_source[:6000]}", file=sys.stderr)
+            # What the page's script saw (CSP violations, script errors).
+            for entry in c.driver.get_log("browser"):
+                print(f"browser console: {entry.get('level')} {entry.get('message')}", file=sys.stderr)
         except Exception as e:  # the browser itself may be gone
             print(f"no failure screenshot: {e}", file=sys.stderr)
         return 1
