@@ -15,7 +15,9 @@ document.addEventListener("click", async (ev) => {
   out.setAttribute("aria-busy", "true");
   out.textContent = "Checking\u2026";
   try {
-    const resp = await fetch(button.form.action, {
+    // button.formAction, not form.action: a control named "action" (the buttons' name=action)
+    // shadows the form's action property.
+    const resp = await fetch(button.formAction, {
       method: "POST",
       body: data,
       credentials: "same-origin",
