@@ -171,6 +171,8 @@ class Ctx:
     # -- signing a CSR with the test CA
 
     def sign(self, csr_pem, tag):
+        """The CSR signed by the test CA for 90 days (30 or fewer shows as "expiring soon"); the
+        PEM to upload (leaf, then the CA) and the new serial."""
         csr = os.path.join(self.work, f"{tag}.csr")
         crt = os.path.join(self.work, f"{tag}.crt")
         ext = os.path.join(self.work, f"{tag}.ext")
@@ -180,7 +182,7 @@ class Ctx:
             f.write("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n")
         subprocess.run(
             ["openssl", "x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey", self.ca_key,
-             "-days", "30", "-copy_extensions", "copyall", "-extfile", ext,
+             "-days", "90", "-copy_extensions", "copyall", "-extfile", ext,
              "-set_serial", "0x" + secrets.token_hex(8), "-out", crt],
             check=True, capture_output=True, timeout=30,
         )
