@@ -691,6 +691,11 @@ impl Console {
             }
         }
         assert!(done.len() > 3, "the crawl found only {done:?}");
+        eprintln!(
+            "crawled {} pages from {start}; {} POST forms",
+            done.len(),
+            actions.len()
+        );
         actions
     }
 
@@ -1106,6 +1111,7 @@ async fn console_a_token_sees_and_changes_only_its_own_account() {
 
     // Every page of acc, and the POST forms on them.
     let actions = c.crawl("/console/a/acc/", 60).await;
+    eprintln!("replayed against other: {actions:?}");
     assert!(
         actions.iter().any(|a| a.starts_with("/console/a/acc/")),
         "no account form found: {actions:?}"
@@ -1379,8 +1385,24 @@ fn console_in_chromium_every_page_flow() {
     let shots = screenshot_dir();
     std::fs::create_dir_all(&shots).expect("screenshot dir");
     // Only this test's files: the directory is shared with the single sign-on test.
-    for name in SCREENSHOTS {
-        let _ = std::fs::remove_file(shots.join(format!("{name}.png")));
+    let ours = std::fs::read_dir(&shots)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for path in ours {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if SCREENSHOTS.contains(&name.as_str())
+            || name.starts_with("failure-")
+            || name == "certificate-new-tester-fail"
+        {
+            let _ = std::fs::remove_file(&path);
+        }
     }
     eprintln!("console screenshots: {}", shots.display());
 
