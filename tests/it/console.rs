@@ -878,6 +878,18 @@ async fn console_sign_in_sets_a_strict_http_only_cookie_that_ends_with_the_token
             "{what}: the cookie is dropped"
         );
     }
+    // Sign-in itself from another site (login CSRF: planting the attacker's session): refused.
+    let r = login(token.clone(), false)
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .expect("login");
+    let p = c.read("/console/login", r).await;
+    assert_eq!(p.status, 403, "{}", p.body);
+    assert!(
+        p.set_cookies().is_empty(),
+        "a cross-site sign-in set the cookie"
+    );
     // Not a token at all.
     let r = login("Bearer x".into(), false).send().await.expect("login");
     assert_eq!(r.status(), 400);
