@@ -340,7 +340,10 @@ fn fields(state: &AdminState, certs: &[Value], typed: &Typed, prefix: &str) -> M
         label for=(id("name")) { "Name" }
         input type="text" id=(id("name")) name="name" value=(typed.name) maxlength="256"
             aria-describedby=(id("name-hint"));
-        p.hint id=(id("name-hint")) { "Unique in the account; left empty, one is made from the service and URL." }
+        p.hint id=(id("name-hint")) {
+            @if prefix == "edit" { "Unique in the account; left empty, the name is kept." }
+            @else { "Unique in the account; left empty, one is made from the service and URL." }
+        }
         label for=(id("service")) { "Service" }
         select id=(id("service")) name="service" required {
             @for (name, sid) in &state.cfg.services {
@@ -356,12 +359,13 @@ fn fields(state: &AdminState, certs: &[Value], typed: &Typed, prefix: &str) -> M
             @if !known_cert && !typed.certificate.is_empty() {
                 option value=(typed.certificate) selected { "certificate " (typed.certificate) " (not in this account)" }
             }
-            @if typed.certificate.is_empty() {
+            // With several certificates the user picks one; a single one is preselected.
+            @if typed.certificate.is_empty() && certs.len() != 1 {
                 option value="" selected disabled { "Choose a certificate" }
             }
             @for c in certs {
                 @let cid = id_text(&c["id"]);
-                option value=(cid) selected[cid == typed.certificate] {
+                option value=(cid) selected[cid == typed.certificate || (typed.certificate.is_empty() && certs.len() == 1)] {
                     (text(c, "name")) " (" (cid) ")"
                 }
             }
