@@ -437,6 +437,7 @@ impl Answer {
 /// One admin API call for this session: `op` at `path` (the API's real path, with any query),
 /// with the route's `params` (`accountId`, `certificateId`, `mappingId`), a content type and a
 /// body. The API's handler answers, after its own account check.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn api(
     state: &AdminState,
     session: &Session,
