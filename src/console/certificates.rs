@@ -357,25 +357,24 @@ async fn list(
         }
         @if items.is_empty() {
             p id="no-certificates" { "This account has no certificates yet." }
-        } @else {
-            table id="certificates" {
-                caption { "Certificates of account " (account) }
-                thead {
-                    tr {
-                        th scope="col" { "Name" }
-                        th scope="col" { "Subject" }
-                        th scope="col" { "Issuer" }
-                        th scope="col" { "Serial" }
-                        th scope="col" { "Key type" }
-                        th scope="col" { "Not after" }
-                        th scope="col" { "Status" }
-                        th scope="col" { "Used by" }
-                    }
+        }
+        table id="certificates" {
+            caption { "Certificates of account " (account) }
+            thead {
+                tr {
+                    th scope="col" { "Name" }
+                    th scope="col" { "Subject" }
+                    th scope="col" { "Issuer" }
+                    th scope="col" { "Serial" }
+                    th scope="col" { "Key type" }
+                    th scope="col" { "Not after" }
+                    th scope="col" { "Status" }
+                    th scope="col" { "Used by" }
                 }
-                tbody {
-                    @for e in &items {
-                        (list_row(&account, e, &uses, now))
-                    }
+            }
+            tbody {
+                @for e in &items {
+                    (list_row(&account, e, &uses, now))
                 }
             }
         }
@@ -564,6 +563,14 @@ fn new_form(
 fn verdict(report: &Value) -> Markup {
     let usable = report["usable"].as_bool() == Some(true);
     let checks = report["checks"].as_array().cloned().unwrap_or_default();
+    // Whether the save would accept it: it opens, with one key matching the leaf.
+    let opens = ["opens_with_password", "one_private_key_matching_leaf"]
+        .iter()
+        .all(|n| {
+            checks
+                .iter()
+                .any(|c| c["name"] == *n && c["passed"].as_bool() == Some(true))
+        });
     let facts = [
         ("Subject", report["subject"].as_str().map(str::to_string)),
         ("Issuer", report["issuer"].as_str().map(str::to_string)),
@@ -600,7 +607,11 @@ fn verdict(report: &Value) -> Markup {
                 @if usable { "The file passes every check" } @else { "The file fails some checks" }
             }
             @if !usable {
-                p.hint { "It can still be saved if it opens with its password; the certificate then shows the problems as warnings and partners may refuse it." }
+                @if opens {
+                    p.hint { "It can still be saved: it opens with its password. The certificate then shows the problems as warnings, and partners may refuse it." }
+                } @else {
+                    p.hint { "It cannot be saved: it does not open with this password as a certificate with its key." }
+                }
             }
             ul.checks {
                 @for c in &checks {
@@ -913,12 +924,27 @@ async fn cert_page(
         .as_array()
         .map(|w| w.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let unknown = "not known (this replica has not loaded the certificate)";
+    let unknown = if awaiting {
+        "none yet (no signed certificate was uploaded)"
+    } else {
+        "not known (this replica has not loaded the certificate)"
+    };
     let title = format!("Certificate {name}");
+    // An error of a form this page no longer shows (the pending version is gone) goes on top.
+    let shown = |form: &str| match form {
+        "signed" => pending,
+        "discard" => pending && !awaiting,
+        _ => true,
+    };
+    let top_error = error
+        .as_ref()
+        .filter(|pe| !shown(pe.form))
+        .map(|pe| error_box(&pe.message));
 
     let content = html! {
         h1 { (name) }
         p { a href=(list_url(account)) { "All certificates" } }
+        @if let Some(b) = &top_error { (b) }
         p { "Status: " span id="cert-status" { (badge(status_name)) } }
         dl id="cert-facts" {
             dt { "Subject" } dd { (c["subject"].as_str().unwrap_or(unknown)) }
@@ -1090,10 +1116,9 @@ async fn cert_page(
             h2 id="used-by-heading" { "Used by" }
             @if users.is_empty() {
                 p id="used-by-none" { "No mapping uses this certificate." }
-            } @else {
-                ul id="used-by" {
-                    @for (mid, mname) in users { li { (mapping_link(account, mid, mname)) } }
-                }
+            }
+            ul id="used-by" {
+                @for (mid, mname) in users { li { (mapping_link(account, mid, mname)) } }
             }
         }
 
