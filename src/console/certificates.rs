@@ -78,9 +78,9 @@ pub(crate) const EXPIRING_DAYS: i64 = 30;
 
 /// The one status a page shows for a certificate entity of the API, the first that applies:
 /// `awaiting_signature` (the entity's state), `cutover_refused` (`lifecycle.cutoverRefused`),
-/// `renewing` (`lifecycle.pending` while a version serves), `expired`, `expiring` (at most
-/// [`EXPIRING_DAYS`] days left), `available`, else the entity's own `state` (`unusable`,
-/// `load_failed`, `not_yet_valid`).
+/// `renewing` (`lifecycle.pending` while a version serves), `expired`, the entity's own state
+/// when the version cannot serve (`unusable`, `load_failed`, `not_yet_valid`), `expiring` (at
+/// most [`EXPIRING_DAYS`] days left), `available`.
 pub(crate) fn display_state(entity: &Value, now: i64) -> &'static str {
     let state = entity["state"].as_str().unwrap_or("");
     if state == "awaiting_signature" {
@@ -97,15 +97,18 @@ pub(crate) fn display_state(entity: &Value, now: i64) -> &'static str {
     if state == "expired" || not_after.is_some_and(|t| t < now) {
         return "expired";
     }
+    // A version that cannot serve says so before it says when it expires.
+    match state {
+        "unusable" => return "unusable",
+        "load_failed" => return "load_failed",
+        "not_yet_valid" => return "not_yet_valid",
+        _ => {}
+    }
     if not_after.is_some_and(|t| days_left(t, now) <= EXPIRING_DAYS) {
         return "expiring";
     }
     match state {
         "available" => "available",
-        "unusable" => "unusable",
-        "load_failed" => "load_failed",
-        "not_yet_valid" => "not_yet_valid",
-        "expired" => "expired",
         _ => "load_failed",
     }
 }
@@ -1540,6 +1543,15 @@ mod tests {
         assert_eq!(
             e(json!({"state": "expired", "expirationDate": past})),
             "expired"
+        );
+        // A version that cannot serve says so before it says it expires soon.
+        assert_eq!(
+            e(json!({"state": "unusable", "expirationDate": soon})),
+            "unusable"
+        );
+        assert_eq!(
+            e(json!({"state": "not_yet_valid", "expirationDate": soon})),
+            "not_yet_valid"
         );
         // The date alone says expired, whatever the state.
         assert_eq!(
