@@ -1669,4 +1669,3 @@ mod tests {
         assert!(!html.contains("style="));
     }
 }
-
