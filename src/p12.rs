@@ -922,7 +922,7 @@ fn end_entity_index(certs: &[X509]) -> Option<usize> {
 }
 
 /// ("RSA" | "EC P-256" | "Ed25519" | ..., bits).
-fn describe_key<T: HasPublic>(key: &PKeyRef<T>) -> (String, u32) {
+pub(crate) fn describe_key<T: HasPublic>(key: &PKeyRef<T>) -> (String, u32) {
     let bits = key.bits();
     let name = match key.id() {
         Id::RSA => "RSA".to_owned(),

@@ -2,7 +2,7 @@
 """Single sign-on into the console in headless Chromium, through a real OpenID Connect provider.
 
 Run by tests/it/console_oidc.rs, which starts the gateway (admin.console.oidc) and the provider
-(tests/oidc/provider.mjs) and passes CONSOLE_URL, OIDC_URL, CONSOLE_ACCOUNT and
+(tests/node/oidc_provider.mjs) and passes CONSOLE_URL, OIDC_URL, CONSOLE_ACCOUNT and
 CONSOLE_SCREENSHOTS. Prints one PASS line per check; exits non-zero on the first failure.
 Needs Debian's chromium + chromium-driver and selenium from PyPI (bash .ci/setup).
 """

@@ -22,7 +22,7 @@ use super::input::{self, Obj};
 use super::{json, mappings, Call, WRITE_LOCK};
 use crate::p12::{self, check, KeyPolicy, P12Error, Report};
 use crate::refresh::AWAITING_SIGNATURE;
-use crate::snapshot::{CertEntry, Snapshot};
+use crate::snapshot::{CertEntry, LoadedCert, Snapshot};
 use crate::store::{CertificateMeta, CertificateSecret, Lifecycle, StoreError, StoredCertificate};
 
 /// Longest certificate or mapping name accepted.
@@ -218,8 +218,33 @@ fn entity_with(
     });
     if let Value::Object(m) = &mut out {
         state_of(snap, &meta.account_id, meta.id, not_after, doc, now).add_to(m);
+        if let Some(c) = snap
+            .certs
+            .get(&(meta.account_id.clone(), meta.id))
+            .and_then(CertEntry::cert)
+        {
+            m.insert("certificate".into(), loaded_view(c));
+        }
     }
     out
+}
+
+/// The `certificate` object of an entity: the leaf this replica presents (public facts only).
+fn loaded_view(c: &LoadedCert) -> Value {
+    let leaf = c.cert_key.leaf();
+    let key_type = leaf.public_key().ok().map(|k| match p12::describe_key(&k) {
+        (name, bits) if name == "RSA" => format!("RSA {bits}"),
+        (name, _) => name,
+    });
+    json!({
+        "subject": c.subject,
+        "issuer": p12::one_line_name(leaf.issuer_name()),
+        "serial": c.serial_hex,
+        "keyType": key_type,
+        "notBefore": iso8601(c.not_before),
+        "notAfter": iso8601(c.not_after),
+        "sha256": hex::encode(c.leaf_sha256),
+    })
 }
 
 /// Every live certificate of the account, by id.
@@ -1036,7 +1061,7 @@ pub async fn delete(call: &Call) -> Result<Response, ApiError> {
     // The answer to a delete is the entity as it always was: a state says nothing about an
     // object that is gone.
     if let Value::Object(m) = &mut out {
-        for k in ["state", "stateReason", "warnings"] {
+        for k in ["state", "stateReason", "warnings", "certificate"] {
             m.remove(k);
         }
     }

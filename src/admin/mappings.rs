@@ -1,6 +1,7 @@
 //! Mappings (LivePerson's ac-common `mtls` objects): list, get, create, update, delete, and
 //! activate (map a certificate to a (service, url), optionally after a real mTLS call made with
-//! [`crate::upstream::call`] through the proxy's resolver and TLS connector).
+//! [`crate::upstream::call`] through the proxy's resolver and TLS connector), and test (that same
+//! call for a stored mapping, answered with its outcome; [`probe`] is the one call both make).
 //!
 //! All mappings of an account are one store document, written with compare-and-set: read, change,
 //! write if nobody wrote in between, else retry (a few times, then 409 `concurrent_write`).
@@ -506,6 +507,121 @@ pub async fn delete(call: &Call) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, mapping_json(&out, call.cfg())))
 }
 
+/// The outcome of one real mTLS call made with a certificate ([`probe`]).
+pub(crate) struct Probe {
+    /// The URL called: the mapping URL, or the prefix of a `*` URL.
+    pub target: String,
+    /// The serial (upper-case hex) of the certificate presented.
+    pub serial: String,
+    pub elapsed: std::time::Duration,
+    pub result: Result<upstream_call::CallResult, CallError>,
+}
+
+/// A real mTLS `GET` (head only) to `url` (a prefix mapping: its prefix) presenting certificate
+/// `cert_id`, through the proxy's resolver and TLS connector, within
+/// `admin.validate_timeout_ms`: the activate validation and the mapping test. 422
+/// `certificate_unusable` when the stored file does not open; the call's own failure is in
+/// [`Probe::result`] (any HTTP answer is a completed handshake).
+pub(crate) async fn probe(
+    call: &Call,
+    cert_id: u64,
+    cert: &crate::store::StoredCertificate,
+    url: &str,
+) -> Result<Probe, ApiError> {
+    let (p12, password) = (cert.secret.p12.clone(), cert.secret.password.clone());
+    let decoded = call
+        .state
+        .refresher
+        .decoder()
+        .decode(p12, password)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "certificate_unusable",
+                format!("certificate {cert_id} cannot be opened ({e}); upload it again"),
+            )
+            .field("certificateId")
+        })?;
+    let target = url.strip_suffix('*').unwrap_or(url).to_string();
+    let spec = CallSpec {
+        method: "GET".into(),
+        url: target.clone(),
+        headers: Vec::new(),
+        body: Vec::new(),
+        head_only: true,
+    };
+    let started = std::time::Instant::now();
+    let result = upstream_call::call(
+        &call.state.tls,
+        &call.state.resolver,
+        &crate::p12::cert_key(&decoded),
+        &spec,
+        call.cfg().admin.validate_timeout,
+    )
+    .await;
+    Ok(Probe {
+        target,
+        serial: decoded.serial_hex.clone(),
+        elapsed: started.elapsed(),
+        result,
+    })
+}
+
+/// `POST /api/account/{accountId}/configuration/ac-common/mtls/{mappingId}/test` (body empty or
+/// `{}`): the handshake the mapping would make, made now ([`probe`] with the mapping's
+/// certificate and URL; a disabled mapping too). 200 with `outcome` `ok` (the target answered
+/// HTTP, any status) or `failed` (connection, TLS or timeout failure, or a URL the call cannot
+/// use, with `error`): a target's failure is not an error of this route.
+pub async fn test(call: &Call) -> Result<Response, ApiError> {
+    let id = input::id_param(call.param("mappingId"), "mappingId")?;
+    if !call.body.iter().all(u8::is_ascii_whitespace) {
+        let v = input::parse_json(&call.body)?;
+        Obj::new(&v, "")?;
+    }
+    let doc = call
+        .state
+        .refresher
+        .store()
+        .get_mappings(&call.account)
+        .await?;
+    let m = doc
+        .value
+        .mappings
+        .iter()
+        .find(|m| m.id == id)
+        .cloned()
+        .ok_or_else(|| not_found(call, id))?;
+    let cert = certificates::load(call, m.certificate_id, "certificationId").await?;
+    let probe = probe(call, m.certificate_id, &cert, &m.url).await?;
+    let (outcome, status, error) = match &probe.result {
+        Ok(r) => ("ok", Some(r.status), None),
+        Err(CallError::BadRequest(msg)) => ("failed", None, Some(format!("url: {msg}"))),
+        Err(CallError::Transport(msg)) => ("failed", None, Some(msg.clone())),
+    };
+    let elapsed_ms = u64::try_from(probe.elapsed.as_millis()).unwrap_or(u64::MAX);
+    call.audit(
+        "test",
+        "mapping",
+        m.id,
+        json!({"name": m.name, "url": probe.target, "certificateId": m.certificate_id,
+               "serial": probe.serial, "outcome": outcome, "status": status}),
+    );
+    Ok(json(
+        StatusCode::OK,
+        json!({
+            "mappingId": m.id.to_string(),
+            "url": probe.target,
+            "certificateId": m.certificate_id.to_string(),
+            "outcome": outcome,
+            "status": status,
+            "serial": probe.serial,
+            "elapsedMs": elapsed_ms,
+            "error": error,
+        }),
+    ))
+}
+
 /// `POST /mtls/account/{accountId}/certificates/activate/{certificateId}` with
 /// `{serviceName, url}`: creates the mapping for that triplet, or re-points the existing one to
 /// this certificate. With `isValidateUrlEnabled=true` (query or body) a real mTLS GET to the URL
@@ -538,48 +654,18 @@ pub async fn activate(call: &Call) -> Result<Response, ApiError> {
 
     let cert = certificates::load(call, cert_id, "certificateId").await?;
     if validate {
-        let (p12, password) = (cert.secret.p12.clone(), cert.secret.password.clone());
-        let decoded = call
-            .state
-            .refresher
-            .decoder()
-            .decode(p12, password)
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "certificate_unusable",
-                    format!("certificate {cert_id} cannot be opened ({e}); upload it again"),
-                )
-                .field("certificateId")
-            })?;
-        // A prefix mapping is validated against its prefix.
-        let target = url.strip_suffix('*').unwrap_or(&url).to_string();
-        let spec = CallSpec {
-            method: "GET".into(),
-            url: target.clone(),
-            headers: Vec::new(),
-            body: Vec::new(),
-            head_only: true,
-        };
-        match upstream_call::call(
-            &call.state.tls,
-            &call.state.resolver,
-            &crate::p12::cert_key(&decoded),
-            &spec,
-            call.cfg().admin.validate_timeout,
-        )
-        .await
-        {
+        let probe = probe(call, cert_id, &cert, &url).await?;
+        match probe.result {
             Ok(r) => log::info!(
-                "admin: activate validation of certificate {}/{cert_id} against {target}: HTTP {}",
+                "admin: activate validation of certificate {}/{cert_id} against {}: HTTP {}",
                 call.account,
+                probe.target,
                 r.status
             ),
             Err(CallError::BadRequest(msg)) => {
                 return Err(ApiError::bad("invalid_url", "url", format!("url: {msg}")))
             }
-            Err(CallError::Transport(msg)) => return Err(transport_error(&target, &msg)),
+            Err(CallError::Transport(msg)) => return Err(transport_error(&probe.target, &msg)),
         }
     }
 

@@ -21,6 +21,7 @@
 //! | POST | `/mtls/account/{accountId}/p12-test/multipart` | B |
 //! | GET, POST | `/api/account/{accountId}/configuration/ac-common/mtls` | E |
 //! | GET, PUT, DELETE | `/api/account/{accountId}/configuration/ac-common/mtls/{mappingId}` | E |
+//! | POST | `/api/account/{accountId}/configuration/ac-common/mtls/{mappingId}/test` (real handshake) | E |
 //! | POST | `/mtls/mapping` (`?v=1|2`) | O, internal key or scoped to every account |
 //! | POST | `/api/account/{accountId}/checks/serviceUrlMappings` | O |
 //! | GET, POST | `/mtls/mapping/account/{accountId}` (legacy check) | O |
@@ -247,6 +248,10 @@ pub const ROUTES: &[(&str, &str)] = &[
         "DELETE",
         "/api/account/{accountId}/configuration/ac-common/mtls/{mappingId}",
     ),
+    (
+        "POST",
+        "/api/account/{accountId}/configuration/ac-common/mtls/{mappingId}/test",
+    ),
     ("POST", "/mtls/mapping"),
     ("POST", "/api/account/{accountId}/checks/serviceUrlMappings"),
     ("GET", "/mtls/mapping/account/{accountId}"),
@@ -276,6 +281,7 @@ pub enum Op {
     GetMapping,
     UpdateMapping,
     DeleteMapping,
+    TestMapping,
     CheckMappings,
     CheckAccountMappings,
     LegacyCheckGet,
@@ -323,6 +329,7 @@ impl Op {
             ("GET", _) if sub(MAPS).as_deref() == Some("/{mappingId}") => Op::GetMapping,
             ("PUT", _) if sub(MAPS).as_deref() == Some("/{mappingId}") => Op::UpdateMapping,
             ("DELETE", _) if sub(MAPS).as_deref() == Some("/{mappingId}") => Op::DeleteMapping,
+            ("POST", _) if sub(MAPS).as_deref() == Some("/{mappingId}/test") => Op::TestMapping,
             ("POST", "/mtls/mapping") => Op::CheckMappings,
             ("POST", "/api/account/{accountId}/checks/serviceUrlMappings") => {
                 Op::CheckAccountMappings
@@ -684,6 +691,7 @@ async fn dispatch(op: Op, call: &Call) -> Result<Response, ApiError> {
         Op::GetMapping => mappings::get(call).await,
         Op::UpdateMapping => mappings::update(call).await,
         Op::DeleteMapping => mappings::delete(call).await,
+        Op::TestMapping => mappings::test(call).await,
         Op::CheckMappings => checks::global(call).await,
         Op::CheckAccountMappings => checks::account(call).await,
         Op::LegacyCheckGet => checks::legacy_get(call).await,

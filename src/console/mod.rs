@@ -27,9 +27,6 @@
 //! [`mappings`] (list with checks, create, edit, enable/disable, delete, test). `docs/console.md`
 //! is the user's guide.
 
-// Until every page uses every helper.
-#![allow(dead_code, unused_imports)]
-
 mod certificates;
 mod layout;
 mod mappings;
@@ -347,15 +344,6 @@ impl FormBody {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Every value of a repeated field.
-    pub fn all(&self, name: &str) -> Vec<&str> {
-        self.fields
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
     /// A file part of a multipart form.
     pub fn file(&self, name: &str) -> Option<&Bytes> {
         self.multipart.as_ref().and_then(|m| m.get(name))
@@ -428,8 +416,6 @@ pub(crate) struct Answer {
     pub status: StatusCode,
     /// The body as JSON (`Null` when it was not JSON).
     pub json: Value,
-    pub body: Bytes,
-    pub content_type: String,
 }
 
 impl Answer {
@@ -475,8 +461,6 @@ pub(crate) async fn api(
             return Answer {
                 status: StatusCode::BAD_REQUEST,
                 json: serde_json::json!({"message": format!("bad request path: {e}")}),
-                body: Bytes::new(),
-                content_type: String::new(),
             }
         }
     };
@@ -486,22 +470,11 @@ pub(crate) async fn api(
         .collect();
     let resp = crate::admin::invoke(state, session.identity.clone(), op, params, request).await;
     let status = resp.status();
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
     let body = axum::body::to_bytes(resp.into_body(), 64 * 1024 * 1024)
         .await
         .unwrap_or_default();
     let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    Answer {
-        status,
-        json,
-        body,
-        content_type,
-    }
+    Answer { status, json }
 }
 
 /// A JSON body for [`api`].

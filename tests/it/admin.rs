@@ -487,6 +487,7 @@ async fn admin_certificate_lifecycle_over_json_create_list_get_update_delete() {
     assert_eq!(
         keys,
         [
+            "certificate",
             "deleted",
             "displayName",
             "expirationDate",
@@ -498,6 +499,36 @@ async fn admin_certificate_lifecycle_over_json_create_list_get_update_delete() {
         ]
     );
     assert_eq!(e["state"], "available");
+    // The loaded leaf's public facts.
+    let leaf = &e["certificate"];
+    assert!(
+        leaf["subject"]
+            .as_str()
+            .is_some_and(|s| s.contains("CN=client-a")),
+        "{leaf}"
+    );
+    assert!(
+        leaf["issuer"].as_str().is_some_and(|s| s.contains("CN=")),
+        "{leaf}"
+    );
+    assert!(
+        leaf["serial"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit())),
+        "{leaf}"
+    );
+    assert!(
+        leaf["keyType"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("EC ") || k.starts_with("RSA ")),
+        "{leaf}"
+    );
+    assert_eq!(leaf["notAfter"].as_str(), Some(exp), "{leaf}");
+    assert!(
+        leaf["notBefore"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{leaf}"
+    );
+    assert_eq!(leaf["sha256"].as_str().map(str::len), Some(64), "{leaf}");
 
     let r = app
         .call("GET", &certs_path(A), Auth::Bearer(A), Body::None)
@@ -877,6 +908,7 @@ async fn admin_files_the_tester_calls_unusable_are_saved_with_warnings_state_and
     assert_eq!(
         keys_of(&g),
         [
+            "certificate",
             "deleted",
             "displayName",
             "expirationDate",

@@ -1,5 +1,5 @@
 //! Single sign-on into the console through a real OpenID Connect provider: panva's
-//! `oidc-provider` (tests/oidc/provider.mjs, installed by `.ci/setup` from the npm registry),
+//! `oidc-provider` (tests/node/oidc_provider.mjs, installed by `.ci/setup` from the npm registry),
 //! driven in headless Chromium by tests/console_oidc_browser.py. The gateway runs the
 //! authorization code flow with PKCE and accepts the provider's id token only because its
 //! `auth.jwt` (RS256, the provider's public key, issuer, audience = the client id) accepts it.
@@ -37,12 +37,12 @@ fn openssl(args: &[&str]) {
 }
 
 fn start_provider(dir: &Path, port: u16, redirect: &str, key: &Path, secret: &str) -> Provider {
-    let script = repo().join("tests/oidc/provider.mjs");
+    let script = repo().join("tests/node/oidc_provider.mjs");
     assert!(
         repo()
-            .join("tests/oidc/node_modules/oidc-provider")
+            .join("tests/node/node_modules/oidc-provider")
             .is_dir(),
-        "the OpenID Connect provider is not installed: run `bash .ci/setup` (npm ci in tests/oidc)"
+        "the OpenID Connect provider is not installed: run `bash .ci/setup` (npm ci in tests/node)"
     );
     let log = std::fs::File::create(dir.join("provider.log")).expect("provider log");
     let child = Command::new("node")

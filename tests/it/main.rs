@@ -17,6 +17,7 @@ mod fleet;
 mod fleet_limit;
 mod framing;
 mod lifecycle;
+mod mapping_test;
 mod notify;
 mod ops;
 mod p12;
