@@ -17,6 +17,8 @@ environment variables:
   CONSOLE_TARGET_URL     an https URL of the mTLS echo target (trusts the test CA)
   CONSOLE_WORKDIR        a directory for CSRs and signed certificates
   CONSOLE_SCREENSHOTS    where the PNGs go (one per page)
+  CONSOLE_AXE_JS         axe-core's axe.min.js (tests/node): every screenshotted page is checked
+                         for serious or critical WCAG 2.1 A/AA violations
 
 Exit 0 when every flow passed; otherwise the failing assertion, the page's URL and source, and a
 failure-*.png screenshot. Exit 3 when selenium is missing (run .ci/setup).
@@ -71,6 +73,9 @@ class Ctx:
         self.shots = env("CONSOLE_SCREENSHOTS")
         os.makedirs(self.shots, exist_ok=True)
         self.driver = make_driver()
+        self.driver.set_script_timeout(WAIT)
+        axe = os.environ.get("CONSOLE_AXE_JS", "")
+        self.axe = open(axe).read() if axe else None
         # Every page source seen by acc, for the checks across all of them.
         self.sources = []
         # Learned on the way.
@@ -152,6 +157,28 @@ class Ctx:
         path = os.path.join(self.shots, f"{name}.png")
         assert self.driver.save_screenshot(path), f"screenshot {path}"
         print(f"   screenshot {path}")
+        self.accessible(name)
+
+    def accessible(self, name):
+        """axe-core (tests/node, installed by .ci/setup) on the page as it stands: no serious or
+        critical violation of WCAG 2.1 A/AA."""
+        if self.axe is None:
+            return
+        self.driver.execute_script(self.axe)
+        result = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"
+            ".then(r => done({passes: r.passes.length, violations: r.violations.map(v => ({id: v.id,"
+            " impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)}))}),"
+            " e => done({passes: 0, violations: [{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]}));"
+        )
+        violations = result["violations"]
+        print(f"   axe {name}: {result['passes']} rules passed, {len(violations)} violations")
+        assert result["passes"] > 5, f"axe did not run on {name}: {result}"
+        bad = [v for v in violations if v["impact"] in ("serious", "critical")]
+        for v in violations:
+            print(f"   axe {name}: {v['impact']} {v['id']}: {v['help']} {v['nodes']}")
+        assert not bad, f"accessibility violations on {name}: {bad}"
 
     def h1(self):
         found = self.driver.find_elements(By.TAG_NAME, "h1")

@@ -1418,6 +1418,14 @@ fn console_in_chromium_every_page_flow() {
     }
     eprintln!("console screenshots: {}", shots.display());
 
+    // axe-core, the accessibility checker run on every page screenshotted.
+    let axe =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/node_modules/axe-core/axe.min.js");
+    assert!(
+        axe.exists(),
+        "{} is missing: run .ci/setup (npm ci in tests/node)",
+        axe.display()
+    );
     let token = token_for("acc", 3600);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console_browser.py");
     let out = Command::new("timeout")
@@ -1441,6 +1449,7 @@ fn console_in_chromium_every_page_flow() {
         )
         .env("CONSOLE_WORKDIR", &files)
         .env("CONSOLE_SCREENSHOTS", &shots)
+        .env("CONSOLE_AXE_JS", &axe)
         .env("PYTHONUNBUFFERED", "1")
         .output()
         .expect("run python3");
