@@ -38,6 +38,7 @@ try:
     from selenium import webdriver
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import Select, WebDriverWait
 except ImportError as e:  # pragma: no cover - environment problem, reported to the Rust test
     sys.stderr.write(f"selenium not importable ({e}); run .ci/setup (pip selenium)\n")
@@ -129,6 +130,17 @@ class Ctx:
 
     def click(self, css):
         self.el(css).click()
+
+    def submit(self, css):
+        """Clicks a button that posts its form, and waits until the next page replaced this one
+        (so a following get() cannot cut the POST short)."""
+        old = self.el("html")
+        self.el(css).click()
+        try:
+            WebDriverWait(self.driver, WAIT).until(EC.staleness_of(old))
+        except TimeoutException:
+            raise AssertionError(f"{css}: no new page within {WAIT} s ({self.driver.current_url})")
+        self.record()
 
     def type(self, css, text):
         e = self.el(css)
@@ -249,7 +261,7 @@ def sign_in(c):
     assert c.has("label[for=token]"), "the token field has a label"
     c.shot("signin")  # before the token is typed: a screenshot never shows it
     c.el("textarea#token").send_keys(c.token)
-    c.click("button#sign-in")
+    c.submit("button#sign-in")
     c.wait_until(lambda: c.h1().startswith("Overview"), "the overview after sign-in")
     c.record()
     cookie = c.driver.get_cookie("mtls_console")
@@ -285,7 +297,7 @@ def add_certificate(c):
     c.record()
     c.shot("certificate-new-tester")
 
-    c.click("#save-file")
+    c.submit("#save-file")
     c.notice("created")
     c.status("available")
     c.record()
@@ -312,7 +324,7 @@ def mapping(c):
     c.choose(form + "#mapping-service", "IDP", "1")
     c.type(form + "#mapping-url", c.target_url)
     c.choose(form + "#mapping-certificate", c.cert_id, c.cert_name)
-    c.click(form + "#create-mapping")
+    c.submit(form + "#create-mapping")
     c.wait_until(lambda: not c.driver.current_url.endswith("/mappings")
                  or c.has(f'tr[data-name="{c.map_name}"]'), "the answer to the creation")
     c.record()
@@ -342,12 +354,12 @@ def mapping(c):
     c.shot("mapping-test")
 
     c.get(c.acc(f"mappings/{c.map_id}"))
-    c.click("#toggle-enabled")
+    c.submit("#toggle-enabled")
     c.get(c.acc("mappings"))
     c.wait_css(f'tr[data-name="{c.map_name}"] td.enabled .badge[data-state="disabled"]', "disabled on the list")
     # And back on, for the flows below.
     c.get(c.acc(f"mappings/{c.map_id}"))
-    c.click("#toggle-enabled")
+    c.submit("#toggle-enabled")
     c.get(c.acc("mappings"))
     row = c.wait_css(f'tr[data-name="{c.map_name}"]')
     assert not row.find_elements(By.CSS_SELECTOR, 'td.enabled .badge[data-state="disabled"]'), "still disabled"
@@ -364,7 +376,7 @@ def csr(c):
         c.choose("#csr-key-type", "EC-P256")
     else:
         c.type("#csr-key-type", "EC-P256")
-    c.click("#start-csr")
+    c.submit("#start-csr")
     c.status("awaiting_signature")
     pem = c.el("pre#csr-pem").text
     assert "BEGIN CERTIFICATE REQUEST" in pem, pem
@@ -374,7 +386,7 @@ def csr(c):
 
     chain, _serial = c.sign(pem, "first")
     c.el("#signed-certificate").send_keys(chain)
-    c.click("#complete-csr")
+    c.submit("#complete-csr")
     c.notice("completed")
     c.status("available")
     c.record()
@@ -384,7 +396,7 @@ def renewal(c):
     """f. Renew: pending version, sign and complete it: available again with a new serial."""
     c.get(c.acc(f"certificates/{c.csr_id}"))
     before = c.el("#cert-facts").text
-    c.click("#renew")
+    c.submit("#renew")
     c.status("renewing")
     c.wait_css("tr#pending-version", "the pending version's row")
     pem = c.el("pre#csr-pem").text
@@ -393,7 +405,7 @@ def renewal(c):
     chain, serial = c.sign(pem, "renewed")
     assert hexnorm(serial) not in hexnorm(before), "the new serial was already shown"
     c.el("#signed-certificate").send_keys(chain)
-    c.click("#complete-csr")
+    c.submit("#complete-csr")
     c.notice("completed")
     c.status("available")
     after = c.el("#cert-facts").text
@@ -497,7 +509,7 @@ def delete(c):
     assert c.map_name in lst.text, f"{c.map_name} not in {lst.text!r}"
     c.record()
     c.click("#cascade")
-    c.click("#confirm-delete")
+    c.submit("#confirm-delete")
     c.notice("deleted")
     c.record()
     if "/certificates" not in c.driver.current_url or not c.has("table#certificates"):
