@@ -18,7 +18,7 @@
 //! - **Secrets**: no password, key or token is ever rendered into a page or logged; uploads are
 //!   handed to the API and dropped.
 //! - **Headers**: a strict Content-Security-Policy (`default-src 'none'`, scripts and styles from
-//!   this origin only, no inline), `X-Frame-Options: DENY`, `no-store`, `no-referrer`.
+//!   this origin only, no inline), `X-Frame-Options: DENY`, `no-store`, `Referrer-Policy: same-origin`.
 //! - **Assets**: one stylesheet and one small script ([`assets`]), embedded in the binary. Every
 //!   read page works without JavaScript; the script only runs the PKCS#12 tester in place.
 //!
@@ -89,7 +89,9 @@ async fn security_headers(mut resp: Response) -> Response {
     );
     set(h, "x-frame-options", "DENY");
     set(h, "x-content-type-options", "nosniff");
-    set(h, "referrer-policy", "no-referrer");
+    // `same-origin`, not `no-referrer`: under `no-referrer` browsers send `Origin: null` with
+    // every form POST, which the CSRF origin check must refuse.
+    set(h, "referrer-policy", "same-origin");
     set(h, "cache-control", "no-store");
     set(h, "cross-origin-opener-policy", "same-origin");
     resp
