@@ -7,6 +7,7 @@ mod aws_login;
 mod bao;
 mod bounds;
 mod common;
+mod console_a11y;
 mod console_oidc;
 mod csr;
 mod echo;
