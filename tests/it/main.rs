@@ -8,6 +8,7 @@ mod bao;
 mod bounds;
 mod common;
 mod console;
+mod console_a11y;
 mod console_oidc;
 mod csr;
 mod echo;
