@@ -64,7 +64,10 @@ fn console_pages_pass_axe_work_by_keyboard_and_without_javascript() {
             "AXE_JS",
             repo.join("tests/node/node_modules/axe-core/axe.min.js"),
         )
-        .env("CONSOLE_SCREENSHOTS", repo.join("target/console-screenshots"))
+        .env(
+            "CONSOLE_SCREENSHOTS",
+            repo.join("target/console-screenshots"),
+        )
         .output()
         .expect("run python3");
     let text = format!(
@@ -85,5 +88,8 @@ fn console_pages_pass_axe_work_by_keyboard_and_without_javascript() {
     ] {
         assert!(text.contains(check), "missing {check:?}:\n{text}");
     }
-    assert!(!gw.logs().contains("upload-pw-4411"), "a password in the log");
+    assert!(
+        !gw.logs().contains("upload-pw-4411"),
+        "a password in the log"
+    );
 }
