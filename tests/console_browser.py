@@ -416,6 +416,10 @@ def renewal(c):
 
 def overview(c):
     """g. The overview: expiring certificates and the snapshot's age."""
+    # The list once everything is in place (the README shows it).
+    c.get(c.acc("certificates"))
+    c.wait_css("table#certificates", "the certificates table")
+    c.shot("certificates-all")
     c.get(c.acc())
     assert c.h1().startswith("Overview"), c.h1()
     c.wait_css("#expiring", "the expiring section")

@@ -204,12 +204,13 @@ pub(crate) fn badge(state: &str) -> Markup {
         "unusable" => "Unusable",
         "load_failed" => "Load failed",
         "ok" => "OK",
+        "enabled" => "Enabled",
         "failing" => "Failing",
         "disabled" => "Disabled",
         other => other,
     };
     let tone = match state {
-        "available" | "ok" => "good",
+        "available" | "ok" | "enabled" => "good",
         "expiring" | "awaiting_signature" | "renewing" | "not_yet_valid" | "disabled" => "warn",
         _ => "bad",
     };

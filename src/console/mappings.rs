@@ -462,7 +462,7 @@ async fn list_page(
                                 }
                             }
                             td.enabled {
-                                @if m["enable"] == Value::Bool(false) { (badge("disabled")) } @else { (badge("ok")) }
+                                @if m["enable"] == Value::Bool(false) { (badge("disabled")) } @else { (badge("enabled")) }
                             }
                             td.check-v2 { (r.v2.render()) }
                             td.check-v1 { (r.v1.render()) }
@@ -668,7 +668,7 @@ async fn mapping_page(
                 }
             }
             dt { "Enabled" }
-            dd.enabled { @if enabled { (badge("ok")) } @else { (badge("disabled")) } }
+            dd.enabled { @if enabled { (badge("enabled")) } @else { (badge("disabled")) } }
         }
         div.actions {
             form.inline id="toggle-form" method="post" action={(here) "/toggle"} {

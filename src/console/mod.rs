@@ -73,6 +73,8 @@ pub fn router() -> axum::Router<AdminState> {
         .merge(overview::routes())
         .merge(certificates::routes())
         .merge(mappings::routes())
+        // Any other path under /console/ gets the console's own 404 page (and its headers).
+        .route("/console/{*rest}", axum::routing::any(not_found))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -490,6 +492,14 @@ pub(crate) fn enc(s: &str) -> String {
 /// A 303 to `to` (after a POST: the browser GETs the page).
 pub(crate) fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
+}
+
+async fn not_found() -> Response {
+    Refusal::Page(
+        StatusCode::NOT_FOUND,
+        "there is no console page here; start again from the console's home".into(),
+    )
+    .into_response()
 }
 
 /// `/console/`: the first account's overview, or the sign-in page.

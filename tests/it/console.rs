@@ -1335,7 +1335,7 @@ fn browser_prerequisites() -> Vec<String> {
 }
 
 /// Where the screenshots go: `target/console-screenshots/` (stable, next to the test tmp dir).
-fn screenshot_dir() -> PathBuf {
+pub fn screenshot_dir() -> PathBuf {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     tmp.parent().unwrap_or(&tmp).join("console-screenshots")
 }
@@ -1346,6 +1346,7 @@ const SCREENSHOTS: &[&str] = &[
     "certificate-new-tester",
     "certificate",
     "certificates",
+    "certificates-all",
     "mappings",
     "mapping-test",
     "csr",

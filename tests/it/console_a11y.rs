@@ -64,10 +64,7 @@ fn console_pages_pass_axe_work_by_keyboard_and_without_javascript() {
             "AXE_JS",
             repo.join("tests/node/node_modules/axe-core/axe.min.js"),
         )
-        .env(
-            "CONSOLE_SCREENSHOTS",
-            repo.join("target/console-screenshots"),
-        )
+        .env("CONSOLE_SCREENSHOTS", crate::console::screenshot_dir())
         .output()
         .expect("run python3");
     let text = format!(

@@ -114,10 +114,7 @@ fn console_oidc_sign_in_through_a_real_provider_in_chromium() {
         .env("CONSOLE_URL", &base)
         .env("OIDC_URL", &issuer)
         .env("CONSOLE_ACCOUNT", "acc")
-        .env(
-            "CONSOLE_SCREENSHOTS",
-            repo().join("target/console-screenshots"),
-        )
+        .env("CONSOLE_SCREENSHOTS", crate::console::screenshot_dir())
         .output()
         .expect("run python3");
     let text = format!(
