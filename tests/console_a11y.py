@@ -11,6 +11,9 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from console_chromium import make_driver  # noqa: E402
+
 try:
     from selenium import webdriver
     from selenium.webdriver.common.by import By
@@ -42,22 +45,6 @@ PAGES = [
 ]
 
 
-def driver(javascript: bool = True) -> webdriver.Chrome:
-    for path in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
-        if not os.path.exists(path):
-            sys.exit(f"{path} is missing; run: bash .ci/setup (Debian packages chromium chromium-driver)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--disable-background-networking", "--disable-component-update", "--no-first-run",
-              "--disable-sync", "--window-size=1280,900"):
-        opts.add_argument(a)
-    if not javascript:
-        opts.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
-    return webdriver.Chrome(service=webdriver.ChromeService(executable_path="/usr/bin/chromedriver"),
-                            options=opts)
-
-
 def sign_in(d: webdriver.Chrome) -> None:
     d.get(f"{BASE}/console/login")
     d.find_element(By.ID, "token").send_keys(TOKEN)
@@ -83,7 +70,7 @@ def axe(d: webdriver.Chrome, name: str, src: str) -> None:
 def main() -> None:
     os.makedirs(SHOTS, exist_ok=True)
     src = open(AXE, encoding="utf-8").read()
-    d = driver()
+    d = make_driver()
     try:
         d.get(f"{BASE}/console/login")
         axe(d, "sign-in", src)
@@ -113,7 +100,7 @@ def main() -> None:
     finally:
         d.quit()
 
-    d = driver(javascript=False)
+    d = make_driver(javascript=False)
     try:
         sign_in(d)
         for name, path in PAGES[:2] + PAGES[3:4] + PAGES[5:7]:

@@ -34,6 +34,9 @@ import threading
 import time
 import traceback
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from console_chromium import make_driver  # noqa: E402
+
 try:
     from selenium import webdriver
     from selenium.common.exceptions import TimeoutException
@@ -236,20 +239,6 @@ class Ctx:
 def hexnorm(s):
     """A serial as bare upper-case hex without leading zeros (pages may use colons, case)."""
     return re.sub(r"[^0-9A-F]", "", s.upper()).lstrip("0")
-
-
-def make_driver():
-    o = webdriver.ChromeOptions()
-    o.binary_location = "/usr/bin/chromium"
-    for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--disable-background-networking", "--disable-component-update", "--no-first-run",
-              "--disable-sync", "--window-size=1280,1000", "--lang=en-US"]:
-        o.add_argument(a)
-    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = webdriver.ChromeService(executable_path="/usr/bin/chromedriver")
-    d = webdriver.Chrome(service=service, options=o)
-    d.set_page_load_timeout(30)
-    return d
 
 
 # ------------------------------------------------------------------ the flows

@@ -8,6 +8,9 @@ Needs Debian's chromium + chromium-driver and selenium from PyPI (bash .ci/setup
 """
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from console_chromium import make_driver  # noqa: E402
 import urllib.parse
 
 try:
@@ -24,23 +27,9 @@ ACCOUNT = os.environ["CONSOLE_ACCOUNT"]
 SHOTS = os.environ.get("CONSOLE_SCREENSHOTS", "target/console-screenshots")
 
 
-def driver() -> webdriver.Chrome:
-    for path in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
-        if not os.path.exists(path):
-            sys.exit(f"{path} is missing; run: bash .ci/setup (Debian packages chromium chromium-driver)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--disable-background-networking", "--disable-component-update", "--no-first-run",
-              "--disable-sync", "--window-size=1280,900"):
-        opts.add_argument(a)
-    return webdriver.Chrome(service=webdriver.ChromeService(executable_path="/usr/bin/chromedriver"),
-                            options=opts)
-
-
 def main() -> None:
     os.makedirs(SHOTS, exist_ok=True)
-    d = driver()
+    d = make_driver()
     wait = WebDriverWait(d, 15)
     try:
         d.get(f"{BASE}/console/login")
