@@ -30,8 +30,8 @@ use serde_json::{json, Value};
 
 use super::layout::{badge, csrf_field, date, error_box, page, page_with_status, Notice};
 use super::{
-    api, check_post, days_left, enc, json_body, read_form, see_other, session_for, Answer,
-    FormBody, Refusal, Session, FORM_MAX,
+    api, days_left, enc, form_post, json_body, see_other, session_for, Answer, FormBody, Refusal,
+    Session, FORM_MAX,
 };
 use crate::admin::{AdminState, Op};
 
@@ -298,22 +298,6 @@ fn is_fragment(headers: &HeaderMap) -> bool {
 /// The form limit of a multipart upload: the API's file limit plus room for the other fields.
 fn upload_limit(state: &AdminState) -> usize {
     state.cfg.admin.max_upload_bytes + 64 * 1024
-}
-
-/// `session_for` -> `read_form` -> `check_post`: the start of every POST.
-async fn post_start(
-    state: &AdminState,
-    account: &str,
-    req: Request,
-    limit: usize,
-) -> Result<(Session, FormBody), Response> {
-    let headers = req.headers().clone();
-    let s = session_for(state, &headers, account).map_err(IntoResponse::into_response)?;
-    let (_, form) = read_form(state, req, limit)
-        .await
-        .map_err(IntoResponse::into_response)?;
-    check_post(&s, &headers, form.csrf()).map_err(IntoResponse::into_response)?;
-    Ok((s, form))
 }
 
 /// A non-empty file part of a form.
@@ -675,7 +659,7 @@ async fn new_post(
 ) -> Response {
     let fragment = is_fragment(req.headers());
     let limit = upload_limit(&state);
-    let (s, form) = match post_start(&state, &account, req, limit).await {
+    let (s, form) = match form_post(&state, &account, req, limit).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -773,7 +757,7 @@ async fn csr_post(
     Path(account): Path<String>,
     req: Request,
 ) -> Response {
-    let (s, form) = match post_start(&state, &account, req, FORM_MAX).await {
+    let (s, form) = match form_post(&state, &account, req, FORM_MAX).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -1267,7 +1251,7 @@ async fn signed_post(
     Path((account, id)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let (s, form) = match post_start(&state, &account, req, FORM_MAX).await {
+    let (s, form) = match form_post(&state, &account, req, FORM_MAX).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -1295,7 +1279,7 @@ async fn discard_post(
     Path((account, id)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let (s, _) = match post_start(&state, &account, req, FORM_MAX).await {
+    let (s, _) = match form_post(&state, &account, req, FORM_MAX).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -1322,7 +1306,7 @@ async fn renew_post(
     Path((account, id)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let (s, _) = match post_start(&state, &account, req, FORM_MAX).await {
+    let (s, _) = match form_post(&state, &account, req, FORM_MAX).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -1357,7 +1341,7 @@ async fn replace_post(
     req: Request,
 ) -> Response {
     let limit = upload_limit(&state);
-    let (s, form) = match post_start(&state, &account, req, limit).await {
+    let (s, form) = match form_post(&state, &account, req, limit).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -1478,7 +1462,7 @@ async fn delete_post(
     Path((account, id)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let (s, form) = match post_start(&state, &account, req, FORM_MAX).await {
+    let (s, form) = match form_post(&state, &account, req, FORM_MAX).await {
         Ok(v) => v,
         Err(r) => return r,
     };

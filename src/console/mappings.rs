@@ -12,8 +12,8 @@ use serde_json::{json, Map, Value};
 
 use super::layout::{badge, csrf_field, error_box, page_with_status};
 use super::{
-    api, check_post, enc, json_body, read_form, see_other, session_for, Answer, FormBody, Notice,
-    Refusal, Session, FORM_MAX,
+    api, enc, form_post, json_body, see_other, session_for, Answer, FormBody, Notice, Refusal,
+    Session, FORM_MAX,
 };
 use crate::admin::{AdminState, Op};
 
@@ -492,18 +492,10 @@ async fn create(
     Path(account): Path<String>,
     req: Request,
 ) -> Response {
-    let headers = req.headers().clone();
-    let s = match session_for(&state, &headers, &account) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
+    let (s, form) = match form_post(&state, &account, req, FORM_MAX).await {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    let form = match read_form(&state, req, FORM_MAX).await {
-        Ok((_, f)) => f,
-        Err(r) => return r.into_response(),
-    };
-    if let Err(r) = check_post(&s, &headers, form.csrf()) {
-        return r.into_response();
-    }
     let typed = Typed::from_form(&form);
     let ans = api(
         &state,
@@ -718,21 +710,6 @@ async fn mapping_page(
     )
 }
 
-/// The session and the form of a POST on a mapping, checked (CSRF, origin).
-async fn post_form(
-    state: &AdminState,
-    account: &str,
-    req: Request,
-) -> Result<(Session, FormBody), Response> {
-    let headers = req.headers().clone();
-    let s = session_for(state, &headers, account).map_err(IntoResponse::into_response)?;
-    let (_, form) = read_form(state, req, FORM_MAX)
-        .await
-        .map_err(IntoResponse::into_response)?;
-    check_post(&s, &headers, form.csrf()).map_err(IntoResponse::into_response)?;
-    Ok((s, form))
-}
-
 async fn update(state: &AdminState, s: &Session, account: &str, id: &str, body: &Value) -> Answer {
     api(
         state,
@@ -752,7 +729,7 @@ async fn save(
     Path((account, id)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let (s, form) = match post_form(&state, &account, req).await {
+    let (s, form) = match form_post(&state, &account, req, FORM_MAX).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -778,7 +755,7 @@ async fn toggle(
     Path((account, id)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let (s, _) = match post_form(&state, &account, req).await {
+    let (s, _) = match form_post(&state, &account, req, FORM_MAX).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -808,7 +785,7 @@ async fn test(
     Path((account, id)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let (s, _) = match post_form(&state, &account, req).await {
+    let (s, _) = match form_post(&state, &account, req, FORM_MAX).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -891,7 +868,7 @@ async fn delete(
     Path((account, id)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let (s, _) = match post_form(&state, &account, req).await {
+    let (s, _) = match form_post(&state, &account, req, FORM_MAX).await {
         Ok(v) => v,
         Err(r) => return r,
     };

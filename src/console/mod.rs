@@ -327,6 +327,24 @@ pub(crate) fn check_post(
     Ok(())
 }
 
+/// The start of every state change on an account's page, in this order: the session and its
+/// account scope ([`session_for`]), the form read within `limit` ([`read_form`]), then the CSRF
+/// token and the origin ([`check_post`]). Nothing is done before all three pass.
+pub(crate) async fn form_post(
+    state: &AdminState,
+    account: &str,
+    req: Request,
+    limit: usize,
+) -> Result<(Session, FormBody), Response> {
+    let headers = req.headers().clone();
+    let s = session_for(state, &headers, account).map_err(IntoResponse::into_response)?;
+    let (_, form) = read_form(state, req, limit)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    check_post(&s, &headers, form.csrf()).map_err(IntoResponse::into_response)?;
+    Ok((s, form))
+}
+
 /// A form body, read within the limit and the admin's body deadline.
 pub(crate) struct FormBody {
     fields: Vec<(String, String)>,
