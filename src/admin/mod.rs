@@ -76,8 +76,9 @@ pub struct AdminState {
     pub tls: Arc<TlsClient>,
     /// The proxy's resolver (one DNS cache).
     pub resolver: Arc<Resolver>,
-    /// One permit per request body being read (`admin.max_concurrent_bodies`).
-    bodies: Arc<tokio::sync::Semaphore>,
+    /// One permit per request body being read (`admin.max_concurrent_bodies`), the console's
+    /// forms included.
+    pub(crate) bodies: Arc<tokio::sync::Semaphore>,
     /// The lifecycle engine (CSR completion's cut-over proof, "renew now", PKI issuance).
     pub engine: Arc<crate::lifecycle::engine::Engine>,
     /// Shared state (`redis:`): change notices after writes. `None`: per replica.

@@ -375,13 +375,24 @@ impl FormBody {
 }
 
 /// Reads a form (urlencoded or multipart) of at most `limit` bytes within
-/// `admin.body_timeout_secs`.
+/// `admin.body_timeout_secs`, holding one of the `admin.max_concurrent_bodies` permits (503 when
+/// none is free).
 pub(crate) async fn read_form(
     state: &AdminState,
     req: Request,
     limit: usize,
 ) -> Result<(axum::http::request::Parts, FormBody), Refusal> {
     let (parts, body) = req.into_parts();
+    // The admin's bound on bodies read at once covers the console's forms too.
+    let Ok(_permit) = state.bodies.clone().try_acquire_owned() else {
+        return Err(Refusal::Page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{n} request bodies are being received already (admin.max_concurrent_bodies = {n}); try again in a second",
+                n = state.cfg.admin.max_concurrent_bodies
+            ),
+        ));
+    };
     let timeout = state.cfg.admin.body_timeout;
     let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(b)) => b,
