@@ -1214,6 +1214,53 @@ async fn console_a_token_sees_and_changes_only_its_own_account() {
     c.assert_never_shown(OTHER_MAP, "the other account's mapping name");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_an_admin_role_token_may_pick_any_account_a_scoped_one_only_its_own() {
+    let c = Console::start();
+    // The admin role (auth.jwt.admin_role, the API's rule): every account.
+    let admin = jwt_with(
+        json!({"sub": "ops-admin", "iss": ISS, "aud": AUD, "exp": now() + 600,
+               "roles": ["admin"]}),
+        JWT_SECRET,
+    );
+    let home = c.get_as("/console/", Some(&admin)).await;
+    assert_eq!(home.status, 303, "{}", home.body);
+    let p = c.get_as("/console/a/acc/", Some(&admin)).await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    let switch = by_id(&p.body, "account-switch").expect("#account-switch");
+    assert_eq!(switch.name, "input", "an admin types or picks any account");
+    let offered: Vec<String> = tags(&p.body)
+        .into_iter()
+        .filter(|t| t.name == "option")
+        .filter_map(|t| t.attr("value").map(str::to_string))
+        .collect();
+    assert!(
+        offered.contains(&"acc".to_string()) && offered.contains(&"other".to_string()),
+        "the store's accounts are offered: {offered:?}"
+    );
+    for path in ["/console/a/other/certificates", "/console/a/other/mappings"] {
+        let p = c.get_as(path, Some(&admin)).await;
+        assert_eq!(p.status, 200, "GET {path} as admin: {}", p.body);
+        assert!(
+            p.body.contains(OTHER_CERT),
+            "{path} as admin shows other's certificate"
+        );
+    }
+    // A token with neither the role nor an account claim gets nothing.
+    let nobody = jwt_with(
+        json!({"sub": "nobody", "iss": ISS, "aud": AUD, "exp": now() + 600, "roles": ["viewer"]}),
+        JWT_SECRET,
+    );
+    let p = c.get_as("/console/a/acc/", Some(&nobody)).await;
+    assert!(
+        p.status == 403 || p.status == 303,
+        "a token without account or role: {} {}",
+        p.status,
+        p.body
+    );
+    assert!(!p.body.contains(ACC_CERT));
+}
+
 // ------------------------------------------------------------------ secrets
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
