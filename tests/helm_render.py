@@ -556,6 +556,7 @@ def case_console(helm: Helm) -> list[str]:
     cfg = gateway_config(docs_of(rel))
     want = {"enabled": True, "cookie_secure": "always", "session_max_secs": 28800}
     expect(cfg["admin"].get("console") == want, f"admin.console {cfg['admin'].get('console')}", p)
+    expect("/console/" in rel.get("info", {}).get("notes", ""), "NOTES do not say where the console is", p)
     off = overlay("file-store-values.yaml")
     off["auth"] = {"jwt": {"enabled": False}}
     off.setdefault("admin", {})["console"] = {"enabled": True}
