@@ -30,8 +30,9 @@ use serde_json::{json, Value};
 
 use super::layout::{badge, csrf_field, date, error_box, page, page_with_status, Notice};
 use super::{
-    api, days_left, enc, form_post, json_body, see_other, session_for, Answer, FormBody, Refusal,
-    Session, FORM_MAX,
+    account_certificates, account_mappings, api, certificate_url, days_left, enc, form_post,
+    id_text, json_body, see_other, session_for, unix_of, Answer, FormBody, Refusal, Session,
+    FORM_MAX,
 };
 use crate::admin::{AdminState, Op};
 
@@ -118,19 +119,12 @@ fn not_after_of(entity: &Value) -> Option<i64> {
     entity["expirationDate"]
         .as_str()
         .or_else(|| entity["certificate"]["notAfter"].as_str())
-        .and_then(parse_time)
-}
-
-/// An RFC 3339 time as unix seconds.
-fn parse_time(s: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|d| d.unix_timestamp())
+        .and_then(unix_of)
 }
 
 /// An RFC 3339 time of the API as the console writes dates, or the text itself.
 fn show_time(s: Option<&str>) -> Option<String> {
-    s.map(|t| parse_time(t).map(date).unwrap_or_else(|| t.to_string()))
+    s.map(|t| unix_of(t).map(date).unwrap_or_else(|| t.to_string()))
 }
 
 /// `(N days left)` or `(expired N days ago)`.
@@ -142,15 +136,6 @@ fn days_words(not_after: i64, now: i64) -> String {
     } else {
         let left = days_left(not_after, now);
         format!("({left} {} left)", plural(left))
-    }
-}
-
-/// An id of the API's JSON (number or string) as text.
-fn id_text(v: &Value) -> String {
-    match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        _ => String::new(),
     }
 }
 
@@ -226,10 +211,10 @@ struct MappingUse {
 }
 
 impl MappingUse {
-    fn of(list: &Value) -> MappingUse {
+    fn of(list: &[Value]) -> MappingUse {
         let mut names = HashMap::new();
         let mut by_cert: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        for m in list.as_array().map(Vec::as_slice).unwrap_or_default() {
+        for m in list {
             if m["deleted"].as_bool() == Some(true) {
                 continue;
             }
@@ -253,10 +238,6 @@ impl MappingUse {
 // ---------------------------------------------------------------------------------------------
 // Shared pieces.
 
-fn cert_url(account: &str, id: &str) -> String {
-    format!("/console/a/{}/certificates/{}", enc(account), enc(id))
-}
-
 fn list_url(account: &str) -> String {
     format!("/console/a/{}/certificates", enc(account))
 }
@@ -267,20 +248,6 @@ fn mapping_link(account: &str, id: &str, name: &str) -> Markup {
 
 fn certs_path(account: &str) -> String {
     format!("/mtls/account/{}/certificates", enc(account))
-}
-
-async fn mappings_of(state: &AdminState, s: &Session, account: &str) -> Answer {
-    api(
-        state,
-        s,
-        Op::ListMappings,
-        Method::GET,
-        &format!("/api/account/{}/configuration/ac-common/mtls", enc(account)),
-        &[("accountId", account)],
-        None,
-        Bytes::new(),
-    )
-    .await
 }
 
 /// A refusal page from an API answer that failed.
@@ -318,29 +285,18 @@ async fn list(
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
-    let certs = api(
-        &state,
-        &s,
-        Op::ListCertificates,
-        Method::GET,
-        &certs_path(&account),
-        &[("accountId", &account)],
-        None,
-        Bytes::new(),
-    )
-    .await;
-    if !certs.ok() {
-        return api_refusal(&certs);
-    }
-    let maps = mappings_of(&state, &s, &account).await;
-    let uses = MappingUse::of(&maps.json);
+    let items = match account_certificates(&state, &s, &account).await {
+        Ok(list) => list,
+        Err(a) => return api_refusal(&a),
+    };
+    let maps = account_mappings(&state, &s, &account).await;
+    let uses = MappingUse::of(maps.as_deref().unwrap_or_default());
     let now = crate::admin::unix_now();
-    let items = certs.json.as_array().cloned().unwrap_or_default();
     let content = html! {
         h1 { "Certificates" }
         p { a id="add-certificate" href={ (list_url(&account)) "/new" } { "Add a certificate" } }
-        @if !maps.ok() {
-            p.error role="alert" { "The mappings could not be read: " (maps.error()) }
+        @if let Err(a) = &maps {
+            p.error role="alert" { "The mappings could not be read: " (a.error()) }
         }
         @if items.is_empty() {
             p id="no-certificates" { "This account has no certificates yet." }
@@ -384,7 +340,7 @@ fn list_row(account: &str, e: &Value, uses: &MappingUse, now: i64) -> Markup {
     let users = uses.users(&id);
     html! {
         tr data-cert-id=(id) data-name=(name) {
-            th scope="row" { a href=(cert_url(account, &id)) { (if name.is_empty() { id.as_str() } else { name }) } }
+            th scope="row" { a href=(certificate_url(account, &id)) { (if name.is_empty() { id.as_str() } else { name }) } }
             td { (c["subject"].as_str().unwrap_or("—")) }
             td { (c["issuer"].as_str().unwrap_or("—")) }
             td.mono { (c["serial"].as_str().unwrap_or("—")) }
@@ -725,7 +681,10 @@ async fn new_post(
             if a.ok() {
                 let id = id_text(&a.json["successfulySavedCertificates"][0]["id"]);
                 if !id.is_empty() {
-                    return see_other(&format!("{}?notice=created", cert_url(&account, &id)));
+                    return see_other(&format!(
+                        "{}?notice=created",
+                        certificate_url(&account, &id)
+                    ));
                 }
                 return see_other(&format!("{}?notice=created", list_url(&account)));
             }
@@ -793,7 +752,10 @@ async fn csr_post(
     .await;
     if a.ok() {
         let id = id_text(&a.json["id"]);
-        return see_other(&format!("{}?notice=created", cert_url(&account, &id)));
+        return see_other(&format!(
+            "{}?notice=created",
+            certificate_url(&account, &id)
+        ));
     }
     new_form(
         &state,
@@ -867,8 +829,8 @@ async fn cert_page(
         return api_refusal(&e);
     }
     let e = e.json;
-    let maps = mappings_of(state, s, account).await;
-    let uses = MappingUse::of(&maps.json);
+    let maps = account_mappings(state, s, account).await;
+    let uses = MappingUse::of(maps.as_deref().unwrap_or_default());
     let now = crate::admin::unix_now();
     let lc = &e["lifecycle"];
     let pending = lc["pending"].is_object();
@@ -890,11 +852,11 @@ async fn cert_page(
         None
     };
     let name = e["name"].as_str().unwrap_or(id).to_string();
-    let base = cert_url(account, id);
+    let base = certificate_url(account, id);
     let status_name = display_state(&e, now);
     let c = &e["certificate"];
     let not_after = not_after_of(&e);
-    let not_before = c["notBefore"].as_str().and_then(parse_time);
+    let not_before = c["notBefore"].as_str().and_then(unix_of);
     let users = uses.users(id);
     let err_for = |form: &str| {
         error
@@ -1219,7 +1181,7 @@ async fn page_action(
     if a.ok() {
         return see_other(&format!(
             "{}?notice={}",
-            cert_url(account, id),
+            certificate_url(account, id),
             notice(&a).name()
         ));
     }
@@ -1416,17 +1378,17 @@ async fn delete_form(
         return api_refusal(&e);
     }
     let name = e.json["name"].as_str().unwrap_or(id).to_string();
-    let maps = mappings_of(state, s, account).await;
-    let uses = MappingUse::of(&maps.json);
+    let maps = account_mappings(state, s, account).await;
+    let uses = MappingUse::of(maps.as_deref().unwrap_or_default());
     let users = uses.users(id);
-    let base = cert_url(account, id);
+    let base = certificate_url(account, id);
     let cascade = error.as_ref().is_some_and(|(_, _, c)| *c);
     let content = html! {
         h1 { "Delete certificate " (name) }
         p { a href=(base) { "Back to the certificate" } }
         @if let Some((_, m, _)) = &error { (error_box(m)) }
-        @if !maps.ok() {
-            p.error role="alert" { "The mappings could not be read: " (maps.error()) }
+        @if let Err(a) = &maps {
+            p.error role="alert" { "The mappings could not be read: " (a.error()) }
         }
         @if users.is_empty() {
             p id="no-breaking-mappings" { "No mapping uses this certificate: deleting it breaks nothing." }
@@ -1601,7 +1563,7 @@ mod tests {
             {"id": 3, "name": "gone", "certificationId": "10", "deleted": true},
             {"id": 4, "name": "four", "certificationId": "11"},
         ]);
-        let u = MappingUse::of(&list);
+        let u = MappingUse::of(list.as_array().expect("a list"));
         assert_eq!(
             u.users("10"),
             &[
@@ -1611,7 +1573,7 @@ mod tests {
         );
         assert_eq!(u.users("12"), &[]);
         assert_eq!(u.names.get("4").map(String::as_str), Some("four"));
-        assert!(MappingUse::of(&Value::Null).by_cert.is_empty());
+        assert!(MappingUse::of(&[]).by_cert.is_empty());
     }
 
     #[tokio::test]

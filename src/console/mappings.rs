@@ -12,8 +12,8 @@ use serde_json::{json, Map, Value};
 
 use super::layout::{badge, csrf_field, error_box, page_with_status};
 use super::{
-    api, enc, form_post, json_body, see_other, session_for, Answer, FormBody, Notice, Refusal,
-    Session, FORM_MAX,
+    account_certificates, account_mappings, api, certificate_url, enc, form_post, id_text,
+    json_body, see_other, session_for, Answer, FormBody, Notice, Refusal, Session, FORM_MAX,
 };
 use crate::admin::{AdminState, Op};
 
@@ -49,73 +49,10 @@ pub(crate) fn mapping_url(account: &str, id: &str) -> String {
     format!("{}/{}", list_url(account), enc(id))
 }
 
-fn certificate_url(account: &str, id: &str) -> String {
-    format!("/console/a/{}/certificates/{}", enc(account), enc(id))
-}
-
 // ------------------------------------------------------------------ data from the API
-
-/// A JSON id (number or numeric string) as text.
-pub(crate) fn id_text(v: &Value) -> String {
-    match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        _ => String::new(),
-    }
-}
 
 fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("")
-}
-
-/// The account's certificate entities (the API's list), or the API's refusal.
-pub(crate) async fn certificates(
-    state: &AdminState,
-    session: &Session,
-    account: &str,
-) -> Result<Vec<Value>, Answer> {
-    let ans = api(
-        state,
-        session,
-        Op::ListCertificates,
-        Method::GET,
-        &format!("/mtls/account/{}/certificates", enc(account)),
-        &[("accountId", account)],
-        None,
-        bytes::Bytes::new(),
-    )
-    .await;
-    match &ans.json {
-        Value::Array(list) if ans.ok() => Ok(list.clone()),
-        _ => Err(ans),
-    }
-}
-
-/// The account's live mappings (the API's list, deleted ones left out), or the API's refusal.
-pub(crate) async fn mappings(
-    state: &AdminState,
-    session: &Session,
-    account: &str,
-) -> Result<Vec<Value>, Answer> {
-    let ans = api(
-        state,
-        session,
-        Op::ListMappings,
-        Method::GET,
-        &maps_api(account),
-        &[("accountId", account)],
-        None,
-        bytes::Bytes::new(),
-    )
-    .await;
-    match &ans.json {
-        Value::Array(list) if ans.ok() => Ok(list
-            .iter()
-            .filter(|m| m["deleted"] != Value::Bool(true))
-            .cloned()
-            .collect()),
-        _ => Err(ans),
-    }
 }
 
 /// One check's verdict on a mapping.
@@ -419,11 +356,11 @@ async fn list_page(
     error: Option<String>,
     typed: &Typed,
 ) -> Response {
-    let maps = match mappings(state, s, account).await {
+    let maps = match account_mappings(state, s, account).await {
         Ok(m) => m,
         Err(ans) => return refusal(&ans),
     };
-    let certs = match certificates(state, s, account).await {
+    let certs = match account_certificates(state, s, account).await {
         Ok(c) => c,
         Err(ans) => return refusal(&ans),
     };
@@ -633,7 +570,7 @@ async fn mapping_page(
         Ok(m) => m,
         Err(ans) => return refusal(&ans),
     };
-    let certs = match certificates(state, s, account).await {
+    let certs = match account_certificates(state, s, account).await {
         Ok(c) => c,
         Err(ans) => return refusal(&ans),
     };

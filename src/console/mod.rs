@@ -720,6 +720,80 @@ async fn logout(State(state): State<AdminState>, req: Request) -> Response {
     r
 }
 
+// ---------------------------------------------------------------------------------------------
+// The account's data, read through the API, and the pieces every page uses.
+
+/// A JSON id (number or numeric string) as text.
+pub(crate) fn id_text(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+/// The account's certificate entities (the API's list), or the API's refusal.
+pub(crate) async fn account_certificates(
+    state: &AdminState,
+    session: &Session,
+    account: &str,
+) -> Result<Vec<Value>, Answer> {
+    let ans = api(
+        state,
+        session,
+        Op::ListCertificates,
+        Method::GET,
+        &format!("/mtls/account/{}/certificates", enc(account)),
+        &[("accountId", account)],
+        None,
+        Bytes::new(),
+    )
+    .await;
+    match &ans.json {
+        Value::Array(list) if ans.ok() => Ok(list.clone()),
+        _ => Err(ans),
+    }
+}
+
+/// The account's live mappings (the API's list, deleted ones left out), or the API's refusal.
+pub(crate) async fn account_mappings(
+    state: &AdminState,
+    session: &Session,
+    account: &str,
+) -> Result<Vec<Value>, Answer> {
+    let ans = api(
+        state,
+        session,
+        Op::ListMappings,
+        Method::GET,
+        &format!("/api/account/{}/configuration/ac-common/mtls", enc(account)),
+        &[("accountId", account)],
+        None,
+        Bytes::new(),
+    )
+    .await;
+    match &ans.json {
+        Value::Array(list) if ans.ok() => Ok(list
+            .iter()
+            .filter(|m| m["deleted"] != Value::Bool(true))
+            .cloned()
+            .collect()),
+        _ => Err(ans),
+    }
+}
+
+/// The console's page of one certificate.
+pub(crate) fn certificate_url(account: &str, id: &str) -> String {
+    format!("/console/a/{}/certificates/{}", enc(account), enc(id))
+}
+
+/// An RFC 3339 time (the API's dates) as unix seconds.
+pub(crate) fn unix_of(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|d| d.unix_timestamp())
+}
+
 /// Days from `now` to `t` (negative when past).
 pub(crate) fn days_left(t: i64, now: i64) -> i64 {
     (t - now).div_euclid(86_400)

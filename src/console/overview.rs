@@ -12,8 +12,11 @@ use serde_json::Value;
 
 use super::certificates::display_state;
 use super::layout::{badge, page};
-use super::mappings::{certificates, checked, id_text, mapping_url, mappings};
-use super::{days_left, enc, session_for, Notice, Refusal};
+use super::mappings::{checked, mapping_url};
+use super::{
+    account_certificates, account_mappings, certificate_url, days_left, enc, id_text, session_for,
+    unix_of, Notice, Refusal,
+};
 use crate::admin::AdminState;
 
 /// How far ahead "expiring" looks.
@@ -28,17 +31,6 @@ pub fn routes() -> axum::Router<AdminState> {
                 Redirect::to(&format!("/console/a/{}/", enc(&account)))
             }),
         )
-}
-
-/// An RFC 3339 time as unix seconds.
-pub(crate) fn unix_of(s: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|d| d.unix_timestamp())
-}
-
-fn certificate_url(account: &str, id: &str) -> String {
-    format!("/console/a/{}/certificates/{}", enc(account), enc(id))
 }
 
 fn days_text(days: i64) -> String {
@@ -81,11 +73,11 @@ async fn overview(
         )
         .into_response()
     };
-    let certs = match certificates(&state, &s, &account).await {
+    let certs = match account_certificates(&state, &s, &account).await {
         Ok(c) => c,
         Err(ans) => return refused(ans),
     };
-    let maps = match mappings(&state, &s, &account).await {
+    let maps = match account_mappings(&state, &s, &account).await {
         Ok(m) => m,
         Err(ans) => return refused(ans),
     };
