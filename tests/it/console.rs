@@ -1261,6 +1261,131 @@ async fn console_an_admin_role_token_may_pick_any_account_a_scoped_one_only_its_
     assert!(!p.body.contains(ACC_CERT));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_replace_edit_delete_a_mapping_and_download_a_csr_do_what_they_say() {
+    let c = Console::start();
+    let serial_of = |e: &Value| {
+        e["certificate"]["serial"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let before = c
+        .certificates("acc")
+        .await
+        .into_iter()
+        .find(|x| x["name"] == ACC_CERT)
+        .expect("acc's certificate");
+
+    // Replace certificate 1 with another PKCS#12: the entity presents the new serial.
+    let next = c.pki.client("acc-replacement");
+    let p12 = c.dir.path().join("replacement.p12");
+    std::fs::write(
+        &p12,
+        certgen::to_p12(&next.cert, &next.key, &[], "replacement-pw").expect("p12"),
+    )
+    .expect("write p12");
+    let p = c.page("/console/a/acc/certificates/1").await;
+    let mut f = Form::containing(&p.body, "replace-file");
+    f.set("replace-password", "replace-pw-wrong-on-purpose")
+        .file("replace-file", &p12);
+    let p = c.submit(&f.press("replace")).await;
+    assert!(p.status >= 400, "a wrong password is refused: {}", p.status);
+    assert!(by_id(&p.body, "form-error").is_some() || p.body.contains("password"));
+    f.set("replace-password", "replacement-pw");
+    let p = c.submit(&f.press("replace")).await;
+    assert_eq!(p.status, 303, "replace: {}", p.body);
+    assert!(p.location().contains("notice=updated"), "{}", p.location());
+    let after = c
+        .certificates("acc")
+        .await
+        .into_iter()
+        .find(|x| x["name"] == ACC_CERT)
+        .expect("acc's certificate");
+    assert_ne!(serial_of(&after), serial_of(&before), "{after}");
+    assert!(!serial_of(&after).is_empty(), "{after}");
+
+    // Edit mapping 10: a new name and URL, stored.
+    let port = c.echo.addr.port();
+    let p = c.page("/console/a/acc/mappings/10").await;
+    let mut f = Form::containing(&p.body, "edit-name");
+    f.set("edit-name", "acc-renamed-map")
+        .set("edit-url", &format!("https://localhost:{port}/acc/renamed"));
+    let p = c.submit(&f.press("save-mapping")).await;
+    assert_eq!(p.status, 303, "edit: {}", p.body);
+    let m = c
+        .mappings("acc")
+        .await
+        .into_iter()
+        .find(|m| m["id"] == json!(10))
+        .expect("mapping 10");
+    assert_eq!(m["name"], "acc-renamed-map", "{m}");
+    assert!(
+        m["url"].as_str().unwrap_or("").ends_with("/acc/renamed"),
+        "{m}"
+    );
+
+    // Delete it after the confirmation page.
+    let p = c.page("/console/a/acc/mappings/10/delete").await;
+    assert!(
+        p.body.contains("acc-renamed-map"),
+        "the page names the mapping"
+    );
+    let p = c
+        .submit(&Form::containing(&p.body, "confirm-delete").press("confirm-delete"))
+        .await;
+    assert_eq!(p.status, 303, "delete: {}", p.body);
+    assert!(
+        !c.mappings("acc")
+            .await
+            .iter()
+            .any(|m| m["id"] == json!(10) && m["deleted"] != json!(true)),
+        "mapping 10 still live"
+    );
+
+    // Start a CSR and download it: a PKCS#10 attachment that openssl verifies.
+    let p = c.page("/console/a/acc/certificates/new").await;
+    let mut f = Form::containing(&p.body, "csr-name");
+    f.set("csr-name", "download-probe")
+        .set("csr-cn", "download.example")
+        .set("csr-dns", "download.example");
+    let p = c.submit(&f.press("start-csr")).await;
+    assert_eq!(p.status, 303, "csr: {}", p.body);
+    let page = p.location().split('?').next().unwrap_or("").to_string();
+    let p = c.page(&page).await;
+    let href = by_id(&p.body, "download-csr")
+        .and_then(|a| a.attr("href").map(str::to_string))
+        .expect("a#download-csr");
+    let d = c.get(&href).await;
+    assert_eq!(d.status, 200);
+    assert!(
+        d.header("content-type")
+            .is_some_and(|t| t.starts_with("application/pkcs10")),
+        "{:?}",
+        d.header("content-type")
+    );
+    assert!(
+        d.header("content-disposition")
+            .is_some_and(|v| v.starts_with("attachment") && v.contains(".csr")),
+        "{:?}",
+        d.header("content-disposition")
+    );
+    let csr = c.dir.path().join("download.csr");
+    std::fs::write(&csr, &d.body).expect("write csr");
+    let out = Command::new("openssl")
+        .args(["req", "-in"])
+        .arg(&csr)
+        .args(["-verify", "-noout", "-subject"])
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl req -verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("download.example"));
+}
+
 // ------------------------------------------------------------------ secrets
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
