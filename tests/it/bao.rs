@@ -349,8 +349,35 @@ impl Bao {
         assert!(st.success(), "kill -{sig} {pid}");
     }
 
+    /// Stops the server and waits (at most 2 s) until every one of its threads is stopped:
+    /// `SIGSTOP` is delivered asynchronously, and a thread running on the other core could
+    /// still answer a request sent right after `kill` returned.
     pub fn freeze(&self) {
         self.signal("STOP");
+        let pid = self.child.as_ref().expect("server running").id();
+        let stopped = || {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                return false;
+            };
+            tasks.flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat"))
+                    .ok()
+                    .and_then(|st| {
+                        // The state follows the parenthesised command name.
+                        st.rsplit_once(')')
+                            .and_then(|(_, rest)| rest.trim_start().chars().next())
+                    })
+                    .is_some_and(|c| c == 'T' || c == 't')
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !stopped() {
+            assert!(
+                Instant::now() < deadline,
+                "bao {pid} did not stop within 2 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn thaw(&self) {
